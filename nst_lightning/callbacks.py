@@ -1,0 +1,65 @@
+"""Lightning callbacks: a fixed grid of stylized validation images in TensorBoard (and as PNG files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+from torchvision.utils import make_grid
+
+from nst_lightning.image import save_image
+
+
+class StylizedGridCallback(L.Callback):
+    """Every ``every_n_steps`` training steps, stylize a fixed set of images and log a 2-row grid.
+
+    The top row holds the content images, the bottom row their stylized versions. The images are the first
+    ``num_images`` of the validation set (or of the first training batch when there is no validation set),
+    so the grids of one run are directly comparable. Each grid is also written to
+    ``<log_dir>/grids/step_XXXXXX.png`` unless ``save_png`` is false.
+    """
+
+    def __init__(self, every_n_steps: int = 200, num_images: int = 4, save_png: bool = True) -> None:
+        self.every_n_steps = every_n_steps
+        self.num_images = num_images
+        self.save_png = save_png
+        self.images: torch.Tensor | None = None
+
+    def _fixed_images(self, trainer: L.Trainer, fallback: torch.Tensor) -> torch.Tensor:
+        if self.images is None:
+            dm = trainer.datamodule
+            val_set = getattr(dm, "val_set", None) if dm is not None else None
+            if val_set is not None and len(val_set) > 0:
+                n = min(self.num_images, len(val_set))
+                self.images = torch.stack([val_set[i] for i in range(n)])
+            else:
+                self.images = fallback[: self.num_images].detach().float().cpu()
+        return self.images
+
+    @torch.no_grad()
+    def log_grid(self, trainer: L.Trainer, module: L.LightningModule, fallback: torch.Tensor) -> torch.Tensor:
+        """Stylize the fixed images and log the grid; returns the 3×H×W grid tensor."""
+        content = self._fixed_images(trainer, fallback).to(module.device)
+        was_training = module.training
+        module.eval()
+        stylized = module(content).float().clamp(0, 1)
+        module.train(was_training)
+        grid = make_grid(torch.cat([content.float(), stylized]), nrow=content.shape[0], padding=2)
+        step = trainer.global_step
+        for logger in trainer.loggers:
+            experiment = getattr(logger, "experiment", None)
+            if hasattr(experiment, "add_image"):
+                experiment.add_image("stylized", grid.cpu(), global_step=step)
+        if self.save_png and trainer.is_global_zero and trainer.log_dir:
+            save_image(grid, Path(trainer.log_dir) / "grids" / f"step_{step:06d}.png")
+        return grid
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if trainer.is_global_zero and self.every_n_steps > 0 and step % self.every_n_steps == 0:
+            self.log_grid(trainer, pl_module, batch)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero and self.images is not None:
+            self.log_grid(trainer, pl_module, self.images)

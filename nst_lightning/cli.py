@@ -1,0 +1,52 @@
+"""Hydra entry points (``train.py``/``nst-train`` and ``stylize.py``/``nst-stylize``)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from nst_lightning.config import config_dir
+from nst_lightning.errors import NSTError
+
+log = logging.getLogger("nst_lightning")
+
+
+def _report_errors(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """Turn user errors into a one-line message and exit status 2 instead of a traceback."""
+
+    def wrapped(cfg: DictConfig) -> Any:
+        try:
+            return fn(cfg)
+        except NSTError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+
+    wrapped.__name__ = fn.__name__
+    wrapped.__doc__ = fn.__doc__
+    return wrapped
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
+@_report_errors
+def train_main(cfg: DictConfig) -> None:
+    """Train a style transfer network: ``python train.py style=starry_night``."""
+    from nst_lightning.train import train
+
+    train(cfg)
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="stylize")
+@_report_errors
+def stylize_main(cfg: DictConfig) -> None:
+    """Stylize images: ``python stylize.py ckpt=PATH input=FILE_OR_FOLDER output=PATH``."""
+    from nst_lightning.stylize import stylize
+
+    stylize(cfg)

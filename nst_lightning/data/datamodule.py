@@ -1,0 +1,133 @@
+"""LightningDataModules: a folder of photos (default) and COCO train2014 (downloaded on first use)."""
+
+from __future__ import annotations
+
+import logging
+import zipfile
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from nst_lightning.data.datasets import ImageFolderDataset, eval_transform, list_images, train_transform
+from nst_lightning.data.download import download
+from nst_lightning.errors import NSTError
+
+log = logging.getLogger(__name__)
+
+
+def split_train_val(files: list[Path], val_count: int) -> tuple[list[Path], list[Path]]:
+    """Hold out ``val_count`` files spread evenly over the sorted list; the rest is for training."""
+    if val_count <= 0:
+        return files, []
+    if val_count >= len(files):
+        raise NSTError(f"data.val_count={val_count} leaves no training images (only {len(files)} found)")
+    step = len(files) / val_count
+    val_idx = {int(i * step) for i in range(val_count)}
+    train = [f for i, f in enumerate(files) if i not in val_idx]
+    val = [f for i, f in enumerate(files) if i in val_idx]
+    return train, val
+
+
+class FolderDataModule(L.LightningDataModule):
+    """Random-resized crops of the photos under ``root``; a fixed held-out set for validation.
+
+    Args:
+        root: folder tree of jpg/png/webp images.
+        image_size: side of the square training crops.
+        batch_size: images per step (per device under DDP).
+        num_workers: data loader worker processes.
+        val_count: images held out of ``root`` for validation (0 disables validation).
+        val_size: side of the centre-cropped validation images.
+        min_scale: smallest crop area fraction for the random-resized crop.
+        pin_memory: pin host memory for faster copies to the GPU.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 256,
+        batch_size: int = 4,
+        num_workers: int = 2,
+        val_count: int = 8,
+        val_size: int = 256,
+        min_scale: float = 0.25,
+        pin_memory: bool = True,
+    ) -> None:
+        super().__init__()
+        self.root = root
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.val_count = val_count
+        self.val_size = val_size
+        self.min_scale = min_scale
+        self.pin_memory = pin_memory
+        self.train_set: ImageFolderDataset | None = None
+        self.val_set: ImageFolderDataset | None = None
+
+    def image_root(self) -> Path:
+        """Folder that holds the images (subclasses may download it first)."""
+        return Path(self.root).expanduser()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        train, val = split_train_val(list_images(self.image_root()), self.val_count)
+        self.train_set = ImageFolderDataset(train, train_transform(self.image_size, self.min_scale))
+        self.val_set = ImageFolderDataset(val, eval_transform(self.val_size)) if val else None
+        log.info("training on %d images from %s (%d held out for validation)", len(train), self.root, len(val))
+
+    def _loader(self, dataset: ImageFolderDataset, shuffle: bool, drop_last: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and self.trainer is not None and self.trainer.on_gpu,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None, "call setup() first"
+        drop_last = len(self.train_set) >= self.batch_size
+        return self._loader(self.train_set, shuffle=True, drop_last=drop_last)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_set is None:
+            return []
+        return self._loader(self.val_set, shuffle=False, drop_last=False)
+
+
+COCO_URL = "http://images.cocodataset.org/zips/train2014.zip"
+COCO_MD5 = "0da8c0bd3d6becc4dcb32757491aca88"
+
+
+class CocoDataModule(FolderDataModule):
+    """COCO train2014 (82,783 photos, the set Johnson et al. trained on), downloaded on first use.
+
+    ``root`` is the folder the zip is downloaded to and extracted in (``root/train2014/*.jpg``). The
+    download shows a progress bar, resumes after an interruption and is verified against its MD5.
+    """
+
+    def __init__(self, root: str, url: str = COCO_URL, md5: str | None = COCO_MD5, **kwargs) -> None:
+        super().__init__(root, **kwargs)
+        self.url = url
+        self.md5 = md5
+
+    def prepare_data(self) -> None:
+        root = Path(self.root).expanduser()
+        images = root / "train2014"
+        if images.is_dir() and any(images.iterdir()):
+            return
+        archive = download(self.url, root / Path(self.url).name, checksum=self.md5, algorithm="md5")
+        log.info("extracting %s", archive)
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                zf.extractall(root)
+        except zipfile.BadZipFile as exc:
+            raise NSTError(f"{archive} is not a valid zip file; delete it and run again") from exc
+
+    def image_root(self) -> Path:
+        return Path(self.root).expanduser() / "train2014"

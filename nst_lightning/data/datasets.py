@@ -1,0 +1,79 @@
+"""Image datasets for training: any folder tree of jpg/png/webp photos."""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from nst_lightning.errors import NSTError
+from nst_lightning.image import is_image_file, open_rgb, pil_to_tensor
+
+log = logging.getLogger(__name__)
+
+
+def list_images(root: str | Path) -> list[Path]:
+    """All image files under ``root`` (recursive), sorted so the order is the same on every machine."""
+    root = Path(root)
+    if not root.is_dir():
+        raise NSTError(
+            f"training image folder not found: {root}. Set data.root=PATH or NST_DATA_DIR (its train/ "
+            "subfolder is the default), or use data=coco to download COCO."
+        )
+    files = sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p))
+    if not files:
+        raise NSTError(f"no jpg/png/webp images found under {root}")
+    return files
+
+
+def train_transform(image_size: int, min_scale: float = 0.25, hflip: bool = True) -> v2.Compose:
+    """Random-resized square crop to ``image_size`` and an optional horizontal flip (3×H×W float → same)."""
+    steps: list = [v2.RandomResizedCrop(image_size, scale=(min_scale, 1.0), antialias=True)]
+    if hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    return v2.Compose(steps)
+
+
+def eval_transform(image_size: int) -> v2.Compose:
+    """Deterministic resize (shorter side) + centre crop to ``image_size``."""
+    return v2.Compose([v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)])
+
+
+class ImageFolderDataset(Dataset):
+    """Photos under a folder as 3×S×S float tensors in [0, 1].
+
+    Unreadable or corrupt files are skipped: the dataset returns another image in their place and counts
+    them; :attr:`skipped` lists the bad files (a warning is logged once per file).
+    """
+
+    def __init__(self, files: list[Path], transform: v2.Compose) -> None:
+        if not files:
+            raise NSTError("the dataset has no images")
+        self.files = list(files)
+        self.transform = transform
+        self.skipped: set[Path] = set()
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _load(self, path: Path) -> torch.Tensor:
+        img: Image.Image = open_rgb(path)
+        return self.transform(pil_to_tensor(img))
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        rng = random.Random(index)
+        for _ in range(20):
+            path = self.files[index]
+            if path not in self.skipped:
+                try:
+                    return self._load(path)
+                except NSTError as exc:
+                    self.skipped.add(path)
+                    log.warning("skipping unreadable training image (%d skipped so far): %s", len(self.skipped), exc)
+            index = rng.randrange(len(self.files))
+        raise NSTError(f"too many unreadable images in the dataset ({len(self.skipped)} skipped)")

@@ -1,0 +1,100 @@
+"""Load a trained network without Hydra or Lightning and stylize tensors, PIL images or files.
+
+A checkpoint is self-describing: either a Lightning checkpoint (``hyper_parameters`` + ``state_dict``) or
+an exported model file (``{"format": "nst_lightning.model", "model_name", "model_kwargs", "state_dict",
+"meta"}``). Both load with ``torch.load(..., weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nst_lightning.errors import NSTError
+from nst_lightning.image import open_rgb, pil_to_tensor, preserve_color, save_image, scale_to_max_size
+from nst_lightning.models import create_model
+
+EXPORT_FORMAT = "nst_lightning.model"
+NET_PREFIX = "net."
+
+
+@dataclass
+class LoadedModel:
+    """A transformation network in eval mode plus what the checkpoint says about it."""
+
+    net: nn.Module
+    model_name: str
+    model_kwargs: dict[str, Any]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise NSTError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise NSTError(f"cannot read checkpoint {path} ({type(exc).__name__}: {exc})") from exc
+
+
+def load_model(ckpt: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the network stored in ``ckpt`` (Lightning checkpoint or exported model) on ``device``."""
+    path = Path(ckpt).expanduser()
+    raw = _read(path)
+    if raw.get("format") == EXPORT_FORMAT:
+        name, kwargs, state, meta = raw["model_name"], raw["model_kwargs"], raw["state_dict"], raw.get("meta", {})
+    elif "hyper_parameters" in raw and "state_dict" in raw:
+        hp = raw["hyper_parameters"]
+        name, kwargs = hp["model_name"], dict(hp.get("model_kwargs") or {})
+        state = {k[len(NET_PREFIX) :]: v for k, v in raw["state_dict"].items() if k.startswith(NET_PREFIX)}
+        meta = {"style_name": hp.get("style_name"), "global_step": raw.get("global_step")}
+    else:
+        raise NSTError(f"{path} is not an nst_lightning checkpoint (no model name or state dict in it)")
+    kwargs.pop("pretrained", None)  # the trained weights below replace any pretrained encoder weights
+    kwargs.pop("weights_file", None)
+    net = create_model(name, **kwargs)
+    net.load_state_dict({k: v.float() for k, v in state.items()})
+    net.eval().requires_grad_(False).to(device)
+    return LoadedModel(net=net, model_name=name, model_kwargs=kwargs, meta=meta)
+
+
+def export_model(ckpt: str | Path, out: str | Path, half: bool = False) -> Path:
+    """Write a slim self-describing model file (network weights only; fp16 when ``half``)."""
+    loaded = load_model(ckpt)
+    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in loaded.net.state_dict().items()}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {
+            "format": EXPORT_FORMAT,
+            "model_name": loaded.model_name,
+            "model_kwargs": loaded.model_kwargs,
+            "state_dict": state,
+            "meta": loaded.meta,
+        },
+        out,
+    )
+    return out
+
+
+@torch.inference_mode()
+def stylize_tensor(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """B×3×H×W in [0, 1] → stylized B×3×H×W in [0, 1] on the network's device."""
+    device = next(net.parameters()).device
+    return net(images.to(device)).float().clamp(0, 1)
+
+
+def stylize_file(
+    net: nn.Module, src: str | Path, dst: str | Path, max_size: int | None = None, keep_color: bool = False
+) -> Path:
+    """Stylize one image file and save it; output size = input size (after the optional ``max_size``)."""
+    img = scale_to_max_size(open_rgb(src), max_size)
+    content = pil_to_tensor(img).unsqueeze(0)
+    out = stylize_tensor(net, content).cpu()
+    if keep_color:
+        out = preserve_color(out, content)
+    return save_image(out, dst)

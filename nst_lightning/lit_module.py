@@ -1,0 +1,154 @@
+"""LightningModule that trains an image transformation network against a frozen VGG-19 perceptual loss."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+
+from nst_lightning.losses.perceptual import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, PerceptualLoss
+from nst_lightning.models import create_model
+from nst_lightning.styles import style_grams
+
+LOSS_PREFIX = "loss_fn."
+
+
+class StyleTransferModule(L.LightningModule):
+    """Feed-forward style transfer (Johnson et al. 2016) with primitive, checkpointed hyper-parameters.
+
+    The transformation network is built by name from the model registry; the loss network (VGG-19) and the
+    style's target Grams are rebuilt from their names and never stored in checkpoints.
+
+    Args:
+        model_name: registered network name (``johnson``, ``mobilenetv3``, ``resnet50``, ...).
+        model_kwargs: primitive keyword arguments for the network builder.
+        style_image: path of the style image.
+        style_size: longest side the style image is resized to before computing its Grams (None: as is).
+        style_name: a label for logs and exported models.
+        content_layers, style_layers, style_layer_weights, style_balance, vgg_weights, pooling: see
+            :class:`~nst_lightning.losses.perceptual.PerceptualLoss`.
+        content_weight, style_weight, tv_weight: loss weights.
+        lr: Adam learning rate.
+        betas: Adam betas.
+        weight_decay: Adam weight decay.
+        warmup_steps: linear learning-rate warm-up steps.
+        lr_schedule: ``constant`` or ``cosine`` (to ``min_lr_ratio * lr`` at ``max_steps``).
+        min_lr_ratio: final learning rate of the cosine schedule, relative to ``lr``.
+        cache_dir: where style Grams are cached (None: the default cache folder).
+    """
+
+    def __init__(
+        self,
+        model_name: str = "johnson",
+        model_kwargs: dict[str, Any] | None = None,
+        style_image: str | None = None,
+        style_size: int | None = 512,
+        style_name: str = "style",
+        content_layers: list[str] | tuple[str, ...] = DEFAULT_CONTENT_LAYERS,
+        style_layers: list[str] | tuple[str, ...] = DEFAULT_STYLE_LAYERS,
+        style_layer_weights: list[float] | None = None,
+        style_balance: str = "auto",
+        vgg_weights: str = "caffe",
+        pooling: str = "max",
+        content_weight: float = 1e-5,
+        style_weight: float = 10.0,
+        tv_weight: float = 0.0,
+        lr: float = 1e-3,
+        betas: tuple[float, float] | list[float] = (0.9, 0.999),
+        weight_decay: float = 0.0,
+        warmup_steps: int = 0,
+        lr_schedule: str = "constant",
+        min_lr_ratio: float = 0.1,
+        cache_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = create_model(model_name, **(model_kwargs or {}))
+        self.loss_fn = PerceptualLoss(
+            content_layers=list(content_layers),
+            style_layers=list(style_layers),
+            content_weight=content_weight,
+            style_weight=style_weight,
+            tv_weight=tv_weight,
+            style_layer_weights=style_layer_weights,
+            style_balance=style_balance,
+            vgg_weights=vgg_weights,
+            pooling=pooling,
+        )
+
+    # -- style targets -------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if not self.loss_fn.target_grams and self.hparams.style_image:
+            grams = style_grams(self.hparams.style_image, self.hparams.style_size, self.loss_fn, self.hparams.cache_dir)
+            self.loss_fn.set_style_grams(grams)
+
+    # -- forward / steps -----------------------------------------------------------------------------
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """B×3×H×W content images in [0, 1] → stylized B×3×H×W in [0, 1]."""
+        return self.net(images)
+
+    def _shared_step(self, batch: torch.Tensor, prefix: str) -> dict[str, torch.Tensor]:
+        terms = self.loss_fn(self.net(batch), batch)
+        on_step = prefix == "train"
+        for name, value in terms.items():
+            self.log(
+                f"{prefix}/{name}",
+                value.detach(),
+                on_step=on_step,
+                on_epoch=not on_step,
+                prog_bar=name == "objective",
+                batch_size=batch.shape[0],
+                sync_dist=not on_step,
+            )
+        return terms
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")["objective"]
+
+    def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    # -- optimisation --------------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict[str, Any]:
+        hp = self.hparams
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
+        total = self.trainer.max_steps if self.trainer and self.trainer.max_steps > 0 else None
+        schedule = lr_lambda(hp.warmup_steps, hp.lr_schedule, total, hp.min_lr_ratio)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- checkpoints: the loss network is rebuilt from its name, never saved ---------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith(LOSS_PREFIX)]:
+            del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["state_dict"]
+        for key, value in self.loss_fn.state_dict(prefix=LOSS_PREFIX).items():
+            state.setdefault(key, value)
+
+
+class _Schedule:
+    """Picklable multiplier for LambdaLR: linear warm-up, then constant or cosine decay."""
+
+    def __init__(self, warmup: int, kind: str, total: int | None, min_ratio: float) -> None:
+        if kind not in ("constant", "cosine"):
+            raise ValueError(f"unknown lr_schedule {kind!r}; use 'constant' or 'cosine'")
+        self.warmup, self.kind, self.total, self.min_ratio = warmup, kind, total, min_ratio
+
+    def __call__(self, step: int) -> float:
+        if self.warmup and step < self.warmup:
+            return (step + 1) / self.warmup
+        if self.kind == "constant" or not self.total:
+            return 1.0
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def lr_lambda(warmup: int, kind: str, total: int | None, min_ratio: float) -> _Schedule:
+    """Learning-rate multiplier per optimiser step (see :class:`_Schedule`)."""
+    return _Schedule(warmup, kind, total, min_ratio)

@@ -1,0 +1,136 @@
+"""Perceptual loss module: content, style (Gram) and total-variation terms over one VGG-19 pass.
+
+Holds the loss network and the style's target Gram matrices; neither ever enters a checkpoint (the VGG
+weights are rebuilt from the ``vgg_weights`` name, the Grams from the style image and its cache).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from nst_lightning.errors import NSTError
+from nst_lightning.losses import functional as LF
+from nst_lightning.losses.vgg import VGG19Features
+
+DEFAULT_CONTENT_LAYERS = ("relu4_2",)
+DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+
+
+class PerceptualLoss(nn.Module):
+    """Weighted content + style + TV objective (Gatys et al. 2016; Johnson et al. 2016).
+
+    Args:
+        content_layers: VGG layers compared with the content image (MSE of features).
+        style_layers: VGG layers whose Gram matrices are compared with the style's.
+        content_weight, style_weight, tv_weight: weights of the three terms.
+        style_layer_weights: one weight per style layer (default all 1).
+        style_balance: ``none`` keeps the raw per-layer Gram MSE; ``auto`` divides each layer's Gram MSE by
+            the mean squared entry of that layer's target Gram, so every layer contributes a relative error
+            of the same order and none dominates (the deep layers' Grams are orders of magnitude larger).
+        vgg_weights: ``caffe`` (default, offline), ``torchvision`` or ``random`` (tests only).
+        pooling: ``max`` or ``avg`` pooling in VGG.
+    """
+
+    def __init__(
+        self,
+        content_layers: Sequence[str] = DEFAULT_CONTENT_LAYERS,
+        style_layers: Sequence[str] = DEFAULT_STYLE_LAYERS,
+        content_weight: float = 1.0,
+        style_weight: float = 1.0,
+        tv_weight: float = 0.0,
+        style_layer_weights: Sequence[float] | None = None,
+        style_balance: str = "auto",
+        vgg_weights: str = "caffe",
+        pooling: str = "max",
+    ) -> None:
+        super().__init__()
+        self.content_layers = tuple(content_layers)
+        self.style_layers = tuple(style_layers)
+        if style_layer_weights is None:
+            style_layer_weights = [1.0] * len(self.style_layers)
+        if len(style_layer_weights) != len(self.style_layers):
+            raise NSTError(
+                f"style_layer_weights has {len(style_layer_weights)} entries but there are "
+                f"{len(self.style_layers)} style layers {list(self.style_layers)}"
+            )
+        if style_balance not in ("none", "auto"):
+            raise NSTError(f"unknown style_balance {style_balance!r}; use 'none' or 'auto'")
+        self.style_layer_weights = [float(w) for w in style_layer_weights]
+        self.style_balance = style_balance
+        self.content_weight = float(content_weight)
+        self.style_weight = float(style_weight)
+        self.tv_weight = float(tv_weight)
+        self.vgg = VGG19Features(self.content_layers + self.style_layers, weights=vgg_weights, pooling=pooling)
+        self._balance: dict[str, float] = {}
+
+    @property
+    def target_grams(self) -> dict[str, torch.Tensor]:
+        """The style's target Grams {layer: 1×C×C} (non-persistent buffers: never in a state dict)."""
+        return {n: getattr(self, f"target_gram_{n}") for n in self.style_layers if hasattr(self, f"target_gram_{n}")}
+
+    @torch.no_grad()
+    def compute_grams(self, style_image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """fp32 Gram matrices {layer: 1×C×C} of a 1×3×H×W style image in [0, 1]."""
+        device = next(self.vgg.parameters()).device
+        feats = self.vgg(style_image.to(device))
+        return {name: LF.gram_matrix(feats[name]) for name in self.style_layers}
+
+    def set_style_grams(self, grams: dict[str, torch.Tensor]) -> None:
+        """Install precomputed target Grams ({layer: 1×C×C}) for every style layer."""
+        missing = [n for n in self.style_layers if n not in grams]
+        if missing:
+            raise NSTError(f"style Grams are missing layers {missing}")
+        device = next(self.vgg.parameters()).device
+        for n in self.style_layers:
+            self.register_buffer(f"target_gram_{n}", grams[n].detach().float().to(device), persistent=False)
+        self._balance = {
+            n: (1.0 / max(float(g.pow(2).mean()), 1e-12) if self.style_balance == "auto" else 1.0)
+            for n, g in self.target_grams.items()
+        }
+
+    def set_style_images(self, images: Sequence[torch.Tensor], weights: Sequence[float] | None = None) -> None:
+        """Targets from one or more 1×3×H×W style images; several are blended as a weighted Gram average."""
+        weights = list(weights) if weights is not None else [1.0] * len(images)
+        if len(weights) != len(images):
+            raise NSTError(f"got {len(images)} style images but {len(weights)} style weights")
+        total = sum(weights)
+        blended: dict[str, torch.Tensor] = {}
+        for image, w in zip(images, weights, strict=True):
+            for name, g in self.compute_grams(image).items():
+                blended[name] = blended.get(name, 0) + g * (w / total)
+        self.set_style_grams(blended)
+
+    def forward(self, generated: torch.Tensor, content: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Loss terms for B×3×H×W generated images against B×3×H×W content images (both in [0, 1]).
+
+        Generated and content images go through VGG together in one pass. With ``content=None`` only the
+        style and TV terms are computed (and ``content`` is 0).
+
+        Returns:
+            ``{"content", "style", "tv", "objective"}``: weighted fp32 scalars; objective is their sum.
+        """
+        if not self.target_grams:
+            raise NSTError("no style targets: call set_style_images() or set_style_grams() first")
+        b = generated.shape[0]
+        batch = generated if content is None else torch.cat([generated, content.to(generated.dtype)], 0)
+        feats = self.vgg(batch)
+        zero = generated.new_zeros((), dtype=torch.float32)
+        c_loss = zero
+        if content is not None:
+            for name in self.content_layers:
+                c_loss = c_loss + LF.content_loss(feats[name][:b], feats[name][b:].detach())
+        s_loss = zero
+        for name, w in zip(self.style_layers, self.style_layer_weights, strict=True):
+            gram = LF.gram_matrix(feats[name][:b])
+            s_loss = s_loss + w * self._balance[name] * LF.style_loss(gram, self.target_grams[name])
+        tv = LF.total_variation(generated) if self.tv_weight else zero
+        terms = {
+            "content": self.content_weight * c_loss,
+            "style": self.style_weight * s_loss,
+            "tv": self.tv_weight * tv,
+        }
+        terms["objective"] = terms["content"] + terms["style"] + terms["tv"]
+        return terms

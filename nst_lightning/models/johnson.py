@@ -1,0 +1,58 @@
+"""Johnson et al. (2016) image transformation network, with instance norm (Ulyanov et al. 2016).
+
+Reference architecture: 9×9 conv 32 → stride-2 convs 64, 128 → five residual blocks of 128 →
+two nearest-upsample + conv stages (64, 32) → 9×9 conv to 3. Reflection padding throughout.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nst_lightning.models.blocks import ConvNormAct, ResidualBlock, UpsampleConv, pad_to_multiple
+from nst_lightning.models.registry import register_model
+
+
+class JohnsonNet(nn.Module):
+    """Maps B×3×H×W images in [0, 1] to stylized B×3×H×W images in [0, 1], for any H, W ≥ 1.
+
+    Args:
+        base_channels: width of the first layer (32 in the paper); deeper layers use 2× and 4×.
+        num_residual: number of residual blocks (5 in the paper).
+        norm: ``instance`` (default), ``batch`` or ``none``.
+    """
+
+    def __init__(self, base_channels: int = 32, num_residual: int = 5, norm: str = "instance") -> None:
+        super().__init__()
+        c1, c2, c3 = base_channels, base_channels * 2, base_channels * 4
+        self.encoder = nn.Sequential(
+            ConvNormAct(3, c1, 9, norm=norm),
+            ConvNormAct(c1, c2, 3, stride=2, norm=norm),
+            ConvNormAct(c2, c3, 3, stride=2, norm=norm),
+        )
+        self.residuals = nn.Sequential(*[ResidualBlock(c3, norm=norm) for _ in range(num_residual)])
+        self.decoder = nn.Sequential(
+            UpsampleConv(c3, c2, norm=norm),
+            UpsampleConv(c2, c1, norm=norm),
+            nn.ReflectionPad2d(4),
+            nn.Conv2d(c1, 3, 9),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        padded, (h, w) = pad_to_multiple(x, 4)
+        y = self.decoder(self.residuals(self.encoder(padded)))
+        # Sigmoid keeps outputs in [0, 1] without clamping away gradients; sigmoid(z) = (tanh(z/2) + 1) / 2,
+        # the scaled tanh of the paper.
+        return torch.sigmoid(y[..., :h, :w])
+
+
+@register_model("johnson")
+def johnson(base_channels: int = 32, num_residual: int = 5, norm: str = "instance") -> JohnsonNet:
+    """The reference Johnson network (1.7 M parameters at the default width)."""
+    return JohnsonNet(base_channels=base_channels, num_residual=num_residual, norm=norm)
+
+
+@register_model("johnson_tiny")
+def johnson_tiny(base_channels: int = 8, num_residual: int = 1, norm: str = "instance") -> JohnsonNet:
+    """A narrow, shallow Johnson network for tests and smoke runs."""
+    return JohnsonNet(base_channels=base_channels, num_residual=num_residual, norm=norm)

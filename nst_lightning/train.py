@@ -1,0 +1,83 @@
+"""Training entry logic: ``train(cfg)`` builds data, module, logger, callbacks and trainer from a config."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from nst_lightning.errors import NSTError
+from nst_lightning.lit_module import StyleTransferModule
+from nst_lightning.styles import resolve_style_image
+
+log = logging.getLogger(__name__)
+
+
+def style_image_path(cfg: DictConfig) -> Path:
+    """Resolve ``cfg.style`` to an existing file, downloading the preset's image if it is missing."""
+    image = cfg.style.image
+    preset_file = cfg.style.get("file")
+    # Only a preset's own file is downloaded: a user's style.image=PATH must exist as given.
+    is_preset = preset_file is not None and image is not None and Path(image).name == preset_file
+    url = cfg.style.get("url") if is_preset else None
+    return resolve_style_image(image, url, cfg.style.get("sha256") if is_preset else None)
+
+
+def build_module(cfg: DictConfig, style_image: str) -> StyleTransferModule:
+    """The LightningModule from primitive values of ``cfg.model``, ``cfg.loss``, ``cfg.style``, ``cfg.optim``."""
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    loss = OmegaConf.to_container(cfg.loss, resolve=True)
+    optim = OmegaConf.to_container(cfg.optim, resolve=True)
+    assert isinstance(model, dict) and isinstance(loss, dict) and isinstance(optim, dict)
+    name = model.pop("name")
+    return StyleTransferModule(
+        model_name=name,
+        model_kwargs=model,
+        style_image=style_image,
+        style_size=cfg.style.size,
+        style_name=cfg.style.name,
+        cache_dir=cfg.paths.get("cache_dir"),
+        **loss,
+        **optim,
+    )
+
+
+def _instantiate_all(section: Any) -> list:
+    if not section:
+        return []
+    return [hydra.utils.instantiate(c) for c in section.values() if c is not None]
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train (or resume, with ``cfg.ckpt_path``) and return final metrics and output paths."""
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    style_path = style_image_path(cfg)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    module = build_module(cfg, str(style_path))
+    loggers = _instantiate_all(cfg.get("logger"))
+    callbacks = _instantiate_all(cfg.get("callbacks"))
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path and not Path(ckpt_path).exists():
+        raise NSTError(f"ckpt_path not found: {ckpt_path}")
+    OmegaConf.save(cfg, out_dir / "config.yaml", resolve=False)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    ckpt_cb = trainer.checkpoint_callback
+    result = {
+        "metrics": metrics,
+        "global_step": trainer.global_step,
+        "output_dir": str(out_dir),
+        "last_ckpt": getattr(ckpt_cb, "last_model_path", None) or None,
+        "best_ckpt": getattr(ckpt_cb, "best_model_path", None) or None,
+    }
+    log.info("finished at step %d: %s", trainer.global_step, metrics)
+    log.info("checkpoints: last=%s best=%s", result["last_ckpt"], result["best_ckpt"])
+    return result
