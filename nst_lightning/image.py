@@ -47,8 +47,8 @@ def open_rgb(path: str | Path) -> Image.Image:
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     """RGB PIL image → 3×H×W float tensor in [0, 1]."""
-    array = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+    array = np.array(img.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous().float().div_(255.0)
 
 
 def tensor_to_pil(image: torch.Tensor) -> Image.Image:

@@ -7,6 +7,7 @@ import zipfile
 from pathlib import Path
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 
 from nst_lightning.data.datasets import ImageFolderDataset, eval_transform, list_images, train_transform
@@ -85,7 +86,7 @@ class FolderDataModule(L.LightningDataModule):
             shuffle=shuffle,
             drop_last=drop_last,
             num_workers=self.num_workers,
-            pin_memory=self.pin_memory and self.trainer is not None and self.trainer.on_gpu,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
         )
 

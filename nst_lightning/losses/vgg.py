@@ -135,17 +135,18 @@ class VGG19Features(nn.Module):
         self.net = nn.Sequential(_build_layers(self.last_layer, pooling))
         if weights != "random":
             full = load_caffe_state() if weights == "caffe" else _torchvision_state()
+            if weights == "caffe":
+                # The Caffe net reads BGR: reorder conv1_1's input channels once so it reads RGB directly.
+                full["conv1_1.weight"] = full["conv1_1.weight"].flip(1).contiguous()
             own = self.net.state_dict()
             self.net.load_state_dict({k: full[k] for k in own})
         if weights == "caffe":
-            # RGB [0, 1] → BGR [0, 255] minus mean: y = x[:, [2, 1, 0]] * 255 - mean_bgr.
+            # Caffe convention (channels already reordered above): RGB [0, 255] minus the mean pixel.
             scale = torch.full((3,), 255.0)
-            shift = torch.tensor(CAFFE_MEAN_BGR)
-            self.bgr = True
+            shift = torch.tensor(CAFFE_MEAN_BGR).flip(0)
         else:
             scale = 1.0 / torch.tensor(IMAGENET_STD)
             shift = torch.tensor(IMAGENET_MEAN) / torch.tensor(IMAGENET_STD)
-            self.bgr = False
         self.register_buffer("scale", scale.view(1, 3, 1, 1), persistent=False)
         self.register_buffer("shift", shift.view(1, 3, 1, 1), persistent=False)
         self.requires_grad_(False)
@@ -156,9 +157,7 @@ class VGG19Features(nn.Module):
         return super().train(False)
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """B×3×H×W RGB in [0, 1] → the network's input convention."""
-        if self.bgr:
-            images = images.flip(1)
+        """B×3×H×W RGB in [0, 1] → the network's input convention (channel order handled in conv1_1)."""
         return images * self.scale - self.shift
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
