@@ -50,3 +50,12 @@ def stylize_main(cfg: DictConfig) -> None:
     from nst_lightning.stylize import stylize
 
     stylize(cfg)
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="optimize")
+@_report_errors
+def optimize_main(cfg: DictConfig) -> None:
+    """Per-image optimisation baseline: ``python optimize.py content=PATH style=starry_night output=PATH``."""
+    from nst_lightning.baseline.cli import optimize_from_config
+
+    optimize_from_config(cfg)

@@ -52,8 +52,11 @@ def _instantiate_all(section: Any) -> list:
     return [hydra.utils.instantiate(c) for c in section.values() if c is not None]
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train (or resume, with ``cfg.ckpt_path``) and return final metrics and output paths."""
+def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
+    """Train (or resume, with ``cfg.ckpt_path``) and return final metrics and output paths.
+
+    ``extra_callbacks`` are added to those of ``cfg.callbacks`` (for programmatic use and tests).
+    """
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
@@ -62,7 +65,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule = hydra.utils.instantiate(cfg.data)
     module = build_module(cfg, str(style_path))
     loggers = _instantiate_all(cfg.get("logger"))
-    callbacks = _instantiate_all(cfg.get("callbacks"))
+    callbacks = _instantiate_all(cfg.get("callbacks")) + list(extra_callbacks or [])
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).exists():

@@ -12,7 +12,9 @@ from torch.utils.data import DataLoader
 
 from nst_lightning.data.datasets import ImageFolderDataset, eval_transform, list_images, train_transform
 from nst_lightning.data.download import download
+from nst_lightning.data.manifest import download_folder
 from nst_lightning.errors import NSTError
+from nst_lightning.image import is_image_file
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,8 @@ class FolderDataModule(L.LightningDataModule):
         val_size: side of the centre-cropped validation images.
         min_scale: smallest crop area fraction for the random-resized crop.
         pin_memory: pin host memory for faster copies to the GPU.
+        manifest_prefix: when ``root`` holds no images, download the manifest's files under this prefix
+            (e.g. ``train/``) into it first; None disables downloading.
     """
 
     def __init__(
@@ -54,8 +58,10 @@ class FolderDataModule(L.LightningDataModule):
         val_size: int = 256,
         min_scale: float = 0.25,
         pin_memory: bool = True,
+        manifest_prefix: str | None = None,
     ) -> None:
         super().__init__()
+        self.manifest_prefix = manifest_prefix
         self.root = root
         self.image_size = image_size
         self.batch_size = batch_size
@@ -70,6 +76,13 @@ class FolderDataModule(L.LightningDataModule):
     def image_root(self) -> Path:
         """Folder that holds the images (subclasses may download it first)."""
         return Path(self.root).expanduser()
+
+    def prepare_data(self) -> None:
+        root = self.image_root()
+        has_images = root.is_dir() and any(p.is_file() and is_image_file(p) for p in root.rglob("*"))
+        if self.manifest_prefix and not has_images:
+            log.info("no images in %s: downloading the %s photos listed in the manifest", root, self.manifest_prefix)
+            download_folder(self.manifest_prefix, root)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:

@@ -59,15 +59,15 @@ class UpsampleConv(nn.Sequential):
         super().__init__(nn.Upsample(scale_factor=2, mode="nearest"), ConvNormAct(c_in, c_out, kernel, norm=norm))
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Reflection-pad B×C×H×W on the bottom/right so H and W are multiples of ``multiple``.
+def pad_to_multiple(x: torch.Tensor, multiple: int, min_size: int = 1) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Reflection-pad B×C×H×W on the bottom/right so H and W are multiples of ``multiple`` (and ≥ ``min_size``).
 
     Returns the padded tensor and the original (H, W) to crop back to. Falls back to replicate padding
     where reflection is impossible (padding ≥ size).
     """
     h, w = x.shape[-2:]
-    ph = (math.ceil(h / multiple) * multiple) - h
-    pw = (math.ceil(w / multiple) * multiple) - w
+    ph = (math.ceil(max(h, min_size) / multiple) * multiple) - h
+    pw = (math.ceil(max(w, min_size) / multiple) * multiple) - w
     if ph == 0 and pw == 0:
         return x, (h, w)
     mode = "reflect" if ph < h and pw < w else "replicate"

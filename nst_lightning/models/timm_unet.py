@@ -151,7 +151,8 @@ class TimmUNet(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        padded, (h, w) = pad_to_multiple(x, self.multiple)
+        # At least 2×2 at the deepest stage: instance norm over a single position is undefined.
+        padded, (h, w) = pad_to_multiple(x, self.multiple, min_size=2 * self.multiple)
         feats = self.encoder((padded - self.mean) / self.std)
         y = self.bottleneck(feats[-1])
         for stage, skip in zip(self.stages, reversed(feats[:-1]), strict=True):

@@ -1,0 +1,81 @@
+"""Shared fixtures: small synthetic images, a style image, and Hydra config composition."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+from PIL import Image
+
+from nst_lightning.config import config_dir
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("NST_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
+
+
+def synthetic_photo(width: int, height: int, seed: int) -> Image.Image:
+    """A smooth image with a few edges: gradients plus rectangles, deterministic per seed."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    img = np.stack([xx / width, yy / height, 0.5 + 0.5 * np.sin(xx / 7 + seed)], axis=-1)
+    for _ in range(3):
+        x0, y0 = rng.integers(0, width // 2), rng.integers(0, height // 2)
+        img[y0 : y0 + height // 3, x0 : x0 + width // 3] = rng.random(3)
+    return Image.fromarray((img.clip(0, 1) * 255).astype(np.uint8))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NST_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def image_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder tree of 10 small photos (png, jpg, webp, in a subfolder too) and one non-image file."""
+    root = tmp_path_factory.mktemp("photos")
+    (root / "sub").mkdir()
+    for i in range(10):
+        ext = ("png", "jpg", "webp")[i % 3]
+        folder = root / "sub" if i % 2 else root
+        synthetic_photo(48 + i, 40 + 2 * i, seed=i).save(folder / f"img{i}.{ext}")
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+@pytest.fixture(scope="session")
+def style_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 64×48 striped, colourful 'painting'."""
+    yy, xx = np.mgrid[0:48, 0:64].astype(np.float32)
+    img = np.stack([0.5 + 0.5 * np.sin(xx / 2), 0.5 + 0.5 * np.cos((xx + yy) / 3), 0.5 + 0.5 * np.sin(yy)], -1)
+    path = tmp_path_factory.mktemp("style") / "stripes.png"
+    Image.fromarray((img * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def compose_train(overrides: list[str] | None = None) -> DictConfig:
+    """Compose conf/train.yaml as the CLI would (without Hydra's runtime output dir)."""
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("train", overrides=overrides or [])
+    return cfg
+
+
+def tiny_train_cfg(tmp_path: Path, image_dir: Path, style_path: Path, extra: list[str] | None = None) -> DictConfig:
+    """The tiny experiment on synthetic data, writing into ``tmp_path``."""
+    cfg = compose_train(
+        [
+            "experiment=tiny",
+            "style=custom",
+            f"style.image={style_path}",
+            f"data.root={image_dir}",
+            f"paths.output_dir={tmp_path / 'run'}",
+            *(extra or []),
+        ]
+    )
+    with open_dict(cfg):
+        cfg.trainer.enable_progress_bar = False
+    return cfg

@@ -1,0 +1,115 @@
+import hashlib
+from pathlib import Path
+
+import hydra
+import lightning as L
+import pytest
+from omegaconf import OmegaConf
+
+from nst_lightning.config import config_dir
+from nst_lightning.data import FolderDataModule
+from nst_lightning.train import build_module
+
+from .conftest import SHARED_DATA, compose_train
+
+CONF = Path(config_dir())
+REQUIRED_STYLES = [
+    "starry_night", "the_scream", "the_wave", "candy", "mosaic", "udnie",
+    "composition_vii", "la_muse", "feathers", "rain_princess",
+]  # fmt: skip
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def test_defaults_compose_and_do_not_change_directory():
+    cfg = compose_train(["paths.output_dir=x"])
+    assert cfg.style.name == "starry_night" and cfg.model.name == "johnson"
+    assert cfg.data.root.endswith("/train")
+    assert cfg.loss.content_layers == ["relu4_2"]
+    assert cfg.loss.style_layers == ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+    raw = OmegaConf.load(CONF / "train.yaml")
+    assert raw.hydra.job.chdir is False
+
+
+def test_data_dir_defaults_to_env_then_local(monkeypatch):
+    monkeypatch.setenv("NST_DATA_DIR", "/somewhere")
+    assert compose_train(["paths.output_dir=x"]).paths.data_dir == "/somewhere"
+    monkeypatch.delenv("NST_DATA_DIR")
+    assert compose_train(["paths.output_dir=x"]).paths.data_dir == "./data"
+
+
+@pytest.mark.parametrize("style", options("style"))
+def test_every_style_preset_composes(style, style_path):
+    cfg = compose_train([f"style={style}", "paths.output_dir=x"] + (["style.image=x.png"] if style == "custom" else []))
+    assert cfg.style.name == style
+    for key in ("content_weight", "style_weight", "tv_weight", "size"):
+        assert cfg.style[key] is not None
+    if style != "custom":
+        assert cfg.style.url.startswith("https://") and len(cfg.style.sha256) == 64
+        assert cfg.style.image.endswith(f"/styles/{cfg.style.file}")
+
+
+def test_required_style_presets_exist():
+    assert set(REQUIRED_STYLES) <= set(options("style"))
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "styles").is_dir(), reason="needs NST_DATA_DIR with styles/")
+@pytest.mark.parametrize("style", REQUIRED_STYLES)
+def test_style_preset_checksums_match_the_images(style):
+    cfg = OmegaConf.load(CONF / "style" / f"{style}.yaml")
+    data = (SHARED_DATA / "styles" / cfg.file).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == cfg.sha256
+
+
+@pytest.mark.parametrize("model", options("model"))
+def test_every_model_option_instantiates(model, style_path):
+    cfg = compose_train([f"model={model}", "loss=tiny", "style=custom", f"style.image={style_path}",
+                         "paths.output_dir=x"])  # fmt: skip
+    module = build_module(cfg, str(style_path))
+    assert type(module.net).__name__ in ("JohnsonNet", "TimmUNet")
+    assert module.hparams.model_name == cfg.model.name
+
+
+@pytest.mark.parametrize("loss", options("loss"))
+def test_every_loss_option_instantiates(loss, style_path):
+    cfg = compose_train([f"loss={loss}", "model=johnson_tiny", "paths.output_dir=x"])
+    module = build_module(cfg, str(style_path))
+    assert list(module.loss_fn.style_layers) == list(cfg.loss.style_layers)
+
+
+@pytest.mark.parametrize("data", options("data"))
+def test_every_data_option_instantiates(data, tmp_path):
+    cfg = compose_train([f"data={data}", f"paths.data_dir={tmp_path}", "paths.output_dir=x"])
+    dm = hydra.utils.instantiate(cfg.data)
+    assert isinstance(dm, FolderDataModule)
+    assert dm.batch_size == cfg.data.batch_size
+
+
+@pytest.mark.parametrize("trainer", options("trainer"))
+def test_every_trainer_option_instantiates(trainer, tmp_path):
+    cfg = compose_train([f"trainer={trainer}", "trainer.accelerator=cpu", f"paths.output_dir={tmp_path}"])
+    assert isinstance(hydra.utils.instantiate(cfg.trainer, logger=False), L.Trainer)
+
+
+def test_trainer_keys_are_lightning_arguments(tmp_path):
+    cfg = compose_train(["trainer.max_steps=4", "trainer.accelerator=cpu", f"paths.output_dir={tmp_path}"])
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=False)
+    assert trainer.max_steps == 4
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_every_experiment_composes_with_its_callbacks_and_logger(experiment, tmp_path):
+    cfg = compose_train([f"experiment={experiment}", f"paths.output_dir={tmp_path}"])
+    callbacks = [hydra.utils.instantiate(c) for c in cfg.callbacks.values()]
+    loggers = [hydra.utils.instantiate(c) for c in cfg.logger.values()]
+    assert callbacks and loggers
+    hydra.utils.instantiate(cfg.trainer, logger=loggers, callbacks=callbacks)
+
+
+def test_optim_option_instantiates(style_path):
+    for optim in options("optim"):
+        cfg = compose_train([f"optim={optim}", "model=johnson_tiny", "loss=tiny", "paths.output_dir=x"])
+        module = build_module(cfg, str(style_path))
+        assert module.hparams.lr == cfg.optim.lr

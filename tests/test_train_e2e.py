@@ -1,0 +1,127 @@
+"""End to end: train → checkpoint → resume → stylize, in-process and through the real entry points."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from nst_lightning.inference import export_model, load_model
+from nst_lightning.train import train
+
+from .conftest import REPO, synthetic_photo, tiny_train_cfg
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, image_dir, style_path):
+    tmp = tmp_path_factory.mktemp("e2e")
+    cfg = tiny_train_cfg(tmp, image_dir, style_path)
+    return cfg, train(cfg)
+
+
+def test_training_writes_last_and_best_checkpoints_without_the_loss_network(trained):
+    cfg, result = trained
+    assert result["global_step"] == 4
+    last, best = Path(result["last_ckpt"]), Path(result["best_ckpt"])
+    assert last.exists() and best.exists() and best.name.startswith("best-")
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    keys = ckpt["state_dict"].keys()
+    assert any(k.startswith("net.") for k in keys)
+    assert not any(k.startswith("loss_fn.") for k in keys)
+    hp = ckpt["hyper_parameters"]
+    assert hp["model_name"] == "johnson_tiny" and hp["content_layers"] == ["relu2_2"]
+
+
+def test_tensorboard_has_losses_lr_images_and_hparams(trained):
+    cfg, result = trained
+    events = list(Path(result["output_dir"]).glob("events.out.tfevents*"))
+    assert events
+    acc = EventAccumulator(str(events[0]), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    scalars = set(acc.Tags()["scalars"])
+    assert {"train/content", "train/style", "train/tv", "train/objective", "val/objective"} <= scalars
+    assert any(t.startswith("lr") for t in scalars)
+    assert "stylized" in acc.Tags()["images"]
+    assert (Path(result["output_dir"]) / "hparams.yaml").read_text().count("model_name") == 1
+    assert list((Path(result["output_dir"]) / "grids").glob("step_*.png"))
+
+
+def test_resume_continues_exactly_where_it_stopped(trained, image_dir, style_path, tmp_path):
+    _, result = trained
+    cfg = tiny_train_cfg(tmp_path, image_dir, style_path, [f"ckpt_path={result['last_ckpt']}", "trainer.max_steps=6"])
+    before = torch.load(result["last_ckpt"], map_location="cpu", weights_only=True)
+    resumed = train(cfg)
+    assert resumed["global_step"] == 6
+    after = torch.load(resumed["last_ckpt"], map_location="cpu", weights_only=True)
+    # The optimizer state carried over: Adam's step counter went from 4 to 6, not from 0 to 2.
+    steps_before = next(iter(before["optimizer_states"][0]["state"].values()))["step"]
+    steps_after = next(iter(after["optimizer_states"][0]["state"].values()))["step"]
+    assert float(steps_before) == 4 and float(steps_after) == 6
+
+
+def test_inference_loads_without_lightning_and_keeps_odd_sizes(trained):
+    _, result = trained
+    loaded = load_model(result["last_ckpt"])
+    assert loaded.model_name == "johnson_tiny"
+    x = torch.rand(1, 3, 37, 29)
+    assert loaded.net(x).shape == x.shape
+
+
+def test_exported_fp16_model_matches_the_checkpoint(trained, tmp_path):
+    _, result = trained
+    out = export_model(result["last_ckpt"], tmp_path / "model.pt", half=True)
+    a, b = load_model(result["last_ckpt"]).net, load_model(out).net
+    x = torch.rand(1, 3, 40, 40)
+    assert torch.allclose(a(x), b(x), atol=2e-2)
+
+
+def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_entry_points_train_resume_and_stylize(tmp_path, image_dir, style_path):
+    out = tmp_path / "cli_run"
+    common = ["experiment=tiny", "style=custom", f"style.image={style_path}", f"data.root={image_dir}",
+              f"hydra.run.dir={out}", "trainer.max_steps=2"]  # fmt: skip
+    first = run_cli("train.py", *common)
+    assert first.returncode == 0, first.stderr[-3000:]
+    last = out / "checkpoints" / "last.ckpt"
+    assert last.exists()
+    resumed = run_cli("train.py", *common, "trainer.max_steps=3", f"ckpt_path={last}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 3
+
+    photo = tmp_path / "photo.png"
+    synthetic_photo(61, 35, seed=3).save(photo)
+    result = run_cli("stylize.py", f"ckpt={last}", f"input={photo}", f"output={tmp_path / 'out.jpg'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert Image.open(tmp_path / "out.jpg").size == (61, 35)
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, size in enumerate([(40, 30), (33, 50)]):
+        synthetic_photo(*size, seed=i).save(folder / f"p{i}.png")
+    result = run_cli("stylize.py", f"ckpt={last}", f"input={folder}", f"output={tmp_path / 'styled'}", "max_size=36")
+    assert result.returncode == 0, result.stderr[-3000:]
+    sizes = sorted(Image.open(p).size for p in (tmp_path / "styled").glob("*.png"))
+    assert sizes == [(24, 36), (36, 27)]
+
+
+def test_bad_inputs_exit_nonzero_with_a_clear_message(tmp_path, image_dir):
+    missing_style = run_cli("train.py", "experiment=tiny", "style=custom", f"style.image={tmp_path}/nope.jpg",
+                            f"data.root={image_dir}", f"hydra.run.dir={tmp_path / 'r'}")  # fmt: skip
+    assert missing_style.returncode == 2
+    assert "style image not found" in missing_style.stderr and "Traceback" not in missing_style.stderr
+
+    unknown_style = run_cli("train.py", "style=not_a_style", f"hydra.run.dir={tmp_path / 'r2'}")
+    assert unknown_style.returncode != 0 and "not_a_style" in unknown_style.stderr
+
+    not_image = tmp_path / "notes.jpg"
+    not_image.write_text("hello")
+    bad = run_cli("stylize.py", f"ckpt={tmp_path / 'none.ckpt'}", f"input={not_image}")
+    assert bad.returncode == 2 and "checkpoint not found" in bad.stderr
