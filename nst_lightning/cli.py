@@ -34,12 +34,24 @@ def _report_errors(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], An
     return wrapped
 
 
+def _single_log_stream() -> None:
+    """Lightning installs its own console handlers; Hydra already logs to the console and to the run's
+    log file, so route Lightning's records through Hydra's handlers only (each line once, also in the file)."""
+    import lightning  # noqa: F401  (its import installs the handlers we replace)
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        lg = logging.getLogger(name)
+        lg.handlers.clear()
+        lg.propagate = True
+
+
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="train")
 @_report_errors
 def train_main(cfg: DictConfig) -> None:
     """Train a style transfer network: ``python train.py style=starry_night``."""
     from nst_lightning.train import train
 
+    _single_log_stream()
     train(cfg)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from nst_lightning.lit_module import StyleTransferModule
 from nst_lightning.styles import resolve_style_image
 
 log = logging.getLogger(__name__)
+# The VGG loss network is in eval mode on purpose; Lightning warns about any module in eval mode.
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 
 
 def style_image_path(cfg: DictConfig) -> Path:
