@@ -51,9 +51,17 @@ class StylizedGridCallback(L.Callback):
             experiment = getattr(logger, "experiment", None)
             if hasattr(experiment, "add_image"):
                 experiment.add_image("stylized", grid.cpu(), global_step=step)
-        if self.save_png and trainer.is_global_zero and trainer.log_dir:
-            save_image(grid, Path(trainer.log_dir) / "grids" / f"step_{step:06d}.png")
+        if self.save_png and trainer.is_global_zero:
+            save_image(grid, self._log_dir(trainer) / "grids" / f"step_{step:06d}.png")
         return grid
+
+    @staticmethod
+    def _log_dir(trainer: L.Trainer) -> Path:
+        # Not trainer.log_dir: under DDP that is a collective broadcast, and this runs on rank zero only.
+        for logger in trainer.loggers:
+            if getattr(logger, "log_dir", None):
+                return Path(logger.log_dir)
+        return Path(trainer.default_root_dir)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step

@@ -37,6 +37,8 @@ class StyleTransferModule(L.LightningModule):
         lr_schedule: ``constant`` or ``cosine`` (to ``min_lr_ratio * lr`` at ``max_steps``).
         min_lr_ratio: final learning rate of the cosine schedule, relative to ``lr``.
         cache_dir: where style Grams are cached (None: the default cache folder).
+        channels_last: run the network and VGG in NHWC memory format.
+        compile: ``torch.compile`` the network and VGG (in place: checkpoint keys are unchanged).
     """
 
     def __init__(
@@ -62,6 +64,8 @@ class StyleTransferModule(L.LightningModule):
         lr_schedule: str = "constant",
         min_lr_ratio: float = 0.1,
         cache_dir: str | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -83,6 +87,13 @@ class StyleTransferModule(L.LightningModule):
         if not self.loss_fn.target_grams and self.hparams.style_image:
             grams = style_grams(self.hparams.style_image, self.hparams.style_size, self.loss_fn, self.hparams.cache_dir)
             self.loss_fn.set_style_grams(grams)
+        if self.hparams.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+            self.loss_fn.vgg.to(memory_format=torch.channels_last)
+        if self.hparams.compile and not getattr(self, "_compiled", False):
+            self.net.compile()
+            self.loss_fn.vgg.compile()
+            self._compiled = True
 
     # -- forward / steps -----------------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -90,6 +101,8 @@ class StyleTransferModule(L.LightningModule):
         return self.net(images)
 
     def _shared_step(self, batch: torch.Tensor, prefix: str) -> dict[str, torch.Tensor]:
+        if self.hparams.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
         terms = self.loss_fn(self.net(batch), batch)
         on_step = prefix == "train"
         for name, value in terms.items():

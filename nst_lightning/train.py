@@ -37,9 +37,13 @@ def build_module(cfg: DictConfig, style_image: str) -> StyleTransferModule:
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
     assert isinstance(model, dict) and isinstance(loss, dict) and isinstance(optim, dict)
     name = model.pop("name")
+    channels_last = bool(model.pop("channels_last", False))
+    compile_ = bool(model.pop("compile", False))
     return StyleTransferModule(
         model_name=name,
         model_kwargs=model,
+        channels_last=channels_last,
+        compile=compile_,
         style_image=style_image,
         style_size=cfg.style.size,
         style_name=cfg.style.name,

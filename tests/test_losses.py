@@ -119,3 +119,27 @@ def test_style_grams_are_cached_in_memory_and_on_disk(style_path, tmp_path, monk
     monkeypatch.undo()
     style_grams(style_path, 24, loss, cache_dir=tmp_path)
     assert len(list((tmp_path / "grams").glob("*.pt"))) == 2
+
+
+def test_content_branch_has_no_autograd_and_matches_a_joint_pass():
+    torch.manual_seed(0)
+    loss = PerceptualLoss(content_layers=["relu2_1"], style_layers=["relu1_1", "relu3_1"])
+    loss.set_style_images([torch.rand(1, 3, 32, 32)])
+    generated = torch.rand(2, 3, 32, 32, requires_grad=True)
+    content = torch.rand(2, 3, 32, 32, requires_grad=True)
+    terms = loss(generated, content)
+    terms["objective"].backward()
+    assert content.grad is None  # the content branch never enters the autograd graph
+    # Same numbers as the textbook single pass over the concatenated batch.
+    feats = loss.vgg(torch.cat([generated, content]).detach())
+    expected = loss.content_weight * LF.content_loss(feats["relu2_1"][:2], feats["relu2_1"][2:])
+    assert torch.allclose(terms["content"], expected, rtol=1e-5)
+
+
+def test_vgg_stops_at_the_deepest_layer_asked_for(monkeypatch):
+    loss = PerceptualLoss(content_layers=["relu1_2"], style_layers=["relu1_1", "relu5_1"])
+    ran = []
+    for name, module in loss.vgg.net.named_children():
+        module.register_forward_hook(lambda m, i, o, name=name: ran.append(name))
+    loss.vgg(torch.rand(1, 3, 32, 32), ["relu1_2"])
+    assert ran[-1] == "relu1_2"

@@ -96,3 +96,17 @@ def test_frozen_encoder_has_no_trainable_parameters():
 def test_pretrained_weights_offline_fail_clearly(name):
     with pytest.raises(NSTError, match="could not load ImageNet weights.*model.pretrained=false"):
         create_model(name, pretrained=True)
+
+
+@pytest.mark.parametrize("name", ["johnson", "mobilenetv3"])
+def test_gradient_checkpointing_gives_the_same_gradients(name):
+    torch.manual_seed(0)
+    plain = create_model(name)
+    ckpt = create_model(name, checkpointing=True)
+    ckpt.load_state_dict(plain.state_dict())
+    x = torch.rand(2, 3, 48, 40)
+    plain(x).pow(2).mean().backward()
+    ckpt(x).pow(2).mean().backward()
+    for (n, a), b in zip(plain.named_parameters(), ckpt.parameters(), strict=True):
+        if a.grad is not None:
+            assert torch.allclose(a.grad, b.grad, atol=1e-6), n

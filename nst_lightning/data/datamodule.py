@@ -8,7 +8,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from nst_lightning.data.datasets import ImageFolderDataset, eval_transform, list_images, train_transform
 from nst_lightning.data.download import download
@@ -44,6 +44,8 @@ class FolderDataModule(L.LightningDataModule):
         val_size: side of the centre-cropped validation images.
         min_scale: smallest crop area fraction for the random-resized crop.
         pin_memory: pin host memory for faster copies to the GPU.
+        shuffle: shuffle the training images each epoch (turn off only for reproducibility tests).
+        augment: random-resized crops and flips; when false, training uses the deterministic centre crop.
         manifest_prefix: when ``root`` holds no images, download the manifest's files under this prefix
             (e.g. ``train/``) into it first; None disables downloading.
     """
@@ -59,8 +61,12 @@ class FolderDataModule(L.LightningDataModule):
         min_scale: float = 0.25,
         pin_memory: bool = True,
         manifest_prefix: str | None = None,
+        shuffle: bool = True,
+        augment: bool = True,
     ) -> None:
         super().__init__()
+        self.shuffle = shuffle
+        self.augment = augment
         self.manifest_prefix = manifest_prefix
         self.root = root
         self.image_size = image_size
@@ -88,15 +94,34 @@ class FolderDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         train, val = split_train_val(list_images(self.image_root()), self.val_count)
-        self.train_set = ImageFolderDataset(train, train_transform(self.image_size, self.min_scale))
+        transform = (
+            train_transform(self.image_size, self.min_scale) if self.augment else eval_transform(self.image_size)
+        )
+        self.train_set = ImageFolderDataset(train, transform)
         self.val_set = ImageFolderDataset(val, eval_transform(self.val_size)) if val else None
         log.info("training on %d images from %s (%d held out for validation)", len(train), self.root, len(val))
 
+    def _sampler(self, dataset: ImageFolderDataset, shuffle: bool, drop_last: bool) -> DistributedSampler | None:
+        """Under DDP, each rank gets a disjoint shard. Unlike the sampler Lightning inserts, the training
+        shard drops the remainder instead of repeating images, so no image is seen twice per epoch."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size <= 1:
+            return None
+        return DistributedSampler(
+            dataset,
+            num_replicas=trainer.world_size,
+            rank=trainer.global_rank,
+            shuffle=shuffle,
+            drop_last=drop_last,
+        )
+
     def _loader(self, dataset: ImageFolderDataset, shuffle: bool, drop_last: bool) -> DataLoader:
+        sampler = self._sampler(dataset, shuffle, drop_last)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle if sampler is None else False,
+            sampler=sampler,
             drop_last=drop_last,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
@@ -106,7 +131,7 @@ class FolderDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None, "call setup() first"
         drop_last = len(self.train_set) >= self.batch_size
-        return self._loader(self.train_set, shuffle=True, drop_last=drop_last)
+        return self._loader(self.train_set, shuffle=self.shuffle, drop_last=drop_last)
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:

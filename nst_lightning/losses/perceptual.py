@@ -106,26 +106,29 @@ class PerceptualLoss(nn.Module):
     def forward(self, generated: torch.Tensor, content: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Loss terms for B×3×H×W generated images against B×3×H×W content images (both in [0, 1]).
 
-        Generated and content images go through VGG together in one pass. With ``content=None`` only the
-        style and TV terms are computed (and ``content`` is 0).
+        The content images go through VGG without autograd and only up to the deepest content layer; the
+        generated images go through once, with autograd. (Concatenating both batches into one pass would
+        also back-propagate through the content half, doubling the backward cost for nothing.) With
+        ``content=None`` only the style and TV terms are computed (``content`` is 0).
 
         Returns:
             ``{"content", "style", "tv", "objective"}``: weighted fp32 scalars; objective is their sum.
         """
         if not self.target_grams:
             raise NSTError("no style targets: call set_style_images() or set_style_grams() first")
-        b = generated.shape[0]
-        batch = generated if content is None else torch.cat([generated, content.to(generated.dtype)], 0)
-        feats = self.vgg(batch)
+        feats = self.vgg(generated)
         zero = generated.new_zeros((), dtype=torch.float32)
         c_loss = zero
         if content is not None:
+            with torch.no_grad():
+                targets = self.vgg(content.to(generated.dtype), self.content_layers)
             for name in self.content_layers:
-                c_loss = c_loss + LF.content_loss(feats[name][:b], feats[name][b:].detach())
+                c_loss = c_loss + LF.content_loss(feats[name], targets[name])
         s_loss = zero
+        grams = self.target_grams
         for name, w in zip(self.style_layers, self.style_layer_weights, strict=True):
-            gram = LF.gram_matrix(feats[name][:b])
-            s_loss = s_loss + w * self._balance[name] * LF.style_loss(gram, self.target_grams[name])
+            gram = LF.gram_matrix(feats[name])
+            s_loss = s_loss + w * self._balance[name] * LF.style_loss(gram, grams[name])
         tv = LF.total_variation(generated) if self.tv_weight else zero
         terms = {
             "content": self.content_weight * c_loss,

@@ -160,12 +160,18 @@ class VGG19Features(nn.Module):
         """B×3×H×W RGB in [0, 1] → the network's input convention (channel order handled in conv1_1)."""
         return images * self.scale - self.shift
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        wanted = set(self.layers)
+    def forward(self, images: torch.Tensor, layers: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
+        """Features of B×3×H×W images at ``layers`` (default: all requested at construction).
+
+        The pass stops at the deepest of ``layers``, so asking only for shallow layers is cheaper.
+        """
+        wanted = set(self.layers if layers is None else layers)
         out: dict[str, torch.Tensor] = {}
         x = self.normalize(images)
         for name, module in self.net.named_children():
             x = module(x)
             if name in wanted:
                 out[name] = x
+                if len(out) == len(wanted):
+                    break
         return out

@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from nst_lightning.errors import NSTError
 from nst_lightning.models.blocks import ConvNormAct, pad_to_multiple
@@ -98,6 +99,8 @@ class TimmUNet(nn.Module):
         decoder_norm: normalisation in the decoder (``instance`` or ``batch``).
         freeze_encoder: keep the encoder's weights fixed (transfer learning).
         out_indices: which encoder stages to use (timm's default: all).
+        checkpointing: gradient checkpointing of the encoder (timm's ``set_grad_checkpointing``) and of each
+            decoder stage: activations are recomputed in the backward pass instead of stored.
     """
 
     def __init__(
@@ -110,8 +113,10 @@ class TimmUNet(nn.Module):
         decoder_norm: str = "instance",
         freeze_encoder: bool = False,
         out_indices: tuple[int, ...] | None = None,
+        checkpointing: bool = False,
     ) -> None:
         super().__init__()
+        self.checkpointing = checkpointing
         if bn_mode not in ("instance", "frozen", "batch"):
             raise ValueError(f"unknown bn_mode {bn_mode!r}; use 'instance', 'frozen' or 'batch'")
         self.encoder = create_timm_encoder(backbone, pretrained, weights_file, out_indices)
@@ -120,6 +125,8 @@ class TimmUNet(nn.Module):
             replace_batchnorm_with_instancenorm(self.encoder)
         if freeze_encoder:
             self.encoder.requires_grad_(False)
+        if checkpointing and hasattr(self.encoder, "set_grad_checkpointing"):
+            self.encoder.set_grad_checkpointing(True)
         info = self.encoder.feature_info
         channels = list(info.channels())
         self.reductions = list(info.reduction())
@@ -155,9 +162,11 @@ class TimmUNet(nn.Module):
         padded, (h, w) = pad_to_multiple(x, self.multiple, min_size=2 * self.multiple)
         feats = self.encoder((padded - self.mean) / self.std)
         y = self.bottleneck(feats[-1])
+        recompute = self.checkpointing and torch.is_grad_enabled()
         for stage, skip in zip(self.stages, reversed(feats[:-1]), strict=True):
             y = F.interpolate(y, size=skip.shape[-2:], mode="nearest")
-            y = stage(torch.cat([y, skip], dim=1))
+            y = torch.cat([y, skip], dim=1)
+            y = checkpoint(stage, y, use_reentrant=False) if recompute else stage(y)
         y = F.interpolate(y, size=padded.shape[-2:], mode="nearest")
         y = self.head(torch.cat([y, padded], dim=1))
         return torch.sigmoid(y[..., :h, :w])
