@@ -81,6 +81,11 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     ckpt_cb = trainer.checkpoint_callback
+    if ckpt_cb is not None and getattr(ckpt_cb, "dirpath", None):
+        # The checkpoint callback saves after validations; make last.ckpt the state training stopped in.
+        last = Path(ckpt_cb.dirpath) / "last.ckpt"
+        trainer.save_checkpoint(last)
+        ckpt_cb.last_model_path = str(last)
     result = {
         "metrics": metrics,
         "global_step": trainer.global_step,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
@@ -79,3 +80,13 @@ def tiny_train_cfg(tmp_path: Path, image_dir: Path, style_path: Path, extra: lis
     with open_dict(cfg):
         cfg.trainer.enable_progress_bar = False
     return cfg
+
+
+class ObjectiveRecorder(L.Callback):
+    """Records the training objective of every step."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.values.append(float(outputs["loss"]))

@@ -1,20 +1,11 @@
 """A short run on real photos from $NST_DATA_DIR/train: the training objective must fall."""
 
-import lightning as L
 import pytest
 import torch
 
 from nst_lightning.train import train
 
-from .conftest import SHARED_DATA, tiny_train_cfg
-
-
-class ObjectiveRecorder(L.Callback):
-    def __init__(self) -> None:
-        self.values: list[float] = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.values.append(float(outputs["loss"]))
+from .conftest import SHARED_DATA, ObjectiveRecorder, tiny_train_cfg
 
 
 @pytest.mark.slow

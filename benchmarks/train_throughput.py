@@ -1,0 +1,214 @@
+#!/usr/bin/env python
+"""Training throughput of the transformation networks against the VGG-19 perceptual loss.
+
+Measures one optimisation step (network forward, loss, backward, Adam step) per configuration and prints one
+JSON object per line; the last line is the summary for the first configuration asked for, with the keys
+``images_per_s``, ``baseline_images_per_s`` and ``speedup``.
+
+The *baseline* is the plain recipe of pytorch/examples' fast_neural_style: the same network and loss in fp32,
+NCHW, not compiled, with one full VGG pass per input (the content batch is run through the whole loss network
+separately). Ours: the content batch stops at the content layer without autograd, plus the requested
+precision, memory format and compilation.
+
+    python benchmarks/train_throughput.py --models johnson --sizes 256 --batch 4 --precision 32
+    python benchmarks/train_throughput.py --models johnson mobilenetv3 resnet50 --sizes 256 512 \\
+        --precision bf16-mixed --compile --device cuda
+    python benchmarks/train_throughput.py --data real   # time the real data loader against in-memory data
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from nst_lightning.losses import PerceptualLoss
+from nst_lightning.losses import functional as LF
+from nst_lightning.models import create_model
+
+DTYPES = {"32": None, "32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_peak_gflops(device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048) -> float:
+    """Measured dense matmul rate on this device (GFLOP/s): the practical peak to compare against."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    sync(device)
+    reps = 20 if device.type == "cuda" else 5
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def baseline_loss(loss: PerceptualLoss, generated: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """pytorch/examples style: one full VGG pass per input, fp32, same layers and weights."""
+    fy, fx = loss.vgg(generated), loss.vgg(content)
+    c = sum(LF.content_loss(fy[n], fx[n]) for n in loss.content_layers)
+    grams = loss.target_grams
+    s = sum(
+        w * loss._balance[n] * LF.style_loss(LF.gram_matrix(fy[n]), grams[n])
+        for n, w in zip(loss.style_layers, loss.style_layer_weights, strict=True)
+    )
+    return loss.content_weight * c + loss.style_weight * s
+
+
+def make_step(
+    model: str, size: int, batch: int, device: torch.device, precision: str, channels_last: bool,
+    compile_: bool, checkpointing: bool, baseline: bool,
+) -> tuple[Callable[[torch.Tensor], None], torch.nn.Module, PerceptualLoss]:  # fmt: skip
+    torch.manual_seed(0)
+    kwargs = {"checkpointing": checkpointing} if checkpointing else {}
+    net = create_model(model, **kwargs).to(device)
+    loss = PerceptualLoss().to(device)
+    loss.set_style_images([torch.rand(1, 3, 256, 256, device=device)])
+    if channels_last:
+        net.to(memory_format=torch.channels_last)
+        loss.vgg.to(memory_format=torch.channels_last)
+    if compile_:
+        net.compile()
+        loss.vgg.compile()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    dtype = DTYPES[precision]
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
+
+    def step(x: torch.Tensor) -> None:
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            y = net(x)
+            objective = baseline_loss(loss, y, x) if baseline else loss(y, x)["objective"]
+        scaler.scale(objective).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    return step, net, loss
+
+
+def flops_per_image(step: Callable[[torch.Tensor], None], x: torch.Tensor) -> float:
+    with FlopCounterMode(display=False) as counter:
+        step(x)
+    return counter.get_total_flops() / x.shape[0]
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(args: argparse.Namespace, model: str, size: int, precision: str, baseline: bool, peak: float) -> dict:
+    device = torch.device(args.device)
+    opts = dict(
+        channels_last=args.channels_last and not baseline,
+        compile_=args.compile and not baseline,
+        checkpointing=args.checkpointing and not baseline,
+    )
+    step, net, loss = make_step(model, size, args.batch, device, "32" if baseline else precision, baseline=baseline,
+                                **opts)  # fmt: skip
+    x = torch.rand(args.batch, 3, size, size, device=device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    step(x)
+    sync(device)
+    first_step_s = time.perf_counter() - t0
+    for _ in range(args.warmup - 1):
+        step(x)
+    times = []
+    batches = real_batches(args, size) if args.data == "real" else None
+    for _ in range(args.steps):
+        sync(device)
+        t = time.perf_counter()
+        if batches is not None:
+            x = next(batches).to(device, non_blocking=True)
+        step(x)
+        sync(device)
+        times.append(time.perf_counter() - t)
+    ms = statistics.median(times) * 1000
+    flops = flops_per_image(step, x) if not opts["compile_"] else None
+    result = {
+        "model": model,
+        "size": size,
+        "batch": args.batch,
+        "precision": "32" if baseline else precision,
+        "channels_last": opts["channels_last"],
+        "compile": opts["compile_"],
+        "checkpointing": opts["checkpointing"],
+        "baseline": baseline,
+        "data": args.data,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}",
+        "ms_per_step": round(ms, 1),
+        "images_per_s": round(args.batch / (ms / 1000), 3),
+        "first_step_s": round(first_step_s, 2),
+        "peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if device.type == "cuda" else None,
+        "process_max_rss_mb": round(rss_mb(), 1),
+        "matmul_peak_gflops": round(peak, 1),
+    }
+    if flops is not None:
+        result["gflop_per_image"] = round(flops / 1e9, 2)
+        result["achieved_gflops"] = round(flops * args.batch / (ms / 1000) / 1e9, 1)
+    return result
+
+
+def real_batches(args: argparse.Namespace, size: int):
+    from nst_lightning.data import FolderDataModule
+
+    root = os.path.join(os.environ.get("NST_DATA_DIR", "data"), "train")
+    dm = FolderDataModule(root, image_size=size, batch_size=args.batch, num_workers=args.workers, val_count=0,
+                          pin_memory=args.device.startswith("cuda"))  # fmt: skip
+    dm.setup("fit")
+    while True:
+        yield from dm.train_dataloader()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["johnson"])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[256])
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--precision", nargs="+", default=["32"], choices=sorted(DTYPES))
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--checkpointing", action="store_true")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--steps", type=int, default=5, help="measured steps (median is reported)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--data", choices=["synthetic", "real"], default="synthetic")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--no-baseline", action="store_true")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    peak = matmul_peak_gflops(device)
+    results = []
+    for model in args.models:
+        for size in args.sizes:
+            base = None if args.no_baseline else measure(args, model, size, "32", True, peak)
+            if base:
+                print(json.dumps(base), flush=True)
+            for precision in args.precision:
+                ours = measure(args, model, size, precision, False, peak)
+                if base:
+                    ours["baseline_images_per_s"] = base["images_per_s"]
+                    ours["speedup"] = round(ours["images_per_s"] / base["images_per_s"], 3)
+                print(json.dumps(ours), flush=True)
+                results.append(ours)
+    print(json.dumps(results[0]))
+
+
+if __name__ == "__main__":
+    main()
