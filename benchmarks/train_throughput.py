@@ -165,7 +165,7 @@ def measure(args: argparse.Namespace, model: str, size: int, precision: str, bas
 
 
 def real_batches(args: argparse.Namespace, size: int):
-    from nst_lightning.data import FolderDataModule
+    from nst_lightning.data.datamodule import FolderDataModule
 
     root = os.path.join(os.environ.get("NST_DATA_DIR", "data"), "train")
     dm = FolderDataModule(root, image_size=size, batch_size=args.batch, num_workers=args.workers, val_count=0,

@@ -7,7 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from nst_lightning.config import config_dir
-from nst_lightning.data import FolderDataModule
+from nst_lightning.data.datamodule import FolderDataModule
 from nst_lightning.train import build_module
 
 from .conftest import SHARED_DATA, compose_train

@@ -143,3 +143,17 @@ def test_vgg_stops_at_the_deepest_layer_asked_for(monkeypatch):
         module.register_forward_hook(lambda m, i, o, name=name: ran.append(name))
     loss.vgg(torch.rand(1, 3, 32, 32), ["relu1_2"])
     assert ran[-1] == "relu1_2"
+
+
+def test_gram_is_the_same_for_channels_last_features():
+    f = torch.randn(2, 16, 9, 7)
+    nhwc = f.contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(LF.gram_matrix(nhwc), LF.gram_matrix(f), rtol=1e-5, atol=1e-6)
+
+
+def test_precomputed_content_targets_give_the_same_terms():
+    loss = small_loss(tv_weight=0.5)
+    loss.set_style_images([torch.rand(1, 3, 32, 32)])
+    x, c = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    a, b = loss(x, c), loss(x, content_targets=loss.content_targets(c))
+    assert all(torch.allclose(a[k], b[k]) for k in a)

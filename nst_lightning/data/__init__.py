@@ -1,5 +1,5 @@
-"""Datasets, data modules and downloads."""
+"""Datasets, data modules and downloads.
 
-from nst_lightning.data.datamodule import CocoDataModule, FolderDataModule
-
-__all__ = ["CocoDataModule", "FolderDataModule"]
+The Lightning data modules live in :mod:`nst_lightning.data.datamodule`; importing this package (for
+downloads or manifests) does not import Lightning.
+"""

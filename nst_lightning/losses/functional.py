@@ -21,7 +21,12 @@ def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     b, c, h, w = features.shape
     # Autocast would run bmm in bf16/fp16, where sums of H*W products overflow or lose precision.
     with torch.autocast(device_type=features.device.type, enabled=False):
-        flat = features.float().reshape(b, c, h * w)
+        features = features.float()
+        if features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous():
+            # NHWC: a free view as B×HW×C; a reshape to B×C×HW would copy the whole feature map.
+            flat = features.permute(0, 2, 3, 1).reshape(b, h * w, c)
+            return torch.bmm(flat.transpose(1, 2), flat) / (c * h * w)
+        flat = features.reshape(b, c, h * w)
         return torch.bmm(flat, flat.transpose(1, 2)) / (c * h * w)
 
 

@@ -103,13 +103,25 @@ class PerceptualLoss(nn.Module):
                 blended[name] = blended.get(name, 0) + g * (w / total)
         self.set_style_grams(blended)
 
-    def forward(self, generated: torch.Tensor, content: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    @torch.no_grad()
+    def content_targets(self, content: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Content features ``{layer: B×C×h×w}`` of B×3×H×W images, without autograd, VGG stopped at the
+        deepest content layer. Precompute them once when the content does not change (per-image optimisation)."""
+        return self.vgg(content, self.content_layers)
+
+    def forward(
+        self,
+        generated: torch.Tensor,
+        content: torch.Tensor | None = None,
+        content_targets: dict[str, torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Loss terms for B×3×H×W generated images against B×3×H×W content images (both in [0, 1]).
 
         The content images go through VGG without autograd and only up to the deepest content layer; the
         generated images go through once, with autograd. (Concatenating both batches into one pass would
-        also back-propagate through the content half, doubling the backward cost for nothing.) With
-        ``content=None`` only the style and TV terms are computed (``content`` is 0).
+        also back-propagate through the content half, doubling the backward cost for nothing.) Pass
+        ``content_targets`` (from :meth:`content_targets`) instead of ``content`` to reuse precomputed
+        features. With neither, only the style and TV terms are computed (``content`` is 0).
 
         Returns:
             ``{"content", "style", "tv", "objective"}``: weighted fp32 scalars; objective is their sum.
@@ -119,11 +131,11 @@ class PerceptualLoss(nn.Module):
         feats = self.vgg(generated)
         zero = generated.new_zeros((), dtype=torch.float32)
         c_loss = zero
-        if content is not None:
-            with torch.no_grad():
-                targets = self.vgg(content.to(generated.dtype), self.content_layers)
+        if content_targets is None and content is not None:
+            content_targets = self.content_targets(content.to(generated.dtype))
+        if content_targets is not None:
             for name in self.content_layers:
-                c_loss = c_loss + LF.content_loss(feats[name], targets[name])
+                c_loss = c_loss + LF.content_loss(feats[name], content_targets[name])
         s_loss = zero
         grams = self.target_grams
         for name, w in zip(self.style_layers, self.style_layer_weights, strict=True):

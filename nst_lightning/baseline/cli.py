@@ -1,0 +1,196 @@
+"""``python optimize.py content=PATH style=starry_night output=PATH``: config → inputs → optimisation → file."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from nst_lightning.baseline.optimize import OptimizeSettings, initial_image, optimize_multiscale
+from nst_lightning.config import config_dir
+from nst_lightning.errors import NSTError
+from nst_lightning.image import IMAGE_SUFFIXES, load_image, preserve_color, save_image
+from nst_lightning.losses.perceptual import PerceptualLoss
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; asking for CUDA without a GPU is an error."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise NSTError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise NSTError("device=cuda was asked for but no CUDA GPU is available; use device=cpu")
+    return device
+
+
+def schedule(size: int, sizes: Sequence[int] | None, iterations: int | Sequence[int]) -> tuple[list[int], list[int]]:
+    """Longest-side sizes (smallest first) and loss evaluations per size, validated."""
+    size_list = [int(s) for s in sizes] if sizes else [int(size)]
+    if any(s < 1 for s in size_list):
+        raise NSTError(f"sizes must be positive pixel counts, got {size_list}")
+    if size_list != sorted(size_list):
+        raise NSTError(f"sizes go coarse to fine: list them smallest first, got {size_list}")
+    if isinstance(iterations, Sequence) and not isinstance(iterations, str):
+        iters = [int(n) for n in iterations]
+        if len(iters) != len(size_list):
+            raise NSTError(f"iterations has {len(iters)} entries but sizes has {len(size_list)}: give one per size")
+    else:
+        iters = [int(iterations)] * len(size_list)
+    if any(n < 1 for n in iters):
+        raise NSTError(f"iterations must be at least 1, got {iters}")
+    return size_list, iters
+
+
+def _preset_file(name: str) -> Path:
+    return Path(config_dir()) / "style" / f"{name}.yaml"
+
+
+def _looks_like_path(entry: str) -> bool:
+    return Path(entry).suffix.lower() in IMAGE_SUFFIXES or "/" in entry or Path(entry).exists()
+
+
+def style_sources(cfg: DictConfig) -> list[tuple[Path, int]]:
+    """(image file, Gram size) of ``cfg.style`` followed by each of ``cfg.extra_styles``.
+
+    Extra entries are preset names (``conf/style/<name>.yaml``, downloaded like ``style=<name>`` when missing)
+    or image paths.
+    """
+    from nst_lightning.train import style_image_path
+
+    sources = [(style_image_path(cfg), int(cfg.style.size))]
+    for entry in cfg.get("extra_styles") or []:
+        entry = str(entry)
+        if _preset_file(entry).exists() and not _looks_like_path(entry):
+            preset = OmegaConf.load(_preset_file(entry))
+            sub = OmegaConf.create({"paths": {"data_dir": cfg.paths.data_dir}, "style": preset})
+            sources.append((style_image_path(sub), int(preset.size)))
+        elif _looks_like_path(entry):
+            path = Path(entry).expanduser()
+            if not path.exists():
+                raise NSTError(f"extra style image not found: {path}")
+            sources.append((path, int(cfg.style.size)))
+        else:
+            names = sorted(p.stem for p in _preset_file("x").parent.glob("*.yaml"))
+            raise NSTError(f"extra_styles entry {entry!r} is neither a style preset ({', '.join(names)}) nor a file")
+    return sources
+
+
+def style_weights(weights: Sequence[float] | None, n: int) -> list[float]:
+    """One non-negative weight per style (equal when None), normalised to sum to 1."""
+    if weights is None:
+        return [1.0 / n] * n
+    ws = [float(w) for w in weights]
+    if len(ws) != n:
+        raise NSTError(f"style_weights has {len(ws)} entries but there are {n} styles (style + extra_styles)")
+    if any(w < 0 for w in ws) or sum(ws) <= 0:
+        raise NSTError(f"style_weights must be non-negative with a positive sum, got {ws}")
+    return [w / sum(ws) for w in ws]
+
+
+def blend_grams(grams: Sequence[dict[str, torch.Tensor]], weights: Sequence[float]) -> dict[str, torch.Tensor]:
+    """Weighted average ``{layer: 1×C×C}`` of several styles' Grams (weights already sum to 1)."""
+    return {name: sum(w * g[name] for g, w in zip(grams, weights, strict=True)) for name in grams[0]}
+
+
+def build_loss(cfg: DictConfig, device: torch.device) -> PerceptualLoss:
+    """The perceptual loss from ``cfg.loss`` (layers, weights, VGG) with the blended style targets set."""
+    from nst_lightning.styles import style_grams  # imports Lightning: only once the inputs are known good
+
+    kwargs = OmegaConf.to_container(cfg.loss, resolve=True)
+    assert isinstance(kwargs, dict)
+    loss = PerceptualLoss(**kwargs).to(device)
+    sources = style_sources(cfg)
+    weights = style_weights(cfg.get("style_weights"), len(sources))
+    cache_dir = cfg.paths.get("cache_dir")
+    grams = [style_grams(path, size, loss, cache_dir) for path, size in sources]
+    loss.set_style_grams(blend_grams(grams, weights))
+    return loss
+
+
+def output_path(cfg: DictConfig) -> Path:
+    """The output file; its suffix must be an image format."""
+    if not cfg.get("output"):
+        raise NSTError("no output given: use output=PATH.png")
+    path = Path(cfg.output)
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise NSTError(f"output must be an image file ({', '.join(IMAGE_SUFFIXES)}), got {path}")
+    return path
+
+
+def settings_from_config(cfg: DictConfig) -> OptimizeSettings:
+    """Optimizer, precision and progress settings from the top-level config keys."""
+    cl = cfg.get("channels_last")
+    return OptimizeSettings(
+        optimizer=str(cfg.optimizer),
+        lr=cfg.get("lr"),
+        history_size=int(cfg.history_size),
+        line_search=cfg.get("line_search"),
+        precision=str(cfg.precision),
+        channels_last=None if cl is None else bool(cl),
+        log_every=int(cfg.log_every),
+        seed=int(cfg.seed),
+    )
+
+
+def optimize_from_config(cfg: DictConfig) -> Path:
+    """Run the optimisation described by ``conf/optimize.yaml`` and write the result; returns its path."""
+    if not cfg.get("content"):
+        raise NSTError("no content image given: use content=PATH")
+    out = output_path(cfg)
+    settings = settings_from_config(cfg)
+    iters_cfg = cfg.iterations
+    iterations = list(iters_cfg) if isinstance(iters_cfg, ListConfig) else iters_cfg
+    sizes, iterations = schedule(cfg.size, cfg.get("sizes"), iterations)
+    device = resolve_device(cfg.get("device"))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    contents = [load_image(cfg.content, s).to(device) for s in sizes]
+    init_name = str(cfg.get("init") or "content")
+    init_img = None
+    if init_name not in ("content", "noise"):
+        init_img, init_name = load_image(init_name), "image"
+    init = initial_image(init_name, contents[0], settings.seed, init_img)
+    loss = build_loss(cfg, device)
+
+    keep_color = bool(cfg.get("preserve_color"))
+    inter_dir = Path(cfg.get("intermediate_dir") or out.parent / "intermediate")
+
+    def save_intermediate(scale: int, iteration: int, image: torch.Tensor) -> None:
+        if keep_color:
+            image = preserve_color(image, contents[scale])
+        h, w = image.shape[-2:]
+        save_image(image, inter_dir / f"scale{scale}_{w}x{h}_it{iteration:05d}.png")
+
+    results = optimize_multiscale(
+        loss,
+        contents,
+        init,
+        iterations,
+        settings,
+        int(cfg.get("save_every") or 0),
+        save_intermediate,
+        progress=bool(cfg.get("progress", True)),
+    )
+    final = results[-1].image
+    if keep_color:
+        final = preserve_color(final, contents[-1])
+    save_image(final, out)
+    for size, r in zip(sizes, results, strict=True):
+        log.info(
+            "%dpx: %d iterations in %.1fs (%.3fs/it), %s",
+            size,
+            r.evaluations,
+            r.seconds,
+            r.seconds / max(r.evaluations, 1),
+            r.terms,
+        )
+    log.info("wrote %s", out)
+    return out
