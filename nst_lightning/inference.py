@@ -22,6 +22,19 @@ EXPORT_FORMAT = "nst_lightning.model"
 NET_PREFIX = "net."
 
 
+def resolve_device(name: str | None) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; asking for CUDA without a GPU is an error."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise NSTError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise NSTError("device=cuda was asked for but no CUDA GPU is available; use device=cpu")
+    return device
+
+
 @dataclass
 class LoadedModel:
     """A transformation network in eval mode plus what the checkpoint says about it."""

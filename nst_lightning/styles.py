@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -42,6 +43,18 @@ def resolve_style_image(image: str | None, url: str | None = None, sha256: str |
             f"Copy the file to {path}, or set NST_DATA_DIR / paths.data_dir to a folder whose styles/ "
             f"holds it, or use style.image=PATH. ({exc})"
         ) from exc
+
+
+def style_image_path(style: Any) -> Path:
+    """Resolve a style config node (``image``, ``file``, ``url``, ``sha256``) to an existing file.
+
+    Only a preset's own file is downloaded: a user's ``style.image=PATH`` must exist as given.
+    """
+    image, preset_file = style.get("image"), style.get("file")
+    is_preset = preset_file is not None and image is not None and Path(image).name == preset_file
+    return resolve_style_image(
+        image, style.get("url") if is_preset else None, style.get("sha256") if is_preset else None
+    )
 
 
 def default_cache_dir() -> Path:

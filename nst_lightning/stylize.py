@@ -5,25 +5,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from nst_lightning.errors import NSTError
 from nst_lightning.image import IMAGE_SUFFIXES, is_image_file
-from nst_lightning.inference import load_model, stylize_file
+from nst_lightning.inference import load_model, resolve_device, stylize_file
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str | None) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise NSTError("device=cuda was asked for but no CUDA GPU is available; use device=cpu")
-    return device
 
 
 def plan_outputs(src: Path, output: Path, suffix: str | None = None) -> list[tuple[Path, Path]]:

@@ -13,21 +13,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from nst_lightning.errors import NSTError
 from nst_lightning.lit_module import StyleTransferModule
-from nst_lightning.styles import resolve_style_image
+from nst_lightning.styles import style_image_path
 
 log = logging.getLogger(__name__)
 # The VGG loss network is in eval mode on purpose; Lightning warns about any module in eval mode.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
-
-
-def style_image_path(cfg: DictConfig) -> Path:
-    """Resolve ``cfg.style`` to an existing file, downloading the preset's image if it is missing."""
-    image = cfg.style.image
-    preset_file = cfg.style.get("file")
-    # Only a preset's own file is downloaded: a user's style.image=PATH must exist as given.
-    is_preset = preset_file is not None and image is not None and Path(image).name == preset_file
-    url = cfg.style.get("url") if is_preset else None
-    return resolve_style_image(image, url, cfg.style.get("sha256") if is_preset else None)
 
 
 def build_module(cfg: DictConfig, style_image: str) -> StyleTransferModule:
@@ -68,7 +58,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
         L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    style_path = style_image_path(cfg)
+    style_path = style_image_path(cfg.style)
     datamodule = hydra.utils.instantiate(cfg.data)
     module = build_module(cfg, str(style_path))
     loggers = _instantiate_all(cfg.get("logger"))

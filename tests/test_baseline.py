@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from PIL import Image
 
-from nst_lightning.baseline.cli import blend_grams, build_loss, optimize_from_config, schedule, style_weights
+from nst_lightning.baseline.cli import build_loss, optimize_from_config, schedule, style_weights
 from nst_lightning.baseline.optimize import (
     ImageOptimization,
     OptimizeSettings,
@@ -31,6 +31,7 @@ from nst_lightning.config import config_dir
 from nst_lightning.errors import NSTError
 from nst_lightning.image import load_image, rgb_to_yiq
 from nst_lightning.losses import PerceptualLoss
+from nst_lightning.losses.perceptual import blend_grams
 from nst_lightning.styles import style_grams
 
 from .conftest import REPO, synthetic_photo

@@ -13,22 +13,11 @@ from nst_lightning.baseline.optimize import OptimizeSettings, initial_image, opt
 from nst_lightning.config import config_dir
 from nst_lightning.errors import NSTError
 from nst_lightning.image import IMAGE_SUFFIXES, load_image, preserve_color, save_image
-from nst_lightning.losses.perceptual import PerceptualLoss
+from nst_lightning.inference import resolve_device
+from nst_lightning.losses.perceptual import PerceptualLoss, blend_grams
+from nst_lightning.styles import style_grams, style_image_path
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str | None) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; asking for CUDA without a GPU is an error."""
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise NSTError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise NSTError("device=cuda was asked for but no CUDA GPU is available; use device=cpu")
-    return device
 
 
 def schedule(size: int, sizes: Sequence[int] | None, iterations: int | Sequence[int]) -> tuple[list[int], list[int]]:
@@ -63,15 +52,13 @@ def style_sources(cfg: DictConfig) -> list[tuple[Path, int]]:
     Extra entries are preset names (``conf/style/<name>.yaml``, downloaded like ``style=<name>`` when missing)
     or image paths.
     """
-    from nst_lightning.train import style_image_path
-
-    sources = [(style_image_path(cfg), int(cfg.style.size))]
+    sources = [(style_image_path(cfg.style), int(cfg.style.size))]
     for entry in cfg.get("extra_styles") or []:
         entry = str(entry)
         if _preset_file(entry).exists() and not _looks_like_path(entry):
             preset = OmegaConf.load(_preset_file(entry))
             sub = OmegaConf.create({"paths": {"data_dir": cfg.paths.data_dir}, "style": preset})
-            sources.append((style_image_path(sub), int(preset.size)))
+            sources.append((style_image_path(sub.style), int(preset.size)))
         elif _looks_like_path(entry):
             path = Path(entry).expanduser()
             if not path.exists():
@@ -95,15 +82,8 @@ def style_weights(weights: Sequence[float] | None, n: int) -> list[float]:
     return [w / sum(ws) for w in ws]
 
 
-def blend_grams(grams: Sequence[dict[str, torch.Tensor]], weights: Sequence[float]) -> dict[str, torch.Tensor]:
-    """Weighted average ``{layer: 1×C×C}`` of several styles' Grams (weights already sum to 1)."""
-    return {name: sum(w * g[name] for g, w in zip(grams, weights, strict=True)) for name in grams[0]}
-
-
 def build_loss(cfg: DictConfig, device: torch.device) -> PerceptualLoss:
     """The perceptual loss from ``cfg.loss`` (layers, weights, VGG) with the blended style targets set."""
-    from nst_lightning.styles import style_grams  # imports Lightning: only once the inputs are known good
-
     kwargs = OmegaConf.to_container(cfg.loss, resolve=True)
     assert isinstance(kwargs, dict)
     loss = PerceptualLoss(**kwargs).to(device)

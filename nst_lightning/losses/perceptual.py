@@ -19,6 +19,14 @@ DEFAULT_CONTENT_LAYERS = ("relu4_2",)
 DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
 
+def blend_grams(grams: Sequence[dict[str, torch.Tensor]], weights: Sequence[float]) -> dict[str, torch.Tensor]:
+    """Weighted average ``{layer: 1×C×C}`` of several styles' Grams (``weights`` are normalised to sum 1)."""
+    if len(grams) != len(weights):
+        raise NSTError(f"got {len(grams)} styles but {len(weights)} style weights")
+    total = float(sum(weights))
+    return {name: sum((w / total) * g[name] for g, w in zip(grams, weights, strict=True)) for name in grams[0]}
+
+
 class PerceptualLoss(nn.Module):
     """Weighted content + style + TV objective (Gatys et al. 2016; Johnson et al. 2016).
 
@@ -94,13 +102,7 @@ class PerceptualLoss(nn.Module):
     def set_style_images(self, images: Sequence[torch.Tensor], weights: Sequence[float] | None = None) -> None:
         """Targets from one or more 1×3×H×W style images; several are blended as a weighted Gram average."""
         weights = list(weights) if weights is not None else [1.0] * len(images)
-        if len(weights) != len(images):
-            raise NSTError(f"got {len(images)} style images but {len(weights)} style weights")
-        total = sum(weights)
-        blended: dict[str, torch.Tensor] = {}
-        for image, w in zip(images, weights, strict=True):
-            for name, g in self.compute_grams(image).items():
-                blended[name] = blended.get(name, 0) + g * (w / total)
+        blended = blend_grams([self.compute_grams(image) for image in images], weights)
         self.set_style_grams(blended)
 
     @torch.no_grad()
