@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from nst_lightning.losses import PerceptualLoss
@@ -106,6 +107,37 @@ def flops_per_image(step: Callable[[torch.Tensor], None], x: torch.Tensor) -> fl
     return counter.get_total_flops() / x.shape[0]
 
 
+class _DtypeTally(TorchDispatchMode):
+    """Counts, per aten op, the dtype of its first floating-point output (what autocast really ran)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: dict[str, dict[str, int]] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        first = out[0] if isinstance(out, (tuple, list)) and out else out
+        if isinstance(first, torch.Tensor) and first.is_floating_point():
+            name = str(func.overloadpacket).split(".")[-1]
+            per = self.counts.setdefault(name, {})
+            key = str(first.dtype).replace("torch.", "")
+            per[key] = per.get(key, 0) + 1
+        return out
+
+
+# Ops that carry the arithmetic; the report lists the dtype they ran in (the rest are copies and views).
+_HEAVY_OPS = ("convolution", "convolution_backward", "mm", "bmm", "addmm", "matmul", "_native_batch_norm_legit",
+              "native_batch_norm", "native_group_norm", "mse_loss", "sum", "mean", "upsample_nearest2d",
+              "max_pool2d_with_indices", "sigmoid", "relu", "add", "mul", "pow", "sqrt", "var_mean")  # fmt: skip
+
+
+def precision_report(step: Callable[[torch.Tensor], None], x: torch.Tensor) -> dict[str, dict[str, int]]:
+    """``{op: {dtype: calls}}`` for one training step: which ops ran in bf16/fp16 and which in fp32."""
+    with _DtypeTally() as tally:
+        step(x)
+    return {op: tally.counts[op] for op in sorted(tally.counts) if op in _HEAVY_OPS}
+
+
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -130,6 +162,8 @@ def measure(args: argparse.Namespace, model: str, size: int, precision: str, bas
         step(x)
     times = []
     batches = real_batches(args, size) if args.data == "real" else None
+    if batches is not None:
+        next(batches)  # start the loader's workers before timing
     for _ in range(args.steps):
         sync(device)
         t = time.perf_counter()
@@ -140,6 +174,7 @@ def measure(args: argparse.Namespace, model: str, size: int, precision: str, bas
         times.append(time.perf_counter() - t)
     ms = statistics.median(times) * 1000
     flops = flops_per_image(step, x) if not opts["compile_"] else None
+    dtypes = precision_report(step, x) if args.dtype_report and not opts["compile_"] else None
     result = {
         "model": model,
         "size": size,
@@ -161,6 +196,8 @@ def measure(args: argparse.Namespace, model: str, size: int, precision: str, bas
     if flops is not None:
         result["gflop_per_image"] = round(flops / 1e9, 2)
         result["achieved_gflops"] = round(flops * args.batch / (ms / 1000) / 1e9, 1)
+    if dtypes is not None:
+        result["op_dtypes"] = dtypes
     return result
 
 
@@ -190,6 +227,11 @@ def main() -> None:
     parser.add_argument("--data", choices=["synthetic", "real"], default="synthetic")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument(
+        "--dtype-report",
+        action="store_true",
+        help="count the dtype each arithmetic op ran in (one extra step, not compiled)",
+    )
     args = parser.parse_args()
 
     device = torch.device(args.device)

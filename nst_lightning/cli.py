@@ -71,3 +71,12 @@ def optimize_main(cfg: DictConfig) -> None:
     from nst_lightning.baseline.cli import optimize_from_config
 
     optimize_from_config(cfg)
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="evaluate")
+@_report_errors
+def evaluate_main(cfg: DictConfig) -> None:
+    """Evaluate a network against L-BFGS: ``python evaluate.py ckpt=PATH [size=512]``."""
+    from nst_lightning.evaluation.cli import evaluate_from_config
+
+    evaluate_from_config(cfg)

@@ -20,6 +20,30 @@ from nst_lightning.models import create_model
 
 EXPORT_FORMAT = "nst_lightning.model"
 NET_PREFIX = "net."
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+# Checkpoint hyper-parameters that describe the objective the network was trained on (kept in exports, so
+# that a shipped model can still be evaluated on its own loss).
+LOSS_HPARAMS = (
+    "content_layers", "style_layers", "style_layer_weights", "style_balance", "vgg_weights", "pooling",
+    "content_weight", "style_weight", "tv_weight",
+)  # fmt: skip
+
+
+def pretrained_models() -> dict[str, Path]:
+    """Models shipped with the package: ``{name: path}`` (``stylize.py ckpt=<name>``)."""
+    return {p.stem: p for p in sorted(PRETRAINED_DIR.glob("*.pt"))}
+
+
+def resolve_checkpoint(ckpt: str | Path) -> Path:
+    """A path as given if it exists, else the shipped model of that name, else a clear error."""
+    path = Path(ckpt).expanduser()
+    if path.exists():
+        return path
+    shipped = pretrained_models()
+    if str(ckpt) in shipped:
+        return shipped[str(ckpt)]
+    names = ", ".join(shipped) or "none"
+    raise NSTError(f"checkpoint not found: {path} (and no shipped model of that name; shipped: {names})")
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -55,8 +79,9 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def load_model(ckpt: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """Rebuild the network stored in ``ckpt`` (Lightning checkpoint or exported model) on ``device``."""
-    path = Path(ckpt).expanduser()
+    """Rebuild the network stored in ``ckpt`` (Lightning checkpoint, exported model, or the name of a shipped
+    model such as ``starry_night``) on ``device``."""
+    path = resolve_checkpoint(ckpt)
     raw = _read(path)
     if raw.get("format") == EXPORT_FORMAT:
         name, kwargs, state, meta = raw["model_name"], raw["model_kwargs"], raw["state_dict"], raw.get("meta", {})
@@ -64,7 +89,13 @@ def load_model(ckpt: str | Path, device: str | torch.device = "cpu") -> LoadedMo
         hp = raw["hyper_parameters"]
         name, kwargs = hp["model_name"], dict(hp.get("model_kwargs") or {})
         state = {k[len(NET_PREFIX) :]: v for k, v in raw["state_dict"].items() if k.startswith(NET_PREFIX)}
-        meta = {"style_name": hp.get("style_name"), "global_step": raw.get("global_step")}
+        meta = {
+            "style_name": hp.get("style_name"),
+            "style_image": hp.get("style_image"),
+            "style_size": hp.get("style_size"),
+            "global_step": raw.get("global_step"),
+            "loss": {k: hp[k] for k in LOSS_HPARAMS if k in hp},
+        }
     else:
         raise NSTError(f"{path} is not an nst_lightning checkpoint (no model name or state dict in it)")
     kwargs.pop("pretrained", None)  # the trained weights below replace any pretrained encoder weights
@@ -72,6 +103,7 @@ def load_model(ckpt: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     net = create_model(name, **kwargs)
     net.load_state_dict({k: v.float() for k, v in state.items()})
     net.eval().requires_grad_(False).to(device)
+    meta = {**meta, "source": str(path)}
     return LoadedModel(net=net, model_name=name, model_kwargs=kwargs, meta=meta)
 
 
@@ -87,7 +119,7 @@ def export_model(ckpt: str | Path, out: str | Path, half: bool = False) -> Path:
             "model_name": loaded.model_name,
             "model_kwargs": loaded.model_kwargs,
             "state_dict": state,
-            "meta": loaded.meta,
+            "meta": {k: v for k, v in loaded.meta.items() if k != "source"},
         },
         out,
     )

@@ -1,0 +1,65 @@
+"""``python evaluate.py ckpt=PATH``: the Hydra side of :mod:`nst_lightning.evaluation.evaluate`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from nst_lightning.config import config_dir
+from nst_lightning.errors import NSTError
+from nst_lightning.evaluation.evaluate import EvalSettings, evaluate, list_images, loss_from_meta
+from nst_lightning.inference import load_model, resolve_device
+from nst_lightning.styles import resolve_style_image, style_grams, style_image_path
+
+log = logging.getLogger(__name__)
+
+
+def find_style_image(meta: dict[str, Any], override: str | None, data_dir: str) -> Path:
+    """The style image the checkpoint was trained on: ``override`` if given, else the recorded path if it
+    exists here, else the style preset named in the checkpoint (found under ``data_dir`` or downloaded)."""
+    if override:
+        return resolve_style_image(override)
+    recorded = meta.get("style_image")
+    if recorded and Path(recorded).exists():
+        return Path(recorded)
+    name = meta.get("style_name")
+    preset = Path(config_dir()) / "style" / f"{name}.yaml"
+    if name and preset.exists():
+        root = OmegaConf.create({"paths": {"data_dir": data_dir}, "style": OmegaConf.load(preset)})
+        return style_image_path(root.style)
+    raise NSTError(
+        f"cannot find the style image of this checkpoint (recorded: {recorded}, style: {name}); pass style_image=PATH"
+    )
+
+
+def evaluate_from_config(cfg: DictConfig) -> dict[str, Any]:
+    """Load the checkpoint, rebuild its loss and style targets, and run :func:`evaluate`."""
+    if not cfg.get("ckpt"):
+        raise NSTError("no checkpoint given: use ckpt=PATH (or the name of a shipped model, e.g. starry_night)")
+    device = resolve_device(cfg.get("device"))
+    loaded = load_model(cfg.ckpt, device)
+    loss = loss_from_meta(loaded.meta)
+    style_path = find_style_image(loaded.meta, cfg.get("style_image"), cfg.paths.data_dir)
+    style_size = cfg.get("style_size") or loaded.meta.get("style_size")
+    loss.set_style_grams(style_grams(style_path, style_size, loss, cfg.paths.get("cache_dir")))
+    settings = EvalSettings(
+        size=int(cfg.size),
+        lbfgs_iterations=list(cfg.lbfgs_iterations),
+        lbfgs_precision=cfg.lbfgs_precision,
+        max_images=cfg.get("max_images"),
+        grid_cell=int(cfg.grid_cell),
+    )
+    images = list_images(cfg.eval_dir, settings.max_images)
+    out_dir = Path(cfg.output_dir)
+    log.info("evaluating %s on %d images from %s at %d px, L-BFGS at %s", loaded.meta["source"], len(images),
+             cfg.eval_dir, settings.size, settings.lbfgs_iterations)  # fmt: skip
+    report = evaluate(loaded, loss, images, settings, device, out_dir, tensorboard=bool(cfg.tensorboard))
+    s = report["summary"]
+    log.info("network mean objective %.4g; L-BFGS %s", s["mean"]["network"]["objective"],
+             {k: round(s["mean"][f"lbfgs@{k}"]["objective"], 4) for k in report["lbfgs_iterations"]})  # fmt: skip
+    log.info("network beats L-BFGS at %s; L-BFGS iterations matched (median) %s; wrote %s",
+             s["network_beats_lbfgs_at"], s["lbfgs_iterations_matched_median"], out_dir / "report.json")  # fmt: skip
+    return report

@@ -1,0 +1,1 @@
+"""Style transfer networks shipped with the package (``stylize.py ckpt=<name>``)."""
