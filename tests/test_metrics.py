@@ -98,3 +98,19 @@ def test_border_contrast_ratio_of_uniform_texture_is_one_and_flat_rim_is_low() -
 def test_border_band_too_wide_is_an_error() -> None:
     with pytest.raises(ValueError, match="too wide"):
         border_stats(torch.rand(1, 3, 10, 10), band=5)
+
+
+def test_ssim_agrees_with_scikit_image() -> None:
+    from skimage.metrics import structural_similarity
+
+    from nst_lightning.evaluation.metrics import luminance
+
+    torch.manual_seed(0)
+    a = torch.nn.functional.avg_pool2d(torch.rand(1, 3, 72, 88), 3, 1, 1)
+    b = (a + 0.1 * torch.randn_like(a)).clamp(0, 1)
+    ours = ssim(a, b).item()
+    ref = structural_similarity(
+        luminance(a)[0, 0].numpy(), luminance(b)[0, 0].numpy(), gaussian_weights=True, sigma=1.5,
+        use_sample_covariance=False, data_range=1.0,
+    )  # fmt: skip
+    assert ours == pytest.approx(ref, abs=0.02)

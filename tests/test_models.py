@@ -98,6 +98,13 @@ def test_pretrained_weights_offline_fail_clearly(name):
         create_model(name, pretrained=True)
 
 
+@pytest.mark.parametrize("name", ["mobilenetv3", "resnet50"])
+def test_checkpointed_encoders_have_no_in_place_activations(name):
+    # timm < 1.0.31 checkpoints resnet's stem ReLU(inplace=True) alone and backward fails (seen on a GPU run).
+    net = create_model(name, checkpointing=True)
+    assert not [n for n, m in net.encoder.named_modules() if getattr(m, "inplace", None) is True]
+
+
 @pytest.mark.parametrize("name", ["johnson", "mobilenetv3"])
 def test_gradient_checkpointing_gives_the_same_gradients(name):
     torch.manual_seed(0)

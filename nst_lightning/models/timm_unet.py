@@ -127,6 +127,11 @@ class TimmUNet(nn.Module):
             self.encoder.requires_grad_(False)
         if checkpointing and hasattr(self.encoder, "set_grad_checkpointing"):
             self.encoder.set_grad_checkpointing(True)
+            # timm < 1.0.31 checkpoints a stem's ReLU(inplace=True) on its own, which overwrites the tensor saved
+            # for recomputation and fails in backward; in-place activations save nothing worth it here anyway.
+            for module in self.encoder.modules():
+                if getattr(module, "inplace", None) is True:
+                    module.inplace = False
         info = self.encoder.feature_info
         channels = list(info.channels())
         self.reductions = list(info.reduction())
