@@ -4,10 +4,11 @@
 For every job folder of a Hydra multirun: the style, its weight and Gram size, SSIM of the result to the content
 (is the content still recognisable?) and the share of the content photo's style distance that is left in the
 result (does it look like the painting? 0 = the painting's Gram statistics exactly, 1 = no closer than the
-photo), measured with the job's own loss. Prints a Markdown table and, per style, the chosen setting: the one
-that leaves the least style distance among those with SSIM >= --min-ssim.
+photo), measured with the job's own loss. Prints a Markdown table and, per style, the chosen setting: among
+those that leave at most --max-style-left of the photo's style distance (they look like the painting), the one
+that keeps the content best (highest SSIM); if none does, the one with the least style distance left.
 
-    python scripts/preset_sweep_table.py multirun/presets --min-ssim 0.4
+    python scripts/preset_sweep_table.py multirun/presets --max-style-left 0.07
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def score_job(job: Path) -> dict | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep_dir", type=Path)
-    parser.add_argument("--min-ssim", type=float, default=0.4)
+    parser.add_argument("--max-style-left", type=float, default=0.07)
     args = parser.parse_args()
     rows = [r for job in sorted(args.sweep_dir.iterdir(), key=lambda p: (len(p.name), p.name))
             if (job / ".hydra").is_dir() and (r := score_job(job))]  # fmt: skip
@@ -59,8 +60,8 @@ def main() -> None:
     print()
     for style in dict.fromkeys(r["style"] for r in rows):
         mine = [r for r in rows if r["style"] == style]
-        ok = [r for r in mine if r["ssim"] >= args.min_ssim] or [max(mine, key=lambda r: r["ssim"])]
-        best = min(ok, key=lambda r: r["style_left"])
+        styled = [r for r in mine if r["style_left"] <= args.max_style_left]
+        best = max(styled, key=lambda r: r["ssim"]) if styled else min(mine, key=lambda r: r["style_left"])
         print(f"{style}: style_weight={best['style_weight']:g} style.size={best['style_size']} "
               f"(SSIM {best['ssim']:.3f}, style distance left {best['style_left']:.3f})")  # fmt: skip
 
