@@ -57,6 +57,23 @@ def style_image_path(style: Any) -> Path:
     )
 
 
+def preset_file(name: str) -> Path:
+    """``conf/style/<name>.yaml`` (it may not exist)."""
+    from nst_lightning.config import config_dir
+
+    return Path(config_dir()) / "style" / f"{name}.yaml"
+
+
+def preset_style(name: str, data_dir: str) -> Any:
+    """The style preset ``name`` as a resolved-on-access config node (``image`` under ``data_dir``), or None."""
+    from omegaconf import OmegaConf
+
+    path = preset_file(name)
+    if not path.exists():
+        return None
+    return OmegaConf.create({"paths": {"data_dir": data_dir}, "style": OmegaConf.load(path)}).style
+
+
 def default_cache_dir() -> Path:
     """``$NST_CACHE_DIR``, else ``$XDG_CACHE_HOME/nst_lightning``, else ``~/.cache/nst_lightning``."""
     if os.environ.get("NST_CACHE_DIR"):

@@ -106,3 +106,16 @@ def test_stylize_finds_the_shipped_model_by_name(tmp_path, image_dir) -> None:
     assert (tmp_path / "o.png").exists()
     bad = run_cli("stylize.py", "ckpt=no_such_style", f"input={tmp_path / 'in.png'}")
     assert bad.returncode == 2 and "shipped: starry_night" in bad.stderr
+
+
+def test_style_image_falls_back_to_the_named_preset(tmp_path, style_path) -> None:
+    from nst_lightning.errors import NSTError
+    from nst_lightning.evaluation.cli import find_style_image
+
+    (tmp_path / "styles").mkdir()
+    shutil.copy(style_path, tmp_path / "styles" / "starry_night.jpg")
+    meta = {"style_image": str(tmp_path / "elsewhere.jpg"), "style_name": "starry_night"}
+    assert find_style_image(meta, None, str(tmp_path)) == tmp_path / "styles" / "starry_night.jpg"
+    assert find_style_image(meta, str(style_path), str(tmp_path)) == style_path
+    with pytest.raises(NSTError, match="style_image=PATH"):
+        find_style_image({"style_image": None, "style_name": "no_such_style"}, None, str(tmp_path))

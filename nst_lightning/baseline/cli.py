@@ -10,12 +10,11 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from nst_lightning.baseline.optimize import OptimizeSettings, initial_image, optimize_multiscale
-from nst_lightning.config import config_dir
 from nst_lightning.errors import NSTError
 from nst_lightning.image import IMAGE_SUFFIXES, load_image, preserve_color, save_image
 from nst_lightning.inference import resolve_device
 from nst_lightning.losses.perceptual import PerceptualLoss, blend_grams
-from nst_lightning.styles import style_grams, style_image_path
+from nst_lightning.styles import preset_file, preset_style, style_grams, style_image_path
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +37,6 @@ def schedule(size: int, sizes: Sequence[int] | None, iterations: int | Sequence[
     return size_list, iters
 
 
-def _preset_file(name: str) -> Path:
-    return Path(config_dir()) / "style" / f"{name}.yaml"
-
-
 def _looks_like_path(entry: str) -> bool:
     return Path(entry).suffix.lower() in IMAGE_SUFFIXES or "/" in entry or Path(entry).exists()
 
@@ -55,17 +50,16 @@ def style_sources(cfg: DictConfig) -> list[tuple[Path, int]]:
     sources = [(style_image_path(cfg.style), int(cfg.style.size))]
     for entry in cfg.get("extra_styles") or []:
         entry = str(entry)
-        if _preset_file(entry).exists() and not _looks_like_path(entry):
-            preset = OmegaConf.load(_preset_file(entry))
-            sub = OmegaConf.create({"paths": {"data_dir": cfg.paths.data_dir}, "style": preset})
-            sources.append((style_image_path(sub.style), int(preset.size)))
+        preset = None if _looks_like_path(entry) else preset_style(entry, cfg.paths.data_dir)
+        if preset is not None:
+            sources.append((style_image_path(preset), int(preset.size)))
         elif _looks_like_path(entry):
             path = Path(entry).expanduser()
             if not path.exists():
                 raise NSTError(f"extra style image not found: {path}")
             sources.append((path, int(cfg.style.size)))
         else:
-            names = sorted(p.stem for p in _preset_file("x").parent.glob("*.yaml"))
+            names = sorted(p.stem for p in preset_file("x").parent.glob("*.yaml"))
             raise NSTError(f"extra_styles entry {entry!r} is neither a style preset ({', '.join(names)}) nor a file")
     return sources
 

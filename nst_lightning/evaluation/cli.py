@@ -6,13 +6,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from nst_lightning.config import config_dir
 from nst_lightning.errors import NSTError
 from nst_lightning.evaluation.evaluate import EvalSettings, evaluate, list_images, loss_from_meta
 from nst_lightning.inference import load_model, resolve_device
-from nst_lightning.styles import resolve_style_image, style_grams, style_image_path
+from nst_lightning.styles import preset_style, resolve_style_image, style_grams, style_image_path
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +25,9 @@ def find_style_image(meta: dict[str, Any], override: str | None, data_dir: str) 
     if recorded and Path(recorded).exists():
         return Path(recorded)
     name = meta.get("style_name")
-    preset = Path(config_dir()) / "style" / f"{name}.yaml"
-    if name and preset.exists():
-        root = OmegaConf.create({"paths": {"data_dir": data_dir}, "style": OmegaConf.load(preset)})
-        return style_image_path(root.style)
+    preset = preset_style(name, data_dir) if name else None
+    if preset is not None:
+        return style_image_path(preset)
     raise NSTError(
         f"cannot find the style image of this checkpoint (recorded: {recorded}, style: {name}); pass style_image=PATH"
     )
