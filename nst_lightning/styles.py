@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from nst_lightning.config import config_dir
 from nst_lightning.data.download import download, file_digest
 from nst_lightning.errors import NSTError
 from nst_lightning.image import load_image
@@ -59,8 +60,6 @@ def style_image_path(style: Any) -> Path:
 
 def preset_file(name: str) -> Path:
     """``conf/style/<name>.yaml`` (it may not exist)."""
-    from nst_lightning.config import config_dir
-
     return Path(config_dir()) / "style" / f"{name}.yaml"
 
 

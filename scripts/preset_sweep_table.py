@@ -19,10 +19,9 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from nst_lightning.baseline.cli import build_loss
 from nst_lightning.evaluation.metrics import ssim
 from nst_lightning.image import load_image
-from nst_lightning.losses.perceptual import PerceptualLoss
-from nst_lightning.styles import style_grams, style_image_path
 
 
 @torch.no_grad()
@@ -33,9 +32,7 @@ def score_job(job: Path) -> dict | None:
         return None
     result = load_image(out)
     content = load_image(cfg.content, int(cfg.size))
-    loss_cfg = OmegaConf.to_container(cfg.loss, resolve=True)
-    loss = PerceptualLoss(**{k: v for k, v in loss_cfg.items()})
-    loss.set_style_grams(style_grams(style_image_path(cfg.style), int(cfg.style.size), loss))
+    loss = build_loss(cfg, torch.device("cpu"))  # the job's own loss and style targets, as optimize.py built them
     left = loss(result)["style"] / loss(content)["style"]
     return {
         "style": cfg.style.name,

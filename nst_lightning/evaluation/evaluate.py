@@ -162,7 +162,7 @@ def summarize(per_image: list[dict[str, Any]], ks: list[int]) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "images": len(per_image),
         "mean": means,
-        "network_beats_lbfgs_at": {str(k): net_obj <= means[f"lbfgs@{k}"]["objective"] for k in ks},
+        "network_beats_lbfgs_at": {str(k): k in beaten for k in ks},
         "images_where_network_beats_lbfgs_at": {
             str(k): sum(img["network"]["objective"] <= img[f"lbfgs@{k}"]["objective"] for img in per_image) for k in ks
         },
