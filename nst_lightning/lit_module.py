@@ -8,6 +8,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from nst_lightning.fault import loss_is_finite
 from nst_lightning.losses.perceptual import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, PerceptualLoss
 from nst_lightning.models import create_model
 from nst_lightning.styles import style_grams
@@ -117,8 +118,10 @@ class StyleTransferModule(L.LightningModule):
             )
         return terms
 
-    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")["objective"]
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor | None:
+        loss = self._shared_step(batch, "train")["objective"]
+        # Divergence guard: a NaN/inf loss skips this update (None); nst_lightning.fault.DivergenceGuard counts it.
+        return loss if loss_is_finite(self, loss) else None
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         self._shared_step(batch, "val")

@@ -61,17 +61,25 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def _load(self, path: Path) -> torch.Tensor:
+    def _load(self, path: Path, seed: int | None = None) -> torch.Tensor:
         img: Image.Image = open_rgb(path)
-        return self.transform(pil_to_tensor(img))
+        if seed is None:
+            return self.transform(pil_to_tensor(img))
+        # torchvision's random transforms draw from torch's global RNG: fork it so that the crop of this
+        # photo depends on ``seed`` only (exact resume, see nst_lightning.data.sampler), not on the worker.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transform(pil_to_tensor(img))
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def __getitem__(self, index: int | tuple[int, int]) -> torch.Tensor:
+        """Photo ``index`` as a 3×S×S tensor; ``(index, seed)`` (from ResumableSampler) seeds its random crop."""
+        index, seed = index if isinstance(index, tuple) else (index, None)
         rng = random.Random(index)
         for _ in range(20):
             path = self.files[index]
             if path not in self.skipped:
                 try:
-                    return self._load(path)
+                    return self._load(path, seed)
                 except NSTError as exc:
                     self.skipped.add(path)
                     log.warning("skipping unreadable training image (%d skipped so far): %s", len(self.skipped), exc)
