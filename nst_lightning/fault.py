@@ -168,11 +168,16 @@ def _save_last(trainer: L.Trainer, dirpath: str | Path) -> Path:
 
 # -- checkpoints by time ---------------------------------------------------------------------------------
 class TimedLastCheckpoint(ModelCheckpoint):
-    """``last.ckpt`` at least every ``every_minutes`` minutes of training (checked after each step).
+    """``last.ckpt`` at least every ``every_minutes`` minutes of training (checked after each step), and after
+    the last step of a run that ends at ``trainer.max_steps``.
 
     A :class:`~lightning.pytorch.callbacks.ModelCheckpoint` with ``train_time_interval`` that writes only
     ``last.ckpt`` (no top-k), overwriting it in place (no ``last-v1.ckpt``), so it can share the folder with the
     step/validation checkpoint callback. Fractional minutes are allowed (tests use a few seconds).
+
+    Why the last step too: once ``fit`` has returned, Lightning marks the interrupted epoch as finished, so a
+    checkpoint saved then resumes in a new epoch (skipping the rest of the data order). Saved at the end of the
+    last step, ``last.ckpt`` continues exactly when a run is extended with a larger ``trainer.max_steps``.
     """
 
     def __init__(self, dirpath: str, every_minutes: float = 5.0) -> None:
@@ -190,6 +195,27 @@ class TimedLastCheckpoint(ModelCheckpoint):
             save_on_train_epoch_end=False,
             enable_version_counter=False,
         )
+        self.final_step: int | None = None
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if 0 < trainer.max_steps <= trainer.global_step and self.final_step != trainer.global_step:
+            if self._last_global_step_saved != trainer.global_step:  # not just saved by time
+                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            self.final_step = trainer.global_step
+
+
+def saved_at_final_step(trainer: L.Trainer) -> bool:
+    """Whether :class:`TimedLastCheckpoint` or :class:`SignalCheckpoint` wrote ``last.ckpt`` at the step the run
+    stopped at (then ``last.ckpt`` must not be overwritten by a save after ``fit``: see TimedLastCheckpoint)."""
+    for cb in trainer.callbacks:
+        if isinstance(cb, TimedLastCheckpoint) and cb.final_step == trainer.global_step:
+            return True
+        if isinstance(cb, SignalCheckpoint) and cb.saved_at_step == trainer.global_step:
+            return True
+    return False
 
 
 # -- checkpoints on signals ------------------------------------------------------------------------------

@@ -82,9 +82,11 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     ckpt_cb = trainer.checkpoint_callback
     if ckpt_cb is not None and getattr(ckpt_cb, "dirpath", None):
-        # The checkpoint callback saves after validations; make last.ckpt the state training stopped in.
+        # The checkpoint callback saves after validations; make last.ckpt the state training stopped in
+        # (unless the fault-tolerance callbacks already saved it at the last step: that one resumes exactly).
         last = Path(ckpt_cb.dirpath) / "last.ckpt"
-        trainer.save_checkpoint(last)
+        if not fault.saved_at_final_step(trainer):
+            trainer.save_checkpoint(last)
         ckpt_cb.last_model_path = str(last)
     result = {
         "metrics": metrics,
