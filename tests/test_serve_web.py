@@ -59,8 +59,7 @@ def test_upload_stylize_download_in_chromium(browser: object, tmp_path: Path) ->
         assert driver.find_element(By.CSS_SELECTOR, ".style img").get_property("naturalWidth") > 0  # thumbnail
         driver.find_element(By.ID, "photo").send_keys(str(photo))
         driver.execute_script(
-            "const s = document.getElementById('strength'); s.value = '0.85';"
-            "s.dispatchEvent(new Event('input'));"
+            "const s = document.getElementById('strength'); s.value = '0.85';s.dispatchEvent(new Event('input'));"
         )
         assert driver.find_element(By.ID, "strength-value").text == "0.85"
         wait.until(EC.element_to_be_clickable((By.ID, "go"))).click()
