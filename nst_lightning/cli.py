@@ -80,3 +80,25 @@ def evaluate_main(cfg: DictConfig) -> None:
     from nst_lightning.evaluation.cli import evaluate_from_config
 
     evaluate_from_config(cfg)
+
+
+def serve_run(cfg: DictConfig) -> None:
+    """Load the models once and serve until interrupted (``python serve.py``)."""
+    from omegaconf import OmegaConf
+
+    from nst_lightning.serve import ServeSettings, create_app
+    from nst_lightning.serve.server import serve_forever
+
+    values = OmegaConf.to_container(cfg, resolve=True)
+    log_level = str(values.pop("log_level", "info"))
+    settings = ServeSettings.from_mapping(values)
+    app = create_app(settings)
+    log.info("serving %s on http://%s:%d/", ", ".join(sorted(app.state.styles)), settings.host, settings.port)
+    serve_forever(app, settings.host, settings.port, log_level)
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="serve")
+@_report_errors
+def serve_main(cfg: DictConfig) -> None:
+    """The REST service and web page: ``python serve.py [port=8000] [cache=redis cache.url=redis://...]``."""
+    serve_run(cfg)

@@ -193,6 +193,24 @@ def test_queue_full_gets_503_and_service_recovers(styles: dict[str, StyleModel])
         assert post(client, photo_bytes(32, 32, seed=7)).status_code == 200
 
 
+@pytest.mark.slow
+def test_identical_concurrent_requests_share_one_model_run(styles: dict[str, StyleModel]) -> None:
+    app = create_app(ServeSettings(max_size=512, max_concurrency=1, max_queue=4), styles)
+    data = photo_bytes(512, 512, seed=11)
+    with running_in_thread(app) as url, httpx.Client(base_url=url, timeout=120) as client:
+        responses: list[httpx.Response] = []
+        first = threading.Thread(target=lambda: responses.append(post(client, data)))
+        first.start()
+        deadline = time.monotonic() + 30
+        while client.get("/health").json()["in_flight"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        second = post(client, data)
+        first.join()
+        assert (responses[0].headers["x-cache"], second.headers["x-cache"]) == ("miss", "shared")
+        assert second.content == responses[0].content
+        assert metric(client, "nst_model_seconds_count") == 1 and metric(client, "nst_cache_hits_total") == 1
+
+
 def test_memory_lru_is_bounded_in_bytes() -> None:
     lru = MemoryLRU(max_bytes=10)
     lru.put("a", b"1234")

@@ -104,12 +104,12 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = None) -> FastAPI:
     """Build the service. ``styles`` lets tests share loaded models; by default they are loaded here, once."""
+    cache: ResultCache = make_cache(settings.cache)  # first: an unreachable Redis fails before models load
     if styles is None:
         styles = load_styles(
             settings.styles, settings.models_dir, settings.runtime, settings.device, settings.thumbnail_size
         )
     metrics = Metrics()
-    cache: ResultCache = make_cache(settings.cache)
     gate = ModelGate(settings.max_concurrency, settings.max_queue, metrics)
     max_upload = int(settings.max_upload_mb * 1024 * 1024)
 
@@ -201,19 +201,51 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
             raise BadRequest(413, f"the image is larger than {settings.max_upload_mb:g} MB")
         key = cache_key(hashlib.sha256(data).hexdigest(), style, options.key())
         result = await _cache_get(key)
-        if result is not None:
-            metrics.cache_hits.inc()
-            status = "hit"
-        else:
+        status = "hit"
+        if result is None and key in pending:  # the same request is being computed: wait for that result
+            result = await _join(pending[key])
+            status = "shared"
+        if result is None:
             metrics.cache_misses.inc()
+            result = await _compute_once(key, style, data, options)
+            status = "miss"
+        else:
+            metrics.cache_hits.inc()
+        filename = f"stylized_{style}.{'jpg' if options.format == 'jpeg' else 'png'}"
+        headers = {"X-Cache": status, "Content-Disposition": f'inline; filename="{filename}"'}
+        return Response(result, media_type=OUTPUT_FORMATS[options.format], headers=headers)
+
+    pending: dict[str, asyncio.Future[bytes]] = {}  # results being computed, by cache key
+
+    async def _compute_once(key: str, style: str, data: bytes, options: Options) -> bytes:
+        """Run the model for ``key``; identical requests arriving meanwhile wait for this result."""
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        pending[key] = future
+        try:
             start = time.perf_counter()
             result = await gate.run(compute, styles[style], data, options, settings.max_pixels)
             metrics.model_seconds.labels(style).observe(time.perf_counter() - start)
             await _cache_put(key, result)
-            status = "miss"
-        filename = f"stylized_{style}.{'jpg' if options.format == 'jpeg' else 'png'}"
-        headers = {"X-Cache": status, "Content-Disposition": f'inline; filename="{filename}"'}
-        return Response(result, media_type=OUTPUT_FORMATS[options.format], headers=headers)
+            future.set_result(result)
+            return result
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                future.set_exception(exc)  # waiters get the same 4xx
+                future.exception()  # mark it retrieved: no "never retrieved" warning when nobody waits
+            else:
+                future.cancel()
+            raise
+        finally:
+            pending.pop(key, None)
+
+    async def _join(future: asyncio.Future[bytes]) -> bytes | None:
+        """The result another request is computing; None if that request was cancelled (then compute anew)."""
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if future.cancelled():
+                return None
+            raise
 
     async def _cache_get(key: str) -> bytes | None:
         try:

@@ -24,7 +24,7 @@ from nst_lightning.inference import load_model, pretrained_models, resolve_devic
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("eager", "torchscript", "torch_export", "onnx")
+RUNTIMES = ("eager", "torchscript", "torch_export", "onnxruntime", "onnx")  # onnx = onnxruntime
 STYLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # A network maps B×3×H×W in [0, 1] to B×3×H×W in [0, 1] (an nn.Module or an exported runtime).
 Runner = Callable[[torch.Tensor], torch.Tensor]
@@ -59,23 +59,25 @@ def stylize_image(
 
 
 def load_runner(ckpt: Path, runtime: str, device: torch.device) -> Runner:
-    """A callable B×3×H×W → B×3×H×W for the checkpoint in the asked runtime."""
+    """A callable B×3×H×W → B×3×H×W for the checkpoint in the asked runtime (``eager`` or an exported one).
+
+    Uses ``nst_lightning.export.runtime.load_runtime`` when the package has it (non-eager runtimes convert the
+    checkpoint in memory); without it only ``eager`` is available.
+    """
     if runtime not in RUNTIMES:
         raise NSTError(f"unknown runtime={runtime!r}; use one of {', '.join(RUNTIMES)}")
-    if runtime == "eager":
+    try:
+        from nst_lightning.export.runtime import load_runtime  # type: ignore[import-not-found]
+    except ImportError:
+        if runtime != "eager":
+            raise NSTError(f"runtime={runtime} needs nst_lightning.export, which this install lacks") from None
         net = load_model(ckpt, device).net
 
         def run_eager(images: torch.Tensor) -> torch.Tensor:
             return net(images.to(device))
 
         return run_eager
-    try:
-        from nst_lightning.export.runtime import load_runtime  # type: ignore[import-not-found]
-    except ImportError as exc:
-        raise NSTError(
-            f"runtime={runtime} needs nst_lightning.export, which this install lacks; use runtime=eager"
-        ) from exc
-    return load_runtime(ckpt, runtime)
+    return load_runtime(ckpt, runtime, device)
 
 
 def find_checkpoints(styles: list[str] | None, models_dir: str | None) -> dict[str, Path]:
