@@ -98,6 +98,18 @@ def _route(request: Request) -> str:
     return getattr(route, "path", "other")
 
 
+def _refuse_upload(request: Request, max_upload: int) -> JSONResponse | None:
+    """411/413 for an upload to ``POST /stylize`` judged from its headers alone, before its body is read."""
+    if request.method != "POST" or request.url.path != "/stylize":
+        return None
+    length = request.headers.get("content-length")
+    if length is None:
+        return _error(411, "send a Content-Length header with the upload")
+    if not length.isdigit() or int(length) > max_upload + FORM_OVERHEAD:
+        return _error(413, f"the upload is larger than {max_upload / 2**20:g} MB")
+    return None
+
+
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": message}, status_code=status, headers=headers)
 
@@ -119,25 +131,16 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
     @app.middleware("http")
     async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         start = time.perf_counter()
-        if request.method == "POST" and request.url.path == "/stylize":
-            length = request.headers.get("content-length")
-            if length is None:
-                response: Response = _error(411, "send a Content-Length header with the upload")
-            elif not length.isdigit() or int(length) > max_upload + FORM_OVERHEAD:
-                response = _error(413, f"the upload is larger than {settings.max_upload_mb:g} MB")
-            else:
-                response = None  # type: ignore[assignment]
-            if response is not None:
-                metrics.requests.labels("/stylize", response.status_code).inc()
-                metrics.errors.labels("/stylize", response.status_code).inc()
-                return response
-        try:
-            response = await call_next(request)
-        except Exception:
-            metrics.requests.labels(_route(request), 500).inc()
-            metrics.errors.labels(_route(request), 500).inc()
-            raise
-        route = _route(request)
+        refused = _refuse_upload(request, max_upload)
+        if refused is None:
+            try:
+                response = await call_next(request)
+            except Exception:
+                metrics.requests.labels(_route(request), 500).inc()
+                metrics.errors.labels(_route(request), 500).inc()
+                raise
+        route = "/stylize" if refused is not None else _route(request)
+        response = refused or response
         metrics.requests.labels(route, response.status_code).inc()
         metrics.latency.labels(route).observe(time.perf_counter() - start)
         if response.status_code >= 400:
