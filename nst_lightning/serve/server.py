@@ -21,13 +21,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def serve_forever(app: FastAPI, host: str, port: int, log_level: str = "info") -> None:
-    """Serve until interrupted (Ctrl-C / SIGTERM stop it cleanly)."""
+def check_port(host: str, port: int) -> None:
+    """A clear error now (instead of uvicorn exiting after the models loaded) when ``host:port`` is taken."""
     try:
-        with socket.socket() as s:  # a clear message instead of uvicorn's exit on a busy port
+        with socket.socket() as s:
             s.bind((host, port))
     except OSError as exc:
         raise NSTError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another port=N") from exc
+
+
+def serve_forever(app: FastAPI, host: str, port: int, log_level: str = "info") -> None:
+    """Serve until interrupted (Ctrl-C / SIGTERM stop it cleanly)."""
+    check_port(host, port)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 
