@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from nst_lightning.errors import NSTError
+from nst_lightning.inference import pretrained_models
 from nst_lightning.serve import CacheSettings, ServeSettings, create_app
 from nst_lightning.serve.cache import DiskCache, MemoryLRU
 from nst_lightning.serve.models import StyleModel, load_styles
@@ -72,6 +74,8 @@ def test_health_styles_thumbnail_page(server: httpx.Client) -> None:
     page = server.get("/")
     assert page.status_code == 200 and 'id="photo"' in page.text
     assert server.get("/static/app.js").status_code == 200
+    form = server.get("/openapi.json").json()["paths"]["/stylize"]["post"]["requestBody"]["content"]
+    assert form["multipart/form-data"]["schema"]["required"] == ["image", "style"]
 
 
 def test_stylize_png_default_jpeg_on_request(server: httpx.Client) -> None:
@@ -210,6 +214,32 @@ def test_identical_concurrent_requests_share_one_model_run(styles: dict[str, Sty
         assert (responses[0].headers["x-cache"], second.headers["x-cache"]) == ("miss", "shared")
         assert second.content == responses[0].content
         assert metric(client, "nst_model_seconds_count") == 1 and metric(client, "nst_cache_hits_total") == 1
+
+
+def test_models_dir_adds_styles(tmp_path: Path) -> None:
+    shutil.copy(pretrained_models()[STYLE], tmp_path / "my_style.pt")
+    (tmp_path / "notes.txt").write_text("not a model")
+    styles = load_styles([STYLE], str(tmp_path), "eager", "cpu", thumbnail_size=32)
+    assert sorted(styles) == ["my_style", STYLE]
+    with running_in_thread(create_app(ServeSettings(**LIMITS), styles)) as url:
+        client = httpx.Client(base_url=url, timeout=60)
+        assert [s["name"] for s in client.get("/styles").json()["styles"]] == ["my_style", STYLE]
+        response = client.post("/stylize", files={"image": ("p.png", photo_bytes(), "image/png")},
+                               data={"style": "my_style"})  # fmt: skip
+        assert response.status_code == 200
+
+
+def test_settings_errors_speak_to_the_user(tmp_path: Path) -> None:
+    with pytest.raises(NSTError, match="unknown serve setting"):
+        ServeSettings.from_mapping({"prot": 8000})
+    with pytest.raises(NSTError, match="cache.url"):
+        ServeSettings(cache=CacheSettings("redis"))
+    with pytest.raises(NSTError, match="not a folder"):
+        load_styles(None, str(tmp_path / "missing"), "eager", "cpu", 32)
+    with pytest.raises(NSTError, match="unknown runtime"):
+        load_styles(None, None, "tensorrt", "cpu", 32)
+    with pytest.raises(NSTError, match="no shipped model"):
+        load_styles(["van_gogh_ii"], None, "eager", "cpu", 32)
 
 
 def test_memory_lru_is_bounded_in_bytes() -> None:

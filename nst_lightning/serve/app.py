@@ -41,6 +41,19 @@ from nst_lightning.serve.uploads import (
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
+# The form of POST /stylize, for /docs (the endpoint reads the form itself, to check limits in its own order).
+STYLIZE_OPENAPI = {
+    "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["image", "style"], "properties": {
+            "image": {"type": "string", "format": "binary", "description": "the photo (png, jpeg, webp)"},
+            "style": {"type": "string", "description": "a name from GET /styles"},
+            "strength": {"type": "number", "minimum": 0, "maximum": 1, "default": 1},
+            "preserve_color": {"type": "boolean", "default": False},
+            "max_size": {"type": "integer", "description": "longest output side (default: the service's max_size)"},
+            "format": {"type": "string", "enum": ["png", "jpeg"], "default": "png"},
+        }}}}},
+    "responses": {"200": {"description": "the stylized image", "content": {"image/png": {}, "image/jpeg": {}}}},
+}  # fmt: skip
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small text fields, on top of the image itself
 
 
@@ -185,7 +198,7 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
     async def prometheus() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    @app.post("/stylize")
+    @app.post("/stylize", openapi_extra=STYLIZE_OPENAPI)
     async def stylize(request: Request) -> Response:
         """Multipart form: ``image`` (file), ``style``, optional ``strength``, ``preserve_color``, ``max_size``,
         ``format`` (png | jpeg). Returns the stylized image; header ``X-Cache`` says hit or miss."""
