@@ -223,7 +223,7 @@ class SignalCheckpoint(L.Callback):
     """SIGTERM or SIGUSR1 → save ``last.ckpt`` at the end of the current training step, then stop.
 
     SIGTERM (``kill``, ``docker stop``, Kubernetes, SLURM at the time limit or on preemption): Lightning's
-    handler flags it and ends the run after the step (exit status 143, see ``nst_lightning.train``); this
+    handler flags it and ends the run after the step (exit status 143, see ``nst_lightning.cli.train``); this
     callback saves the checkpoint first. SIGUSR1 (``sbatch --signal=B:USR1@120``): checkpoint, then, under
     SLURM with ``requeue``, ``scontrol requeue $SLURM_JOB_ID`` (the job restarts later and resumes with
     ``resume=auto``), then a clean stop. The save happens between steps, not inside the signal handler, so

@@ -14,10 +14,10 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from nst_lightning import fault
+from nst_lightning.cli.train import run as train
 from nst_lightning.data.datamodule import FolderDataModule
 from nst_lightning.data.sampler import ResumableSampler
 from nst_lightning.errors import NSTError
-from nst_lightning.train import train
 
 from .conftest import tiny_train_cfg
 

@@ -24,7 +24,8 @@ STEPS = 12
 def start(run_dir: Path, image_dir: Path, style_path: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
     """``python train.py experiment=tiny ...`` writing into ``run_dir`` (fp32, CPU, seed 0, shuffled crops)."""
     args = ["experiment=tiny", "style=custom", f"style.image={style_path}", f"data.root={image_dir}",
-            f"hydra.run.dir={run_dir}", f"trainer.max_steps={STEPS}", "callbacks.grid.every_n_steps=2", *extra]  # fmt: skip
+            f"hydra.run.dir={run_dir}", f"trainer.max_steps={STEPS}", "callbacks.grid.every_n_steps=2",
+            *extra]  # fmt: skip
     # The same Gram/VGG cache for every run, module-scoped fixtures included (conftest sets it per test only).
     cache = {"NST_CACHE_DIR": str(run_dir.parent.parent / "cache"), "HF_HUB_OFFLINE": "1"}
     env = {**os.environ, "PYTHONWARNINGS": "ignore", **cache, **(env or {})}
