@@ -86,8 +86,8 @@ def test_sigkill_after_a_time_based_checkpoint_then_resume_matches_an_uninterrup
 ):
     run = tmp_path / "killed"
     last = run / "checkpoints/last.ckpt"
-    # A checkpoint every 0.1 s of training, and no validation: the only checkpoints are the time-based ones.
-    timed = ["checkpoint.every_minutes=0.002", "trainer.val_check_interval=1000"]
+    # A checkpoint every 0.1 s of training (validations write best-*.ckpt only, never last.ckpt).
+    timed = ["checkpoint.every_minutes=0.002"]
     proc = start(run, image_dir, style_path, *timed)
     wait_for(lambda: ckpt_step(last) >= 3, proc)
     proc.send_signal(signal.SIGKILL)
@@ -107,8 +107,9 @@ def test_sigterm_writes_a_checkpoint_at_the_signal_and_the_resume_matches(
 ):
     run = tmp_path / "terminated"
     last = run / "checkpoints/last.ckpt"
-    # No time-based checkpoint and no validation in this run: a last.ckpt can only come from the signal.
-    quiet = ["checkpoint.every_minutes=600", "trainer.val_check_interval=1000"]
+    # No time-based checkpoint in this run (validations write best-*.ckpt only): last.ckpt can only come from
+    # the signal.
+    quiet = ["checkpoint.every_minutes=600"]
     proc = start(run, image_dir, style_path, *quiet)
     wait_for(lambda: (run / "grids/step_000002.png").exists(), proc)  # training is under way
     assert not last.exists()
@@ -134,9 +135,7 @@ def test_sigusr1_under_slurm_checkpoints_and_requeues_the_job(tmp_path, image_di
              "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "PATH": f"{bin_dir}:{os.environ['PATH']}"}  # fmt: skip
     run = tmp_path / "slurm"
     last = run / "checkpoints/last.ckpt"
-    proc = start(
-        run, image_dir, style_path, "checkpoint.every_minutes=600", "trainer.val_check_interval=1000", env=slurm
-    )
+    proc = start(run, image_dir, style_path, "checkpoint.every_minutes=600", env=slurm)
     wait_for(lambda: (run / "grids/step_000002.png").exists(), proc)
     proc.send_signal(signal.SIGUSR1)
     assert finish(proc) == 0, log_of(run)[-3000:]
