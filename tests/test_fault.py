@@ -167,6 +167,7 @@ class _PoisonBatches(L.Callback):
         self.count += 1
 
 
+@pytest.mark.slow
 def test_a_nan_loss_skips_the_update_and_is_counted(tmp_path, image_dir, style_path):
     poison = _PoisonBatches({1})
     cfg = tiny_train_cfg(tmp_path, image_dir, style_path, ["trainer.max_steps=3", "callbacks.grid.every_n_steps=0"])
@@ -179,6 +180,7 @@ def test_a_nan_loss_skips_the_update_and_is_counted(tmp_path, image_dir, style_p
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
 
 
+@pytest.mark.slow
 def test_n_nans_in_a_row_stop_the_run_with_a_message_and_finite_weights(tmp_path, image_dir, style_path):
     poison = _PoisonBatches({2, 3, 4, 5})
     extra = ["trainer.max_steps=8", "guard.max_consecutive_nonfinite=3", "callbacks.grid.every_n_steps=0"]
