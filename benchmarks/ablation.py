@@ -197,12 +197,13 @@ class Yardstick:
         self.loss = self.loss.to(device).eval().requires_grad_(False)
         self.device = device
         self.contents = [load_image(p, size).to(device) for p in images]
-        self.lbfgs: dict[int, list[float]] = {}
-        if lbfgs:
-            for content in self.contents:
-                snapshots, _ = run_lbfgs(self.loss, content, lbfgs, "fp32")
-                for k, (img, _, _) in snapshots.items():
-                    self.lbfgs.setdefault(k, []).append(float(self.loss(img, content)["objective"]))
+        self.lbfgs: dict[int, list[float]] = {}  # k -> objective per photo
+        self.lbfgs_checkerboard: dict[int, list[float]] = {}  # k -> checkerboard ratio per photo
+        for content in self.contents if lbfgs else []:
+            snapshots, _ = run_lbfgs(self.loss, content, lbfgs, "fp32")
+            for k, (img, _, _) in snapshots.items():
+                self.lbfgs.setdefault(k, []).append(float(self.loss(img, content)["objective"]))
+                self.lbfgs_checkerboard.setdefault(k, []).append(float(checkerboard_ratio(img, content)[0]))
 
     @torch.no_grad()
     def score(self, model_file: Path) -> dict[str, float]:
@@ -221,6 +222,9 @@ class Yardstick:
             mean[f"eval_objective_over_lbfgs{k}"] = statistics.fmean(
                 r["objective"] / ref for r, ref in zip(rows, refs, strict=True)
             )
+            mean[f"eval_checkerboard_over_lbfgs{k}"] = mean["eval_checkerboard_ratio"] / statistics.fmean(
+                self.lbfgs_checkerboard[k]
+            )
         return mean
 
 
@@ -236,7 +240,8 @@ def verdict(row: dict[str, Any], base: dict[str, Any], noise: float) -> str:
 
 def write_table(rows: list[dict[str, Any]], path: Path, header: str, lbfgs: list[int]) -> None:
     cols = ["variant", "overrides", "steps", "train s", "val/objective (own loss)", "eval objective",
-            *[f"÷ L-BFGS@{k}" for k in lbfgs], "content", "style", "SSIM", "checkerboard ratio", "verdict"]  # fmt: skip
+            *[f"÷ L-BFGS@{k}" for k in lbfgs], "content", "style", "SSIM", "checkerboard ratio",
+            *[f"checkerboard ÷ L-BFGS@{k}" for k in lbfgs[-1:]], "verdict"]  # fmt: skip
     lines = [header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
 
     def f(v: Any, fmt: str = ".4g") -> str:
@@ -247,6 +252,7 @@ def write_table(rows: list[dict[str, Any]], path: Path, header: str, lbfgs: list
                  f(r.get("train_seconds"), ".0f"), f(r.get("val_objective_final")), f(r.get("eval_objective")),
                  *[f(r.get(f"eval_objective_over_lbfgs{k}"), ".3f") for k in lbfgs], f(r.get("eval_content")),
                  f(r.get("eval_style")), f(r.get("eval_ssim"), ".3f"), f(r.get("eval_checkerboard_ratio"), ".3g"),
+                 *[f(r.get(f"eval_checkerboard_over_lbfgs{k}"), ".3g") for k in lbfgs[-1:]],
                  r.get("verdict", "")]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     path.write_text("\n".join(lines) + "\n")
@@ -329,6 +335,9 @@ def main() -> None:
             if yardstick is None:  # the first variant with a checkpoint defines the common objective
                 yardstick = Yardstick(ckpt, images, args.eval_size, args.lbfgs, device)
                 row["lbfgs_objective"] = {str(k): statistics.fmean(v) for k, v in yardstick.lbfgs.items()}
+                row["lbfgs_checkerboard_ratio"] = {
+                    str(k): statistics.fmean(v) for k, v in yardstick.lbfgs_checkerboard.items()
+                }
             row.update(yardstick.score(model_file))
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "val_curve"}), flush=True)
@@ -348,7 +357,7 @@ def main() -> None:
     header = (f"Ablation ({budget} each, {args.parallel} at once, base `{' '.join(base)}`; evaluated on "
               f"{len(images)} photos at {args.eval_size} px on the baseline's objective; {meta['device']}). "
               f"{args.note}")  # fmt: skip
-    write_table(rows, report.with_suffix(".md"), header, args.lbfgs)
+    write_table(rows, report.with_suffix(".md"), header, sorted(args.lbfgs))
     print(f"wrote {report.with_suffix('.jsonl')} and {report.with_suffix('.md')} in {time.time() - t0:.0f} s")
 
 
