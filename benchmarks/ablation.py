@@ -39,7 +39,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from nst_lightning.evaluation.evaluate import list_images, loss_from_meta, run_lbfgs  # noqa: E402
-from nst_lightning.evaluation.metrics import checkerboard_ratio, ssim  # noqa: E402
+from nst_lightning.evaluation.metrics import (  # noqa: E402
+    checkerboard_ratio,
+    oriented_texture,
+    smooth_test_images,
+    ssim,
+)
 from nst_lightning.image import load_image  # noqa: E402
 from nst_lightning.inference import export_model, load_model, resolve_device  # noqa: E402
 from nst_lightning.styles import resolve_style_image, style_grams  # noqa: E402
@@ -157,6 +162,13 @@ def _schedule(args, pending, running, done, base, budget, env) -> None:  # noqa:
         time.sleep(1)
 
 
+def previous_training(report: Path) -> dict[str, Any]:
+    """{name: {returncode, train_seconds}} from an earlier REPORT.jsonl (re-scoring with --skip-train)."""
+    path = report.with_suffix(".jsonl")
+    rows = [json.loads(line) for line in path.read_text().splitlines()[1:]] if path.exists() else []
+    return {r["name"]: {k: r[k] for k in ("returncode", "train_seconds") if k in r} for r in rows}
+
+
 def curve(run_dir: Path) -> dict[str, Any]:
     """val/objective values of a run (its own loss) and its last training step, from TensorBoard."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -218,6 +230,11 @@ class Yardstick:
                 "checkerboard_ratio": float(checkerboard_ratio(out, content)[0]),
             })  # fmt: skip
         mean = {f"eval_{k}": statistics.fmean(r[k] for r in rows) for k in rows[0]}
+        # the stripe test's figure (tests/test_shipped_stripes.py): oriented texture on smooth gradients at 128 px
+        smooth = smooth_test_images(128).values()
+        mean["stripe_rms"] = max(
+            float(oriented_texture(net(x.to(self.device)).float())["stripe_rms"][0]) for x in smooth
+        )
         for k, refs in self.lbfgs.items():
             mean[f"eval_objective_over_lbfgs{k}"] = statistics.fmean(
                 r["objective"] / ref for r, ref in zip(rows, refs, strict=True)
@@ -228,20 +245,37 @@ class Yardstick:
         return mean
 
 
-def verdict(row: dict[str, Any], base: dict[str, Any], noise: float) -> str:
-    """Better / worse / within noise on the common eval objective (relative change against ``noise``)."""
-    if row["name"] == base["name"] or row.get("eval_objective") is None:
-        return "reference" if row["name"] == base["name"] else "failed"
+def noise_floor(rows: list[dict[str, Any]], base: dict[str, Any], floor: float) -> tuple[float, float]:
+    """(relative objective noise, checkerboard-ratio noise factor) from the rows that change only the seed
+    (``seed=N``): the baseline's own spread. Without such rows: (``floor``, 1.5)."""
+    seeds = [r for r in rows if r["overrides"] and all(o.startswith("seed=") for o in r["overrides"])]
+    seeds = [r for r in seeds if r.get("eval_objective") is not None]
+    obj = max([floor, *(abs(r["eval_objective"] / base["eval_objective"] - 1) for r in seeds)])
+    cb = max([1.5, *(max(r["eval_checkerboard_ratio"], base["eval_checkerboard_ratio"])
+                     / min(r["eval_checkerboard_ratio"], base["eval_checkerboard_ratio"]) for r in seeds)])  # fmt: skip
+    return obj, cb
+
+
+def verdict(row: dict[str, Any], base: dict[str, Any], noise: float, cb_noise: float) -> str:
+    """Better / worse / within noise on the common eval objective and on the checkerboard ratio, against the
+    noise floor (relative objective change ``noise``; checkerboard factor ``cb_noise``)."""
+    if row["name"] == base["name"]:
+        return "reference"
+    if row.get("eval_objective") is None:
+        return "failed"
+    if row["overrides"] and all(o.startswith("seed=") for o in row["overrides"]):
+        return "noise floor (seed only)"
     change = row["eval_objective"] / base["eval_objective"] - 1
     cb = row["eval_checkerboard_ratio"] / base["eval_checkerboard_ratio"]
     words = "better" if change < -noise else "worse" if change > noise else "within noise"
-    return f"{words} ({change:+.1%} objective, checkerboard ×{cb:.2f})"
+    cb_words = "more" if cb > cb_noise else "less" if cb < 1 / cb_noise else "within noise"
+    return f"objective {words} ({change:+.1%}); checkerboard {cb_words} (×{cb:.2f})"
 
 
 def write_table(rows: list[dict[str, Any]], path: Path, header: str, lbfgs: list[int]) -> None:
     cols = ["variant", "overrides", "steps", "train s", "val/objective (own loss)", "eval objective",
             *[f"÷ L-BFGS@{k}" for k in lbfgs], "content", "style", "SSIM", "checkerboard ratio",
-            *[f"checkerboard ÷ L-BFGS@{k}" for k in lbfgs[-1:]], "verdict"]  # fmt: skip
+            *[f"checkerboard ÷ L-BFGS@{k}" for k in lbfgs[-1:]], "stripe_rms (≤ 0.015)", "verdict"]  # fmt: skip
     lines = [header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
 
     def f(v: Any, fmt: str = ".4g") -> str:
@@ -253,7 +287,7 @@ def write_table(rows: list[dict[str, Any]], path: Path, header: str, lbfgs: list
                  *[f(r.get(f"eval_objective_over_lbfgs{k}"), ".3f") for k in lbfgs], f(r.get("eval_content")),
                  f(r.get("eval_style")), f(r.get("eval_ssim"), ".3f"), f(r.get("eval_checkerboard_ratio"), ".3g"),
                  *[f(r.get(f"eval_checkerboard_over_lbfgs{k}"), ".3g") for k in lbfgs[-1:]],
-                 r.get("verdict", "")]  # fmt: skip
+                 f(r.get("stripe_rms"), ".3f"), r.get("verdict", "")]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     path.write_text("\n".join(lines) + "\n")
 
@@ -278,7 +312,7 @@ def main() -> None:
     p.add_argument("--eval-images", type=int, default=None)
     p.add_argument("--lbfgs", type=int, nargs="*", default=[], help="L-BFGS@k references (e.g. 50)")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
-    p.add_argument("--noise", type=float, default=0.03, help="relative change counted as noise in the verdict")
+    p.add_argument("--noise", type=float, default=0.03, help="smallest relative objective change counted as real")
     p.add_argument("--device", default="auto")
     p.add_argument("--skip-train", action="store_true", help="only evaluate existing runs under OUT/runs")
     p.add_argument("--note", default="", help="a line under the table's title (machine, budget, caveats)")
@@ -309,7 +343,7 @@ def main() -> None:
     report.parent.mkdir(parents=True, exist_ok=True)
 
     t0 = time.time()
-    trained = {} if args.skip_train else train_variants(args, variants, base)
+    trained = previous_training(report) if args.skip_train else train_variants(args, variants, base)
     print(f"training done in {time.time() - t0:.0f} s", flush=True)
 
     device = resolve_device(args.device)
@@ -342,20 +376,25 @@ def main() -> None:
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "val_curve"}), flush=True)
     scored = [r for r in rows if r.get("eval_objective") is not None]
+    noise, cb_noise = noise_floor(rows, scored[0], args.noise) if scored else (args.noise, 1.5)
     for r in rows:
-        r["verdict"] = verdict(r, scored[0], args.noise) if scored else "failed"
+        r["verdict"] = verdict(r, scored[0], noise, cb_noise) if scored else "failed"
     meta = {"device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
             "base": base, "steps": args.steps, "time": args.time, "parallel": args.parallel,
             "eval_size": args.eval_size, "eval_images": [p.name for p in images], "lbfgs": args.lbfgs,
             "photo_short_side": args.photo_short_side, "checkpoint": args.checkpoint,
-            "wall_seconds": round(time.time() - t0)}  # fmt: skip
+            "wall_seconds": round(time.time() - t0), "noise_objective": noise,
+            "noise_checkerboard": cb_noise}  # fmt: skip
     with open(report.with_suffix(".jsonl"), "w") as fh:
         fh.write(json.dumps({"meta": meta}) + "\n")
         for r in rows:
             fh.write(json.dumps({**r, "meta_ref": "line 1"}) + "\n")
     budget = f"{args.steps} steps" if args.steps else f"max_time {args.time}"
     header = (f"Ablation ({budget} each, {args.parallel} at once, base `{' '.join(base)}`; evaluated on "
-              f"{len(images)} photos at {args.eval_size} px on the baseline's objective; {meta['device']}). "
+              f"{len(images)} photos at {args.eval_size} px on the baseline's objective; {meta['device']}"
+              f"{f'; photos resized to a {args.photo_short_side}-px short side' if args.photo_short_side else ''}). "
+              f"Noise floor: objective ±{noise:.1%}, checkerboard ratio ×{cb_noise:.2f} (from seed-only rows, "
+              f"else the defaults). "
               f"{args.note}")  # fmt: skip
     write_table(rows, report.with_suffix(".md"), header, sorted(args.lbfgs))
     print(f"wrote {report.with_suffix('.jsonl')} and {report.with_suffix('.md')} in {time.time() - t0:.0f} s")

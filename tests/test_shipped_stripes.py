@@ -20,7 +20,7 @@ import math
 import pytest
 import torch
 
-from nst_lightning.evaluation.metrics import oriented_texture
+from nst_lightning.evaluation.metrics import oriented_texture, smooth_test_images
 from nst_lightning.inference import load_model, pretrained_models, stylize_tensor
 
 SIZE = 128
@@ -40,11 +40,7 @@ def _grid() -> tuple[torch.Tensor, torch.Tensor]:
 
 def gradients() -> dict[str, torch.Tensor]:
     """1×3×SIZE×SIZE smooth images: a colour ramp along both axes and a sky-like ramp along y only."""
-    yy, xx = _grid()
-    return {
-        "diagonal": torch.stack([0.2 + 0.6 * yy, 0.3 + 0.4 * xx, 0.8 - 0.5 * yy])[None],
-        "sky": torch.stack([0.35 + 0.3 * yy, 0.55 + 0.25 * yy, 0.85 + 0.1 * yy])[None],
-    }
+    return smooth_test_images(SIZE)
 
 
 def flats() -> dict[str, torch.Tensor]:

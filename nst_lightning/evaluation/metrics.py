@@ -188,3 +188,13 @@ def oriented_texture(images: torch.Tensor, max_period: float = 32.0, sectors: in
         "stripe_rms": excess.sqrt(),
         "stripe_share": strongest / total.clamp_min(1e-12),
     }
+
+
+def smooth_test_images(size: int = 128) -> dict[str, torch.Tensor]:
+    """1×3×size×size smooth images for stripe tests: ``diagonal`` (a colour ramp along both axes) and ``sky`` (a
+    blue ramp along y only, constant along x)."""
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    return {
+        "diagonal": torch.stack([0.2 + 0.6 * yy, 0.3 + 0.4 * xx, 0.8 - 0.5 * yy])[None],
+        "sky": torch.stack([0.35 + 0.3 * yy, 0.55 + 0.25 * yy, 0.85 + 0.1 * yy])[None],
+    }
