@@ -9,10 +9,10 @@ amplitude 0.03 (about 8 grey levels, plainly visible on a smooth sky) score 0.02
 
 Measured on the shipped starry_night (fp16 export, 128 px): diagonal gradient 0.0215 (a regular cross-hatching
 over the swirls), vertical "sky" gradient 0.060 (the sky becomes horizontal stripes: a translation-equivariant
-network can only answer an input that is constant along x with an output that is constant along x (away from the side borders), so any texture
-it paints there is stripes), flat colours 0.0000. The gradient test is therefore marked xfail(strict=True) for
-starry_night: the model fails it, and a retrained model that passes will turn the xfail into an error, so the mark
-must then be removed.
+network can only answer an input that is constant along x with an output that is constant along x, away from the
+side borders, so any texture it paints there is stripes), flat colours 0.0000. The gradient test is therefore
+marked xfail(strict=True) for starry_night: the model fails it, and a retrained model that passes will turn the
+xfail into an error, so the mark must then be removed.
 """
 
 import math
