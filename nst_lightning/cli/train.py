@@ -14,6 +14,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from nst_lightning import fault
+from nst_lightning.callbacks import ema_callbacks
 from nst_lightning.cli.app import hydra_app
 from nst_lightning.cli.presets import config_loss, style_image_path
 from nst_lightning.errors import NSTError
@@ -32,11 +33,13 @@ def build_module(cfg: DictConfig, style_image: str) -> StyleTransferModule:
     name = model.pop("name")
     channels_last = bool(model.pop("channels_last", False))
     compile_ = bool(model.pop("compile", False))
+    compile_mode = str(model.pop("compile_mode", "default"))
     return StyleTransferModule(
         model_name=name,
         model_kwargs=model,
         channels_last=channels_last,
         compile=compile_,
+        compile_mode=compile_mode,
         style_image=style_image,
         style_size=cfg.style.size,
         style_name=cfg.style.name,
@@ -65,7 +68,7 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
     datamodule = hydra.utils.instantiate(cfg.data)
     module = build_module(cfg, str(style_path))
     loggers = _instantiate_all(cfg.get("logger"))
-    callbacks = _instantiate_all(cfg.get("callbacks")) + list(extra_callbacks or [])
+    callbacks = _instantiate_all(cfg.get("callbacks")) + ema_callbacks(cfg.get("ema")) + list(extra_callbacks or [])
     # Atomic checkpoint writes (and the SLURM environment): nst_lightning.fault.trainer_plugins.
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=fault.trainer_plugins()
