@@ -17,7 +17,6 @@ from nst_lightning import fault
 from nst_lightning.callbacks import ema_callbacks
 from nst_lightning.cli.app import hydra_app
 from nst_lightning.cli.presets import config_loss, style_image_path
-from nst_lightning.errors import NSTError
 from nst_lightning.lit_module import StyleTransferModule
 
 log = logging.getLogger(__name__)
@@ -105,12 +104,18 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
     return result
 
 
-def objective(result: dict[str, Any]) -> float:
-    """What ``--multirun`` sweepers minimise: the final value of ``sweep_metric`` (default ``val/objective``)."""
-    name = result["sweep_metric"]
-    if name not in result["metrics"]:
-        raise NSTError(f"sweep_metric {name} was not logged; logged: {', '.join(sorted(result['metrics']))}")
-    return result["metrics"][name]
+def objective(result: dict[str, Any]) -> float | None:
+    """What ``--multirun`` sweepers minimise: the final value of ``sweep_metric`` (default ``val/objective``).
+
+    A run that never validated (``data.val_count=0``) falls back to ``train/objective``, with a warning.
+    """
+    name, metrics = result["sweep_metric"], result["metrics"]
+    if name in metrics:
+        return metrics[name]
+    fallback = metrics.get("train/objective")
+    log.warning("sweep_metric %s was not logged (logged: %s); returning train/objective %s",
+                name, ", ".join(sorted(metrics)) or "nothing", fallback)  # fmt: skip
+    return fallback
 
 
 main = hydra_app("train", run, summary="train a style transfer network (python train.py style=starry_night)",
