@@ -274,3 +274,21 @@ def test_output_with_a_non_image_suffix_is_an_error_not_a_folder(tmp_path):
     assert plan_outputs(src, tmp_path / "b.jpg", suffix="png") == [(src, tmp_path / "b.png")]
     with pytest.raises(NSTError, match="unsupported suffix"):
         plan_outputs(src, tmp_path / "b.jpg", suffix=".txt")
+
+
+@pytest.mark.slow
+def test_cli_reports_skipped_files_and_refuses_a_non_image_output(tmp_path):
+    from .test_train_e2e import run_cli
+
+    src = tmp_path / "in"
+    src.mkdir()
+    synthetic_photo(40, 30, seed=0).save(src / "good.png")
+    png_with_declared_size(src / "huge.png", 12000, 12000)
+    folder = run_cli("stylize.py", "ckpt=starry_night", f"input={src}", f"output={tmp_path / 'out'}", "device=cpu")
+    assert folder.returncode == 2 and "Traceback" not in folder.stderr
+    assert "stylized 1 of 2" in folder.stderr and "huge.png" in folder.stderr
+    assert (tmp_path / "out" / "good.png").exists()
+
+    single = run_cli("stylize.py", "ckpt=starry_night", f"input={src / 'good.png'}", f"output={tmp_path / 'x.txt'}")
+    assert single.returncode == 2 and "unsupported output suffix '.txt'" in single.stderr
+    assert not (tmp_path / "x.txt").exists()
