@@ -207,7 +207,7 @@ def prepare_model(model: ModelLike, device: str | torch.device | None = None) ->
         model: a :class:`LoadedModel`; an ``nn.Module`` (run on the device of its parameters, as it is); any
             callable B×3×H×W → B×3×H×W (an exported runtime; run on ``device``, default the CPU); or a checkpoint
             path / shipped-model name, loaded on ``device`` (default ``auto``: CUDA when available) and cached.
-        device: see ``model``; for an ``nn.Module`` it must match where its parameters are.
+        device: see ``model``; for an ``nn.Module`` it must match where its parameters are (or be ``auto``).
     """
     if isinstance(model, Stylizer):
         return model
@@ -219,7 +219,7 @@ def prepare_model(model: ModelLike, device: str | torch.device | None = None) ->
         model = model.net
     if isinstance(model, nn.Module):
         dev, dtype = _module_device(model)
-        if device is not None:
+        if device is not None and str(device) != "auto":
             want = resolve_device(str(device))
             if want.type != dev.type or (want.index is not None and dev.index is not None and want.index != dev.index):
                 raise NSTError(f"the model is on {dev} but device={want} was asked for; move it with model.to(...)")
