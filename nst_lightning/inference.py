@@ -38,6 +38,7 @@ from nst_lightning.image import (
     split_alpha,
 )
 from nst_lightning.image import preserve_color as keep_content_color
+from nst_lightning.losses.config import LossConfig
 from nst_lightning.models import create_model
 from nst_lightning.models.blocks import pad_to_multiple
 from nst_lightning.tiling import GlobalNormStats, stylize_tiled
@@ -52,12 +53,6 @@ MIN_TILE = 64
 DEFAULT_TILE_OVERLAP = 128  # tiles overlap this much (or tile_size // 4) and cross-fade over its middle half
 
 log = logging.getLogger(__name__)
-# Checkpoint hyper-parameters that describe the objective the network was trained on (kept in exports, so
-# that a shipped model can still be evaluated on its own loss).
-LOSS_HPARAMS = (
-    "content_layers", "style_layers", "style_layer_weights", "style_balance", "vgg_weights", "pooling",
-    "content_weight", "style_weight", "tv_weight",
-)  # fmt: skip
 
 
 def pretrained_models() -> dict[str, Path]:
@@ -125,7 +120,9 @@ def load_model(ckpt: str | Path, device: str | torch.device = "cpu") -> LoadedMo
             "style_image": hp.get("style_image"),
             "style_size": hp.get("style_size"),
             "global_step": raw.get("global_step"),
-            "loss": {k: hp[k] for k in LOSS_HPARAMS if k in hp},
+            # The objective the network was trained on (kept in exports, so that a shipped model can still be
+            # evaluated on its own loss); checkpoints from before LossConfig kept its fields at the top level.
+            "loss": hp["loss"] if "loss" in hp else {k: hp[k] for k in LossConfig.field_names() if k in hp},
         }
     else:
         raise NSTError(f"{path} is not an nst_lightning checkpoint (no model name or state dict in it)")

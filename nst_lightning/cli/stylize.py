@@ -1,4 +1,4 @@
-"""Stylize an image file or a folder of images with a trained network (``python stylize.py``)."""
+"""``python stylize.py ckpt=NAME_OR_PATH input=FILE_OR_FOLDER output=PATH``: stylize files with a trained network."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from nst_lightning.cli.app import hydra_app
 from nst_lightning.errors import NSTError
 from nst_lightning.inference import stylize_paths
 
 log = logging.getLogger(__name__)
 
 
-def stylize(cfg: DictConfig) -> list[Path]:
+def run(cfg: DictConfig) -> list[Path]:
     """Stylize ``cfg.input`` (file or folder) with ``cfg.ckpt`` into ``cfg.output``; returns written files.
 
     Images that cannot be read (or are too large) in a folder are reported and skipped; the others are still
@@ -40,3 +41,8 @@ def stylize(cfg: DictConfig) -> list[Path]:
     if not report.ok:
         raise NSTError(report.summary())
     return report.written
+
+
+main = hydra_app(
+    "stylize", run, summary="stylize images with a trained network (ckpt=NAME_OR_PATH input=FILE_OR_FOLDER)"
+)
