@@ -5,7 +5,11 @@ Tensors are C×H×W or B×C×H×W, RGB, float in [0, 1].
 
 from __future__ import annotations
 
+import io
+import logging
+import warnings
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -15,6 +19,14 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from nst_lightning.errors import NSTError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+NO_ALPHA_SUFFIXES = (".jpg", ".jpeg", ".bmp")
+# Images above this many pixels are refused before decoding (8192×8192; Pillow's own limit is 89 M, with an
+# error above 179 M). Tiled inference keeps network memory bounded, but the decoded image and the output
+# still take about 12 bytes per pixel.
+DEFAULT_MAX_PIXELS = 8192 * 8192
+ImageSource = str | Path | bytes | BinaryIO
+
+log = logging.getLogger(__name__)
 
 
 def is_image_file(path: Path) -> bool:
@@ -22,32 +34,106 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def open_rgb(path: str | Path) -> Image.Image:
-    """Open an image file as an RGB PIL image, honouring its EXIF orientation.
+def check_pixel_count(size: tuple[int, int], max_pixels: int | None, name: str) -> None:
+    """Refuse a (width, height) above ``max_pixels`` (``None``: no limit of ours, Pillow's still applies)."""
+    width, height = size
+    if max_pixels is not None and width * height > max_pixels:
+        raise NSTError(
+            f"{name} is {width}×{height} = {width * height / 1e6:.1f} megapixels, above the limit of "
+            f"{max_pixels / 1e6:.1f} megapixels (max_pixels={max_pixels}); shrink it first or raise max_pixels"
+        )
+
+
+def open_image(src: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode an image file (path, bytes or binary file object) as an RGB or RGBA PIL image.
+
+    The pixel count is checked against ``max_pixels`` from the header, before anything is decoded (a
+    decompression bomb is refused without allocating it). EXIF orientation is applied; 16-bit and float images
+    are scaled to 8 bits (not clipped); transparency becomes an alpha channel (RGBA).
 
     Raises:
-        NSTError: the file is missing, empty, not an image, truncated, or has no pixels.
+        NSTError: missing, empty, not an image, truncated, no pixels, or too many pixels.
+    """
+    name = str(src) if isinstance(src, (str, Path)) else "the image"
+    if isinstance(src, (str, Path)):
+        path = Path(src)
+        if not path.exists():
+            raise NSTError(f"image file not found: {path}")
+        if path.is_dir():
+            raise NSTError(f"expected an image file but got a folder: {path}")
+    fp = io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns above its own limit; ours (checked below, before decoding) is the one that decides.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(fp) as img:  # lazy: only the header has been read here
+                check_pixel_count(img.size, max_pixels, name)
+                img = ImageOps.exif_transpose(img)  # decodes
+                out = to_rgb_or_rgba(img)
+    except Image.DecompressionBombError as exc:
+        raise NSTError(f"{name} has too many pixels to be decoded safely ({exc})") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise NSTError(f"cannot read {name} as an image ({exc}); is it a valid jpg/png/webp file?") from exc
+    if out.width == 0 or out.height == 0:
+        raise NSTError(f"image {name} has no pixels ({out.width}×{out.height})")
+    return out
+
+
+def open_rgb(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open an image file as an RGB PIL image (see :func:`open_image`; any alpha channel is dropped)."""
+    return open_image(path, max_pixels).convert("RGB")
+
+
+def to_rgb_or_rgba(img: Image.Image) -> Image.Image:
+    """Any PIL mode → RGB, or RGBA when it has transparency. 16-bit/32-bit/float modes are rescaled to 8 bits."""
+    if img.mode in ("RGB", "RGBA"):
+        return img
+    if img.mode.startswith("I") or img.mode == "F":
+        return Image.fromarray(_to_uint8(np.asarray(img), img.mode), mode="L").convert("RGB")
+    if img.mode in ("LA", "La", "PA", "RGBa") or (img.mode == "P" and "transparency" in img.info):
+        return img.convert("RGBA")
+    return img.convert("RGB")
+
+
+def _to_uint8(array: np.ndarray, mode: str) -> np.ndarray:
+    """Single-channel 16-bit (``I;16*``, ``I``: 0..65535) or float (``F``: 0..1, else 0..max) → uint8."""
+    values = np.nan_to_num(array.astype(np.float64))
+    top = max(1.0, float(values.max(initial=0.0))) if mode == "F" else 65535.0
+    return np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def split_alpha(img: Image.Image) -> tuple[Image.Image, Image.Image | None]:
+    """Image → (RGB image, alpha channel as an ``L`` image or ``None``); modes as in :func:`to_rgb_or_rgba`."""
+    img = to_rgb_or_rgba(img)
+    if img.mode == "RGBA":
+        return img.convert("RGB"), img.getchannel("A")
+    return img, None
+
+
+def save_pil(img: Image.Image, path: str | Path) -> Path:
+    """Save an RGB or RGBA PIL image (format from the suffix), creating folders.
+
+    Formats without alpha (JPEG, BMP) get the RGB channels only, with a warning; use PNG or WebP to keep it.
     """
     path = Path(path)
-    if not path.exists():
-        raise NSTError(f"image file not found: {path}")
-    if path.is_dir():
-        raise NSTError(f"expected an image file but got a folder: {path}")
-    try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            img.load()
-            rgb = img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise NSTError(f"cannot read {path} as an image ({exc}); is it a valid jpg/png/webp file?") from exc
-    if rgb.width == 0 or rgb.height == 0:
-        raise NSTError(f"image {path} has no pixels ({rgb.width}×{rgb.height})")
-    return rgb
+    check_output_suffix(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if img.mode == "RGBA" and path.suffix.lower() in NO_ALPHA_SUFFIXES:
+        log.warning("%s cannot store transparency: saved without alpha (use a .png output to keep it)", path)
+        img = img.convert("RGB")
+    img.save(path)
+    return path
+
+
+def check_output_suffix(path: Path) -> None:
+    """Refuse an output file name whose suffix is not an image format we write."""
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise NSTError(f"unsupported output suffix {path.suffix!r} in {path}; use one of {', '.join(IMAGE_SUFFIXES)}")
 
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
-    """RGB PIL image → 3×H×W float tensor in [0, 1]."""
-    array = np.array(img.convert("RGB"), dtype=np.uint8)
+    """PIL image (RGB, or any mode: see :func:`to_rgb_or_rgba`; alpha dropped) → 3×H×W float tensor in [0, 1]."""
+    array = np.array(to_rgb_or_rgba(img).convert("RGB"), dtype=np.uint8)
     return torch.from_numpy(array).permute(2, 0, 1).contiguous().float().div_(255.0)
 
 
@@ -59,13 +145,18 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array, mode="RGB")
 
 
+def fit_size(width: int, height: int, max_size: int | None) -> tuple[int, int]:
+    """(width, height) shrunk so the longest side is at most ``max_size`` (aspect ratio kept, never enlarged)."""
+    if max_size is None or max(width, height) <= max_size:
+        return width, height
+    scale = max_size / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def scale_to_max_size(img: Image.Image, max_size: int | None) -> Image.Image:
     """Shrink so the longest side is at most ``max_size`` pixels, keeping the aspect ratio."""
-    if max_size is None or max(img.size) <= max_size:
-        return img
-    scale = max_size / max(img.size)
-    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-    return img.resize(size, Image.Resampling.LANCZOS)
+    size = fit_size(img.width, img.height, max_size)
+    return img if size == img.size else img.resize(size, Image.Resampling.LANCZOS)
 
 
 def resize_to_long_side(img: Image.Image, size: int) -> Image.Image:
