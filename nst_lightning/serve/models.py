@@ -19,8 +19,7 @@ import torch
 from PIL import Image
 
 from nst_lightning.errors import NSTError
-from nst_lightning.image import pil_to_tensor, preserve_color, scale_to_max_size, tensor_to_pil
-from nst_lightning.inference import load_model, pretrained_models, resolve_device
+from nst_lightning.inference import load_model, pretrained_models, resolve_device, stylize
 
 log = logging.getLogger(__name__)
 
@@ -40,22 +39,17 @@ class StyleModel:
     thumbnail: bytes = b""  # JPEG
 
 
+TILE_SIZE = 1024  # pixels: larger images run in overlapping tiles (bounded memory per request)
+
+
 def stylize_image(
     runner: Runner, image: Image.Image, strength: float = 1.0, keep_color: bool = False, max_size: int | None = None
 ) -> Image.Image:
-    """RGB PIL image → stylized RGB PIL image (longest side at most ``max_size``).
-
-    The one seam between the service and the inference core: ``strength`` blends the stylized output with the
-    (resized) input, ``keep_color`` keeps the input's colours.
-    """
-    content = pil_to_tensor(scale_to_max_size(image, max_size)).unsqueeze(0)  # 1×3×H×W
-    with torch.inference_mode():
-        out = runner(content).float().clamp(0, 1).cpu()
-    if keep_color:
-        out = preserve_color(out, content)
-    if strength < 1.0:
-        out = torch.lerp(content, out, strength)
-    return tensor_to_pil(out)
+    """RGB PIL image → stylized RGB PIL image (longest side at most ``max_size``), through the one inference core
+    (:func:`nst_lightning.inference.stylize`). Images larger than ``TILE_SIZE`` are stylized in tiles, so a
+    request's peak memory is bounded by the tile, not by the upload."""
+    model = getattr(runner, "module", None) or runner  # an eager runtime exposes its nn.Module (tiling hooks)
+    return stylize(image, model, strength=strength, preserve_color=keep_color, max_size=max_size, tile_size=TILE_SIZE)
 
 
 def load_runner(ckpt: Path, runtime: str, device: torch.device) -> Runner:
