@@ -131,6 +131,9 @@ class OnnxRuntime(Runtime):
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only
+        # One thread knob for every runtime: ONNX Runtime uses as many CPU threads as torch does.
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.inter_op_num_threads = 1
         try:
             self.session = ort.InferenceSession(model, sess_options=options, providers=providers)
         except Exception as exc:
@@ -142,6 +145,7 @@ class OnnxRuntime(Runtime):
             info = ExportInfo.from_json(text, source)
         super().__init__(device, info.contract, info.model_name, {**info.meta, "source": source})
         self.input_name = self.session.get_inputs()[0].name
+        self.onnx_exporter = info.onnx_exporter  # which torch.onnx exporter wrote it (dynamo or torchscript)
 
     def _forward(self, padded: torch.Tensor) -> torch.Tensor:
         out = self.session.run(None, {self.input_name: padded.cpu().numpy()})[0]
