@@ -10,6 +10,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from nst_lightning.cli.export import run
 from nst_lightning.config import config_dir
 from nst_lightning.errors import NSTError
 from nst_lightning.export import (
@@ -20,7 +21,6 @@ from nst_lightning.export import (
     export,
     load_runtime,
 )
-from nst_lightning.export_app import run
 from nst_lightning.inference import EXPORT_FORMAT, LoadedModel, load_model
 from nst_lightning.models import create_model
 

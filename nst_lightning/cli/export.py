@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
 
-from nst_lightning.config import config_dir
+from nst_lightning.cli.app import hydra_app
 from nst_lightning.errors import NSTError
 
 log = logging.getLogger(__name__)
@@ -81,15 +79,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def _report_errors(cfg: DictConfig) -> dict[str, Any]:
-    try:
-        return run(cfg)
-    except NSTError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-
-
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="export")
-def main(cfg: DictConfig) -> None:
-    """Export a model: ``python export.py ckpt=PATH_OR_NAME format=torchscript|torch_export|onnx output=PATH``."""
-    _report_errors(cfg)
+main = hydra_app(
+    "export",
+    run,
+    summary="export a model to TorchScript, torch.export, ONNX or a slim .pt (ckpt=NAME_OR_PATH format=...)",
+)
