@@ -86,6 +86,15 @@ def test_checkpoint_converts_in_memory_to_each_runtime(runtime_name: str, tiny_c
     assert max(diffs.values()) < FP32_TOLERANCE, diffs
 
 
+def test_legacy_onnx_exporter_also_gives_dynamic_sizes(tmp_path: Path, tiny: LoadedModel) -> None:
+    """The fallback when the dynamo exporter fails: ``dynamic_axes`` on the TorchScript-based exporter."""
+    path = export(tiny, "onnx", tmp_path / "legacy.onnx", onnx_exporter="torchscript")
+    runtime = load_runtime(path)
+    assert runtime.onnx_exporter == "torchscript"
+    diffs = check_parity(tiny, runtime, sizes=[*PARITY_SIZES, (3, 5)], batch=2)
+    assert max(diffs.values()) < FP32_TOLERANCE, diffs
+
+
 def test_wrong_runtime_bad_files_and_names_are_clear_errors(tmp_path: Path, exported: dict[str, Path], tiny) -> None:
     with pytest.raises(NSTError, match="runs with runtime=onnxruntime"):
         load_runtime(exported["onnx"], runtime="torchscript")
