@@ -168,9 +168,9 @@ def test_shipped_model_exports_to_each_format(fmt: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt", GRAPH_FORMATS)
-def test_timm_network_exports_to_each_format(fmt: str, tmp_path: Path) -> None:
-    """A timm U-Net (stride 32, 64 px minimum) with random weights."""
+@pytest.mark.parametrize("fmt", ["torch_export", "onnx"])
+def test_timm_network_exports(fmt: str, tmp_path: Path) -> None:
+    """A timm U-Net (stride 32, 64 px minimum) with random weights (all formats: benchmarks/inference.py)."""
     torch.manual_seed(0)
     loaded = LoadedModel(create_model("mobilenetv3").eval(), "mobilenetv3", {}, {})
     path = export(loaded, fmt, tmp_path / f"mobilenetv3{SUFFIXES[fmt]}")
