@@ -176,8 +176,8 @@ def detect_format(path: str | Path) -> str:
     if not path.is_file():
         raise NSTError(f"model file not found: {path}")
     if zipfile.is_zipfile(path):
-        names = zipfile.ZipFile(path).namelist()
-        tails = {name.split("/", 1)[-1] for name in names}
+        with zipfile.ZipFile(path) as archive:
+            tails = {name.split("/", 1)[-1] for name in archive.namelist()}
         if "archive_format" in tails:
             return "torch_export"
         if "constants.pkl" in tails or any(t.startswith("code/") for t in tails):
