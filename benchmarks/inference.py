@@ -72,7 +72,8 @@ def build(network: str, seed: int = 0) -> LoadedModel:
 def table(rows: list[dict[str, Any]], sizes: list[int]) -> str:
     head = f"| device | network | runtime | max abs diff | {' | '.join(f'{s} px ms' for s in sizes)} |"
     lines = [head, "|" + " --- |" * (4 + len(sizes))]
-    keys = sorted({(r["device"], r["network"], r["runtime"]) for r in rows}, key=lambda k: (k[0], k[1]))
+    order = {name: i for i, name in enumerate(RUNTIMES)}
+    keys = sorted({(r["device"], r["network"], r["runtime"]) for r in rows}, key=lambda k: (k[0], k[1], order[k[2]]))
     for device, network, runtime in keys:
         cells = {r["size"]: r for r in rows if (r["device"], r["network"], r["runtime"]) == (device, network, runtime)}
         diff = next(iter(cells.values())).get("max_abs_diff")

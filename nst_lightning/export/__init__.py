@@ -12,7 +12,14 @@ stylized = runtime(images)                 # B×3×H×W in [0, 1] → B×3×H×W
 
 from nst_lightning.export.exporter import PARITY_SIZES, check_parity, export
 from nst_lightning.export.graph import FORMATS, SUFFIXES, SizeContract, size_contract
-from nst_lightning.export.runtime import RUNTIMES, Runtime, detect_format, load_runtime, runtime_from_model
+from nst_lightning.export.runtime import (
+    RUNTIMES,
+    Runtime,
+    default_runtime,
+    detect_format,
+    load_runtime,
+    runtime_from_model,
+)
 
 __all__ = [
     "FORMATS",
@@ -22,6 +29,7 @@ __all__ = [
     "Runtime",
     "SizeContract",
     "check_parity",
+    "default_runtime",
     "detect_format",
     "export",
     "load_runtime",

@@ -160,10 +160,26 @@ def _import_onnxruntime() -> Any:
     return onnxruntime
 
 
+def default_runtime(device: str | torch.device = "cpu") -> str:
+    """The fastest runtime measured for a checkpoint on ``device`` (benchmarks/inference.py, docs/export.md):
+    ONNX Runtime on the CPU when onnxruntime is installed, else eager (GPU: not measured here; the
+    onnxruntime wheel has no CUDA provider)."""
+    device = torch.device(device) if isinstance(device, str) else device
+    if device.type == "cpu":
+        try:
+            _import_onnxruntime()
+            return "onnxruntime"
+        except NSTError:
+            return "eager"
+    return "eager"
+
+
 def normalize_runtime(runtime: str | None) -> str | None:
-    """A runtime name (aliases ``onnx``, ``ort``, ``torch.export``, ``jit`` accepted) or None."""
-    if runtime in (None, "", "auto"):
+    """A runtime name (aliases ``onnx``, ``ort``, ``torch.export``, ``jit`` accepted), ``auto`` or None."""
+    if runtime in (None, ""):
         return None
+    if runtime == "auto":
+        return "auto"
     name = ALIASES.get(runtime, runtime)
     if name not in RUNTIMES:
         raise NSTError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
@@ -196,8 +212,10 @@ def detect_format(path: str | Path) -> str:
 
 def runtime_from_model(loaded: LoadedModel, runtime: str = "eager", device: str | torch.device = "cpu") -> Runtime:
     """Wrap a loaded network in a runtime; non-eager runtimes capture the graph in memory (no file)."""
-    name = normalize_runtime(runtime) or "eager"
     device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
+    name = normalize_runtime(runtime) or "eager"
+    if name == "auto":
+        name = default_runtime(device)
     if name == "eager":
         return EagerRuntime(loaded.net, device, loaded.model_name, loaded.meta)
     net = loaded.net.to("cpu").float().eval()
@@ -225,9 +243,10 @@ def load_runtime(source: str | Path, runtime: str | None = None, device: str | t
     Args:
         source: a Lightning checkpoint, an nst_lightning ``.pt`` model, a shipped model name
             (``starry_night``), a TorchScript file, a torch.export ``.pt2`` or an ``.onnx`` file.
-        runtime: ``eager``, ``torchscript``, ``torch_export``, ``onnxruntime`` or None (the file's own format;
-            eager for checkpoints). A checkpoint with a non-eager runtime is converted in memory (checked only
-            by the export tests; ``export.py`` checks each file it writes).
+        runtime: ``eager``, ``torchscript``, ``torch_export``, ``onnxruntime``, ``auto`` (an exported file's own
+            format; for a checkpoint the fastest measured, :func:`default_runtime`) or None (the file's own
+            format; eager for checkpoints). A checkpoint with a non-eager runtime is converted in memory
+            (checked by the export tests; ``export.py`` checks each file it writes).
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
 
     Raises:
@@ -239,7 +258,7 @@ def load_runtime(source: str | Path, runtime: str | None = None, device: str | t
     fmt = detect_format(path)
     if fmt == "checkpoint":
         return runtime_from_model(load_model(path), name or "eager", dev)
-    if name not in (None, RUNTIME_OF_FORMAT[fmt]):
+    if name not in (None, "auto", RUNTIME_OF_FORMAT[fmt]):
         raise NSTError(
             f"{path} is a {fmt} file, which runs with runtime={RUNTIME_OF_FORMAT[fmt]} (not {name}); "
             f"export the checkpoint to another format with export.py to use {name}"
