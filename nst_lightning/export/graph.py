@@ -13,9 +13,12 @@ Imports torch (and onnx for ONNX only): no Lightning, no Hydra.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import logging
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -136,6 +139,20 @@ def to_torch_export(net: nn.Module, contract: SizeContract) -> torch.export.Expo
         raise _fail("torch_export", net, exc) from exc
 
 
+@contextlib.contextmanager
+def _quiet_loggers(*names: str) -> Iterator[None]:
+    """The ONNX optimiser logs each rewrite at INFO (under Hydra that reaches the console): warnings only."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 def to_onnx(net: nn.Module, contract: SizeContract, exporter: str = "auto") -> tuple[bytes, str]:
     """Serialized ONNX model (dynamic batch, height, width) and the exporter that made it.
 
@@ -145,7 +162,7 @@ def to_onnx(net: nn.Module, contract: SizeContract, exporter: str = "auto") -> t
     errors: list[str] = []
     if exporter in ("auto", "dynamo"):
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _quiet_loggers("onnxscript", "onnx_ir", "torch.onnx"):
                 warnings.simplefilter("ignore")
                 program = torch.onnx.export(
                     net,
