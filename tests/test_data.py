@@ -46,10 +46,12 @@ def test_datamodule_batches_random_crops(image_dir):
 def test_training_order_is_shuffled(image_dir):
     dm = FolderDataModule(str(image_dir), image_size=16, batch_size=1, num_workers=0, val_count=0)
     dm.setup("fit")
-    loader = dm.train_dataloader()
-    from torch.utils.data import RandomSampler
-
-    assert isinstance(loader.sampler, RandomSampler)
+    sampler = dm.train_dataloader().sampler
+    epoch0 = [index for index, _ in sampler]
+    sampler.set_epoch(1)
+    epoch1 = [index for index, _ in sampler]
+    assert sorted(epoch0) == sorted(epoch1) == list(range(len(dm.train_set)))
+    assert epoch0 != sorted(epoch0) and epoch0 != epoch1
 
 
 def test_corrupt_images_are_skipped_and_counted(image_dir, tmp_path, caplog):

@@ -93,9 +93,10 @@ def test_entry_points_train_resume_and_stylize(tmp_path, image_dir, style_path):
     assert first.returncode == 0, first.stderr[-3000:]
     last = out / "checkpoints" / "last.ckpt"
     assert last.exists()
-    resumed = run_cli("train.py", *common, "trainer.max_steps=3", f"ckpt_path={last}")
+    # To step 4: the resumed run validates (every 2 steps), so its sweep metric val/objective exists.
+    resumed = run_cli("train.py", *common, "trainer.max_steps=4", f"ckpt_path={last}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 3
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 4
 
     photo = tmp_path / "photo.png"
     synthetic_photo(61, 35, seed=3).save(photo)

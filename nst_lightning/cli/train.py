@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+import signal
 import warnings
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from nst_lightning import fault
+from nst_lightning.callbacks import ema_callbacks
 from nst_lightning.cli.app import hydra_app
 from nst_lightning.cli.presets import config_loss, style_image_path
 from nst_lightning.errors import NSTError
@@ -29,11 +33,13 @@ def build_module(cfg: DictConfig, style_image: str) -> StyleTransferModule:
     name = model.pop("name")
     channels_last = bool(model.pop("channels_last", False))
     compile_ = bool(model.pop("compile", False))
+    compile_mode = str(model.pop("compile_mode", "default"))
     return StyleTransferModule(
         model_name=name,
         model_kwargs=model,
         channels_last=channels_last,
         compile=compile_,
+        compile_mode=compile_mode,
         style_image=style_image,
         style_size=cfg.style.size,
         style_name=cfg.style.name,
@@ -57,24 +63,34 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    fault.check_writable(out_dir / fault.CHECKPOINT_DIR)  # fail now, not at the first checkpoint hours later
     style_path = style_image_path(cfg.style)
     datamodule = hydra.utils.instantiate(cfg.data)
     module = build_module(cfg, str(style_path))
     loggers = _instantiate_all(cfg.get("logger"))
-    callbacks = _instantiate_all(cfg.get("callbacks")) + list(extra_callbacks or [])
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
-    ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path and not Path(ckpt_path).exists():
-        raise NSTError(f"ckpt_path not found: {ckpt_path}")
+    callbacks = _instantiate_all(cfg.get("callbacks")) + ema_callbacks(cfg.get("ema")) + list(extra_callbacks or [])
+    # Atomic checkpoint writes (and the SLURM environment): nst_lightning.fault.trainer_plugins.
+    trainer: L.Trainer = hydra.utils.instantiate(
+        cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=fault.trainer_plugins()
+    )
+    # ckpt_path=FILE|RUN_FOLDER|last, or resume=auto (this run folder's last.ckpt if any).
+    ckpt_path = fault.resolve_resume(cfg.get("ckpt_path"), cfg.get("resume"), out_dir)
     OmegaConf.save(cfg, out_dir / "config.yaml", resolve=False)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SIGTERMException:
+        # Lightning stops after the step in which SIGTERM arrived (SignalCheckpoint saved last.ckpt); exit with
+        # the conventional status 128 + SIGTERM, not 0, so schedulers and scripts see the run did not finish.
+        log.warning("stopped by SIGTERM at step %d; resume with resume=auto or ckpt_path=last", trainer.global_step)
+        raise SystemExit(128 + signal.SIGTERM) from None
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     ckpt_cb = trainer.checkpoint_callback
     if ckpt_cb is not None and getattr(ckpt_cb, "dirpath", None):
-        # The checkpoint callback saves after validations; make last.ckpt the state training stopped in.
+        # The checkpoint callback saves after validations; make last.ckpt the state training stopped in
+        # (unless the fault-tolerance callbacks already saved it at the last step: that one resumes exactly).
         last = Path(ckpt_cb.dirpath) / "last.ckpt"
-        trainer.save_checkpoint(last)
+        if not fault.saved_at_final_step(trainer):
+            trainer.save_checkpoint(last)
         ckpt_cb.last_model_path = str(last)
     result = {
         "metrics": metrics,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import zipfile
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from nst_lightning.data.datasets import ImageFolderDataset, eval_transform, list_images, train_transform
 from nst_lightning.data.download import download
 from nst_lightning.data.manifest import download_folder
+from nst_lightning.data.sampler import ResumableDataLoader, ResumableSampler
 from nst_lightning.errors import NSTError
 from nst_lightning.image import is_image_file
 
@@ -43,11 +45,15 @@ class FolderDataModule(L.LightningDataModule):
         val_count: images held out of ``root`` for validation (0 disables validation).
         val_size: side of the centre-cropped validation images.
         min_scale: smallest crop area fraction for the random-resized crop.
+        max_upscale: None: torchvision's RandomResizedCrop; a number: square crops never magnified more than
+            this (1.0: never upscaled; see :class:`~nst_lightning.data.datasets.RandomSquareCrop`).
         pin_memory: pin host memory for faster copies to the GPU.
         shuffle: shuffle the training images each epoch (turn off only for reproducibility tests).
         augment: random-resized crops and flips; when false, training uses the deterministic centre crop.
         manifest_prefix: when ``root`` holds no images, download the manifest's files under this prefix
             (e.g. ``train/``) into it first; None disables downloading.
+        seed: seed of the training order and of the random crops (None: a random one). The position in the
+            order is saved in checkpoints, so a resumed run continues with the photos it would have seen.
     """
 
     def __init__(
@@ -63,8 +69,13 @@ class FolderDataModule(L.LightningDataModule):
         manifest_prefix: str | None = None,
         shuffle: bool = True,
         augment: bool = True,
+        max_upscale: float | None = None,
+        seed: int | None = 0,
     ) -> None:
         super().__init__()
+        self.max_upscale = max_upscale
+        self._random_seed = seed is None
+        self.seed = random.randrange(2**31) if seed is None else seed
         self.shuffle = shuffle
         self.augment = augment
         self.manifest_prefix = manifest_prefix
@@ -95,15 +106,16 @@ class FolderDataModule(L.LightningDataModule):
             return
         train, val = split_train_val(list_images(self.image_root()), self.val_count)
         transform = (
-            train_transform(self.image_size, self.min_scale) if self.augment else eval_transform(self.image_size)
+            train_transform(self.image_size, self.min_scale, max_upscale=self.max_upscale)
+            if self.augment
+            else eval_transform(self.image_size)
         )
         self.train_set = ImageFolderDataset(train, transform)
         self.val_set = ImageFolderDataset(val, eval_transform(self.val_size)) if val else None
         log.info("training on %d images from %s (%d held out for validation)", len(train), self.root, len(val))
 
     def _sampler(self, dataset: ImageFolderDataset, shuffle: bool, drop_last: bool) -> DistributedSampler | None:
-        """Under DDP, each rank gets a disjoint shard. Unlike the sampler Lightning inserts, the training
-        shard drops the remainder instead of repeating images, so no image is seen twice per epoch."""
+        """Validation under DDP: each rank gets a disjoint shard (training uses ResumableSampler)."""
         trainer = self.trainer
         if trainer is None or trainer.world_size <= 1:
             return None
@@ -129,9 +141,28 @@ class FolderDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        """A resumable loader (see :mod:`nst_lightning.data.sampler`); under DDP each rank gets a disjoint shard."""
         assert self.train_set is not None, "call setup() first"
-        drop_last = len(self.train_set) >= self.batch_size
-        return self._loader(self.train_set, shuffle=self.shuffle, drop_last=drop_last)
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        if self._random_seed and world > 1:
+            self.seed = trainer.strategy.broadcast(self.seed, src=0)  # all ranks must shard one permutation
+        sampler = ResumableSampler(len(self.train_set), self.seed, self.shuffle, num_replicas=world, rank=rank)
+        return ResumableDataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=len(sampler) >= self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+            consumed_batches=self._consumed_batches,
+        )
+
+    def _consumed_batches(self) -> int:
+        """Training batches of the current epoch taken by the training loop (0 outside a fit)."""
+        trainer = self.trainer
+        return trainer.fit_loop.epoch_loop.batch_idx + 1 if trainer is not None else 0
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:
