@@ -1,0 +1,86 @@
+"""``python export.py ckpt=PATH_OR_NAME format=onnx [output=PATH]``: write an exported model and check it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from nst_lightning.cli.app import hydra_app
+from nst_lightning.errors import NSTError
+
+log = logging.getLogger(__name__)
+
+
+def default_output(ckpt: str, fmt: str) -> Path:
+    """``<ckpt stem><suffix>`` in the current folder (``starry_night`` → ``starry_night.onnx``)."""
+    from nst_lightning.export import SUFFIXES
+
+    stem = Path(str(ckpt)).stem
+    out = Path(stem + SUFFIXES[fmt])
+    if fmt == "nst" and out.resolve() == Path(str(ckpt)).expanduser().resolve():
+        raise NSTError(f"format=nst would overwrite the checkpoint {ckpt}; give output=PATH")
+    return out
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Export ``cfg.ckpt`` in ``cfg.format`` to ``cfg.output``, then compare the written file with the eager
+    network on ``cfg.check_sizes``. Returns ``{"output", "format", "runtime", "bytes", "max_abs_diff": {"HxW":
+    float}, "onnx_exporter"}``.
+
+    Raises:
+        NSTError: missing arguments, unknown format, failed export, or a difference above the tolerance.
+    """
+    from nst_lightning.export import FORMATS, check_parity, export, load_runtime
+    from nst_lightning.inference import load_model
+
+    if not cfg.get("ckpt"):
+        raise NSTError("no checkpoint given: use ckpt=PATH or a shipped model name (ckpt=starry_night)")
+    fmt = str(cfg.get("format") or "")
+    if fmt not in FORMATS:
+        raise NSTError(f"unknown format {fmt!r}; use format= one of: {', '.join(FORMATS)}")
+    half = bool(cfg.get("half", False))
+    output = Path(cfg.output) if cfg.get("output") else default_output(cfg.ckpt, fmt)
+    sizes = [tuple(int(v) for v in size) for size in cfg.get("check_sizes") or []]
+    if not sizes or any(len(s) != 2 or min(s) < 1 for s in sizes):
+        raise NSTError(f"check_sizes must be a list of [H, W] pairs of positive ints, got {cfg.get('check_sizes')}")
+
+    loaded = load_model(cfg.ckpt)
+    start = time.perf_counter()
+    path = export(loaded, fmt, output, half=half, onnx_exporter=str(cfg.get("onnx_exporter", "auto")))
+    seconds = time.perf_counter() - start
+    runtime = load_runtime(path)
+    exporter = getattr(runtime, "onnx_exporter", None)
+    log.info(
+        "exported %s (%s) to %s [%s, %.1f MB] in %.1f s%s",
+        cfg.ckpt, loaded.model_name, path, fmt, path.stat().st_size / 1e6, seconds,
+        f" with the {exporter} ONNX exporter" if exporter else "",
+    )  # fmt: skip
+    diffs = check_parity(loaded, runtime, sizes)
+    for (h, w), diff in diffs.items():
+        log.info("parity %s vs eager at %d×%d: max abs diff %.2e", runtime.name, h, w, diff)
+    tolerance = float(cfg.get("half_tolerance", 2e-2) if half else cfg.get("tolerance", 1e-3))
+    worst = max(diffs.values())
+    if worst > tolerance:
+        raise NSTError(
+            f"the exported {fmt} model differs from the eager network by {worst:.2e} (> tolerance {tolerance:g}); "
+            f"{path} is written but should not be used. Try another format, or report the model and format."
+        )
+    return {
+        "output": str(path),
+        "format": fmt,
+        "runtime": runtime.name,
+        "bytes": path.stat().st_size,
+        "max_abs_diff": {f"{h}x{w}": d for (h, w), d in diffs.items()},
+        "onnx_exporter": exporter,
+    }
+
+
+main = hydra_app(
+    "export",
+    run,
+    summary="export a model to TorchScript, torch.export, ONNX or a slim .pt (ckpt=NAME_OR_PATH format=...)",
+)
