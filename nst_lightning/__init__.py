@@ -25,6 +25,7 @@ _API = {
     "PerceptualLoss": "nst_lightning.losses.perceptual",
     "LossConfig": "nst_lightning.losses.config",
     "set_style_targets": "nst_lightning.styles",
+    "load_runtime": "nst_lightning.export.runtime",
     "NSTError": "nst_lightning.errors",
 }
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "export_model",
     "list_models",
     "load_model",
+    "load_runtime",
     "pretrained_models",
     "set_style_targets",
     "stylize",
@@ -42,6 +44,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from nst_lightning.errors import NSTError
+    from nst_lightning.export.runtime import load_runtime
     from nst_lightning.inference import export_model, load_model, pretrained_models, stylize
     from nst_lightning.losses.config import LossConfig
     from nst_lightning.losses.perceptual import PerceptualLoss

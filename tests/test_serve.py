@@ -21,7 +21,7 @@ from nst_lightning.errors import NSTError
 from nst_lightning.inference import pretrained_models
 from nst_lightning.serve import CacheSettings, ServeSettings, create_app
 from nst_lightning.serve.cache import DiskCache, MemoryLRU
-from nst_lightning.serve.models import StyleModel, load_styles
+from nst_lightning.serve.models import StyleModel, load_styles, stylize_image
 from nst_lightning.serve.server import free_port, running_in_thread
 from tests.conftest import REPO, synthetic_photo
 
@@ -37,7 +37,7 @@ def styles() -> dict[str, StyleModel]:
 
 @pytest.fixture(scope="module")
 def server(styles: dict[str, StyleModel]) -> Iterator[httpx.Client]:
-    app = create_app(ServeSettings(**LIMITS), styles=styles)
+    app = create_app(ServeSettings(runtime="eager", **LIMITS), styles=styles)
     with running_in_thread(app) as url, httpx.Client(base_url=url, timeout=60) as client:
         yield client
 
@@ -183,7 +183,10 @@ def test_alpha_and_16_bit_inputs(server: httpx.Client) -> None:
 
 @pytest.mark.slow
 def test_queue_full_gets_503_and_service_recovers(styles: dict[str, StyleModel]) -> None:
-    app = create_app(ServeSettings(max_size=512, max_concurrency=1, max_queue=0, cache=CacheSettings("none")), styles)
+    app = create_app(
+        ServeSettings(runtime="eager", max_size=512, max_concurrency=1, max_queue=0, cache=CacheSettings("none")),
+        styles,
+    )
     with running_in_thread(app) as url, httpx.Client(base_url=url, timeout=120) as client:
         slow = threading.Thread(target=post, args=(client, photo_bytes(512, 512, seed=6)))
         slow.start()
@@ -200,7 +203,7 @@ def test_queue_full_gets_503_and_service_recovers(styles: dict[str, StyleModel])
 
 @pytest.mark.slow
 def test_identical_concurrent_requests_share_one_model_run(styles: dict[str, StyleModel]) -> None:
-    app = create_app(ServeSettings(max_size=512, max_concurrency=1, max_queue=4), styles)
+    app = create_app(ServeSettings(runtime="eager", max_size=512, max_concurrency=1, max_queue=4), styles)
     data = photo_bytes(512, 512, seed=11)
     with running_in_thread(app) as url, httpx.Client(base_url=url, timeout=120) as client:
         responses: list[httpx.Response] = []
@@ -221,7 +224,7 @@ def test_models_dir_adds_styles(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("not a model")
     styles = load_styles([STYLE], str(tmp_path), "eager", "cpu", thumbnail_size=32)
     assert sorted(styles) == ["my_style", STYLE]
-    with running_in_thread(create_app(ServeSettings(**LIMITS), styles)) as url:
+    with running_in_thread(create_app(ServeSettings(runtime="eager", **LIMITS), styles)) as url:
         client = httpx.Client(base_url=url, timeout=60)
         assert [s["name"] for s in client.get("/styles").json()["styles"]] == ["my_style", STYLE]
         response = client.post("/stylize", files={"image": ("p.png", photo_bytes(), "image/png")},
@@ -233,7 +236,7 @@ def test_settings_errors_speak_to_the_user(tmp_path: Path) -> None:
     with pytest.raises(NSTError, match="unknown serve setting"):
         ServeSettings.from_mapping({"prot": 8000})
     with pytest.raises(NSTError, match="cache.url"):
-        ServeSettings(cache=CacheSettings("redis"))
+        ServeSettings(runtime="eager", cache=CacheSettings("redis"))
     with pytest.raises(NSTError, match="not a folder"):
         load_styles(None, str(tmp_path / "missing"), "eager", "cpu", 32)
     with pytest.raises(NSTError, match="unknown runtime"):
@@ -254,7 +257,7 @@ def test_memory_lru_is_bounded_in_bytes() -> None:
 
 
 def test_disk_cache_survives_a_restart_and_is_bounded(styles: dict[str, StyleModel], tmp_path: Path) -> None:
-    settings = ServeSettings(**LIMITS, cache=CacheSettings("disk", max_mb=1, dir=str(tmp_path)))
+    settings = ServeSettings(runtime="eager", **LIMITS, cache=CacheSettings("disk", max_mb=1, dir=str(tmp_path)))
     data = photo_bytes(80, 60, seed=8)
     for expected in ("miss", "hit"):  # two app instances = a restart
         with running_in_thread(create_app(settings, styles)) as url:
@@ -299,7 +302,7 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
 
 @pytest.mark.slow
 def test_redis_cache_is_shared_by_replicas(styles: dict[str, StyleModel], redis_url: str) -> None:
-    settings = ServeSettings(**LIMITS, cache=CacheSettings("redis", url=redis_url))
+    settings = ServeSettings(runtime="eager", **LIMITS, cache=CacheSettings("redis", url=redis_url))
     data = photo_bytes(80, 60, seed=9)
     with (
         running_in_thread(create_app(settings, styles)) as url_a,
@@ -316,7 +319,7 @@ def test_redis_cache_is_shared_by_replicas(styles: dict[str, StyleModel], redis_
 def test_redis_outage_still_serves(styles: dict[str, StyleModel], redis_url: str) -> None:
     import redis
 
-    settings = ServeSettings(**LIMITS, cache=CacheSettings("redis", url=redis_url))
+    settings = ServeSettings(runtime="eager", **LIMITS, cache=CacheSettings("redis", url=redis_url))
     with running_in_thread(create_app(settings, styles)) as url, httpx.Client(base_url=url, timeout=60) as client:
         redis.Redis.from_url(redis_url).shutdown(nosave=True)
         response = post(client, photo_bytes(64, 48, seed=10))
@@ -347,3 +350,15 @@ def test_serve_py_runs_and_reports_config_errors() -> None:
     )  # fmt: skip
     assert bad.returncode == 2 and "cannot reach the Redis cache" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_auto_runtime_serves_onnx_and_matches_eager(styles: dict[str, StyleModel]) -> None:
+    """The default runtime (auto: ONNX Runtime on CPU, the fastest measured) gives the eager network's image."""
+    pytest.importorskip("onnxruntime")
+    auto = load_styles([STYLE], None, "auto", "cpu", thumbnail_size=64)
+    assert auto[STYLE].runner.name == "onnxruntime"
+    photo = synthetic_photo(96, 72, seed=3)
+    eager_out = np.asarray(stylize_image(styles[STYLE].runner, photo), dtype=np.float32)
+    auto_out = np.asarray(stylize_image(auto[STYLE].runner, photo), dtype=np.float32)
+    assert np.abs(eager_out - auto_out).max() <= 1.0  # at most one 8-bit level apart

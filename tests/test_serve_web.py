@@ -50,7 +50,7 @@ def test_upload_stylize_download_in_chromium(browser: object, tmp_path: Path) ->
     photo = tmp_path / "photo.jpg"
     real = SHARED_DATA / "content" / "golden_gate.jpg"  # a content (not eval) photo, when the data is here
     (Image.open(real).convert("RGB") if real.exists() else synthetic_photo(480, 320, seed=0)).save(photo)
-    app = create_app(ServeSettings(max_size=384))
+    app = create_app(ServeSettings(runtime="eager", max_size=384))
     with running_in_thread(app) as url:
         driver = browser
         driver.get(url + "/")

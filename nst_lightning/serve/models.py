@@ -23,7 +23,7 @@ from nst_lightning.inference import load_model, pretrained_models, resolve_devic
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("eager", "torchscript", "torch_export", "onnxruntime", "onnx")  # onnx = onnxruntime
+RUNTIMES = ("auto", "eager", "torchscript", "torch_export", "onnxruntime", "onnx")  # onnx = onnxruntime
 STYLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # A network maps B×3×H×W in [0, 1] to B×3×H×W in [0, 1] (an nn.Module or an exported runtime).
 Runner = Callable[[torch.Tensor], torch.Tensor]

@@ -29,7 +29,7 @@ class ServeSettings:
     port: int = 8000
     styles: list[str] | None = None  # shipped model names to load (None = all shipped models)
     models_dir: str | None = None  # extra checkpoints (*.pt, *.ckpt): the file stem is the style name
-    runtime: str = "eager"
+    runtime: str = "auto"  # auto = the fastest measured runtime for the device (ONNX Runtime on CPU)
     device: str = "cpu"
     max_upload_mb: float = 20.0
     max_pixels: int = 40_000_000  # refused before decoding
