@@ -29,6 +29,10 @@ LOSS_HPARAMS = (
 )  # fmt: skip
 
 
+# Checkpoint hyper-parameters that say where a network's weights came from (kept in exports; docs/transfer.md).
+TRANSFER_HPARAMS = ("init_provenance", "freeze", "teacher", "distill_pixel_weight", "distill_feature_weight")
+
+
 def pretrained_models() -> dict[str, Path]:
     """Models shipped with the package: ``{name: path}`` (``stylize.py ckpt=<name>``)."""
     return {p.stem: p for p in sorted(PRETRAINED_DIR.glob("*.pt"))}
@@ -95,6 +99,7 @@ def load_model(ckpt: str | Path, device: str | torch.device = "cpu") -> LoadedMo
             "style_size": hp.get("style_size"),
             "global_step": raw.get("global_step"),
             "loss": {k: hp[k] for k in LOSS_HPARAMS if k in hp},
+            "transfer": {k: hp[k] for k in TRANSFER_HPARAMS if hp.get(k)},  # where the weights came from
         }
     else:
         raise NSTError(f"{path} is not an nst_lightning checkpoint (no model name or state dict in it)")

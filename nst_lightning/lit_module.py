@@ -9,10 +9,12 @@ import lightning as L
 import torch
 
 from nst_lightning.losses.perceptual import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, PerceptualLoss
+from nst_lightning import transfer
 from nst_lightning.models import create_model
 from nst_lightning.styles import style_grams
 
 LOSS_PREFIX = "loss_fn."
+TEACHER_PREFIX = "teacher."
 
 
 class StyleTransferModule(L.LightningModule):
@@ -39,6 +41,14 @@ class StyleTransferModule(L.LightningModule):
         cache_dir: where style Grams are cached (None: the default cache folder).
         channels_last: run the network and VGG in NHWC memory format.
         compile: ``torch.compile`` the network and VGG (in place: checkpoint keys are unchanged).
+        init_from: start from the network weights of this checkpoint or shipped model (weights only; see
+            :func:`nst_lightning.transfer.load_init_weights`). ``init_provenance`` records where they came from
+            (filled in here; passed back by ``load_from_checkpoint``, which then does not read the source again).
+        freeze: stages of the network to freeze (``encoder``, a list or comma-separated names; see
+            :func:`nst_lightning.transfer.freeze`).
+        teacher: a trained model to distill (checkpoint, export or shipped name); never saved in checkpoints.
+        distill_pixel_weight, distill_feature_weight, distill_feature_layers: the distillation terms (see
+            :func:`nst_lightning.transfer.distill_terms`); the training loss is the objective plus them.
     """
 
     def __init__(
@@ -66,10 +76,22 @@ class StyleTransferModule(L.LightningModule):
         cache_dir: str | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        init_from: str | None = None,
+        init_provenance: dict[str, Any] | None = None,
+        freeze: str | list[str] | None = None,
+        teacher: str | None = None,
+        distill_pixel_weight: float = 0.0,
+        distill_feature_weight: float = 0.0,
+        distill_feature_layers: list[str] | tuple[str, ...] = ("relu2_2",),
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
         self.net = create_model(model_name, **(model_kwargs or {}))
+        if init_from and init_provenance is None:
+            arch = transfer.describe_arch(model_name, model_kwargs)
+            init_provenance = transfer.load_init_weights(self.net, init_from, arch=arch)
+        self.save_hyperparameters()
+        self.frozen_stages = transfer.freeze(self.net, freeze)
+        self.teacher = transfer.Teacher(teacher) if teacher else None
         self.loss_fn = PerceptualLoss(
             content_layers=list(content_layers),
             style_layers=list(style_layers),
@@ -81,6 +103,11 @@ class StyleTransferModule(L.LightningModule):
             vgg_weights=vgg_weights,
             pooling=pooling,
         )
+
+    def train(self, mode: bool = True) -> StyleTransferModule:
+        super().train(mode)
+        transfer.keep_frozen_norms_in_eval(self.net, getattr(self, "frozen_stages", ()))
+        return self
 
     # -- style targets -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -95,6 +122,14 @@ class StyleTransferModule(L.LightningModule):
             self.loss_fn.vgg.compile()
             self._compiled = True
 
+    def on_train_start(self) -> None:
+        # Pretrained timm encoders in bn_mode=batch: re-estimate their ImageNet batch-norm statistics on the
+        # training photos before the first step (design notes §3.2; see nst_lightning/transfer/batchnorm.py).
+        kw = self.hparams.model_kwargs or {}
+        fresh = not (self.trainer.ckpt_path or self.hparams.init_from)
+        if kw.get("bn_mode") == "batch" and (kw.get("pretrained") or kw.get("weights_file")) and fresh:
+            transfer.reestimate_batchnorm(self.net, iter(self.trainer.train_dataloader))
+
     # -- forward / steps -----------------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """B×3×H×W content images in [0, 1] → stylized B×3×H×W in [0, 1]."""
@@ -103,7 +138,10 @@ class StyleTransferModule(L.LightningModule):
     def _shared_step(self, batch: torch.Tensor, prefix: str) -> dict[str, torch.Tensor]:
         if self.hparams.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
-        terms = self.loss_fn(self.net(batch), batch)
+        out = self.net(batch)
+        terms = self.loss_fn(out, batch)
+        if self.teacher is not None:
+            terms.update(self._distill_terms(out, batch, with_teacher_objective=prefix == "val"))
         on_step = prefix == "train"
         for name, value in terms.items():
             self.log(
@@ -117,8 +155,22 @@ class StyleTransferModule(L.LightningModule):
             )
         return terms
 
+    def _distill_terms(self, out: torch.Tensor, batch: torch.Tensor, with_teacher_objective: bool) -> dict:
+        """Distillation terms, their sum with the objective (``loss``) and, in validation, the teacher's
+        own objective on the same photos (``teacher_objective``)."""
+        hp = self.hparams
+        target = self.teacher(batch)
+        terms = transfer.distill_terms(
+            out, target, hp.distill_pixel_weight, hp.distill_feature_weight, self.loss_fn.vgg, hp.distill_feature_layers
+        )
+        if with_teacher_objective:
+            with torch.no_grad():
+                terms["teacher_objective"] = self.loss_fn(target, batch)["objective"]
+        return terms
+
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")["objective"]
+        terms = self._shared_step(batch, "train")
+        return terms["objective"] + terms.get("distill_pixel", 0.0) + terms.get("distill_feature", 0.0)
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         self._shared_step(batch, "val")
@@ -136,13 +188,16 @@ class StyleTransferModule(L.LightningModule):
     # -- checkpoints: the loss network is rebuilt from its name, never saved ---------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith(LOSS_PREFIX)]:
+        for key in [k for k in state if k.startswith((LOSS_PREFIX, TEACHER_PREFIX))]:
             del state[key]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["state_dict"]
         for key, value in self.loss_fn.state_dict(prefix=LOSS_PREFIX).items():
             state.setdefault(key, value)
+        if self.teacher is not None:
+            for key, value in self.teacher.state_dict(prefix=TEACHER_PREFIX).items():
+                state.setdefault(key, value)
 
 
 class _Schedule:

@@ -29,6 +29,8 @@ def build_module(cfg: DictConfig, style_image: str) -> StyleTransferModule:
     name = model.pop("name")
     channels_last = bool(model.pop("channels_last", False))
     compile_ = bool(model.pop("compile", False))
+    freeze = model.pop("freeze", None)
+    distill = OmegaConf.to_container(cfg.distill, resolve=True) if cfg.get("distill") else {}
     return StyleTransferModule(
         model_name=name,
         model_kwargs=model,
@@ -38,6 +40,10 @@ def build_module(cfg: DictConfig, style_image: str) -> StyleTransferModule:
         style_size=cfg.style.size,
         style_name=cfg.style.name,
         cache_dir=cfg.paths.get("cache_dir"),
+        init_from=cfg.get("init_from"),
+        freeze=freeze,
+        teacher=cfg.get("teacher"),
+        **{f"distill_{k}": v for k, v in distill.items()},
         **loss,
         **optim,
     )
