@@ -34,10 +34,11 @@ from typing import Any
 import lightning as L
 import torch
 
+from nst_lightning.cli.presets import preset_style, style_image_path
 from nst_lightning.data.datamodule import FolderDataModule
 from nst_lightning.inference import load_model, resolve_checkpoint
 from nst_lightning.lit_module import StyleTransferModule
-from nst_lightning.styles import preset_style, style_image_path
+from nst_lightning.losses.config import LossConfig
 
 warnings.filterwarnings("ignore", message=r".*(module\(s\) in eval mode|does not have many workers|LeafSpec).*")
 
@@ -81,7 +82,7 @@ def train_run(name: str, style: Any, loss: dict, p: dict, out: Path, **transfer:
     L.seed_everything(0, workers=True)
     module = StyleTransferModule(
         model_name="johnson", model_kwargs=dict(STUDENT), style_image=str(style_image_path(style)),
-        style_size=loss["style_size"], style_name=style.name, **loss["terms"], **transfer,
+        style_size=loss["style_size"], style_name=style.name, loss=loss["terms"], **transfer,
     )  # fmt: skip
     data = FolderDataModule(
         os.path.join(os.environ.get("NST_DATA_DIR", "data"), "train"), image_size=p["crop"], batch_size=p["batch"],
@@ -170,7 +171,8 @@ def main() -> None:
 
     teacher = load_model(args.teacher)
     t_meta = teacher.meta
-    loss = {"style_size": t_meta.get("style_size"), "terms": dict(t_meta.get("loss") or {})}
+    terms = LossConfig.from_dict(t_meta["loss"], f"{args.teacher}'s loss").to_dict()
+    loss = {"style_size": t_meta.get("style_size"), "terms": terms}
     teacher_style = preset_style(t_meta["style_name"], data_dir)
     new_style = preset_style(args.new_style, data_dir)
     new_loss = {"style_size": new_style.size, "terms": {**loss["terms"], "content_weight": new_style.content_weight,

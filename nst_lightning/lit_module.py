@@ -8,10 +8,11 @@ from typing import Any
 import lightning as L
 import torch
 
-from nst_lightning.losses.perceptual import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, PerceptualLoss
 from nst_lightning import transfer
+from nst_lightning.losses.config import LossConfig
+from nst_lightning.losses.perceptual import PerceptualLoss
 from nst_lightning.models import create_model
-from nst_lightning.styles import style_grams
+from nst_lightning.styles import set_style_targets
 
 LOSS_PREFIX = "loss_fn."
 TEACHER_PREFIX = "teacher."
@@ -29,9 +30,8 @@ class StyleTransferModule(L.LightningModule):
         style_image: path of the style image.
         style_size: longest side the style image is resized to before computing its Grams (None: as is).
         style_name: a label for logs and exported models.
-        content_layers, style_layers, style_layer_weights, style_balance, vgg_weights, pooling: see
-            :class:`~nst_lightning.losses.perceptual.PerceptualLoss`.
-        content_weight, style_weight, tv_weight: loss weights.
+        loss: the objective as :meth:`LossConfig.to_dict` (every key required; None: the defaults of
+            :class:`~nst_lightning.losses.config.LossConfig`).
         lr: Adam learning rate.
         betas: Adam betas.
         weight_decay: Adam weight decay.
@@ -58,15 +58,7 @@ class StyleTransferModule(L.LightningModule):
         style_image: str | None = None,
         style_size: int | None = 512,
         style_name: str = "style",
-        content_layers: list[str] | tuple[str, ...] = DEFAULT_CONTENT_LAYERS,
-        style_layers: list[str] | tuple[str, ...] = DEFAULT_STYLE_LAYERS,
-        style_layer_weights: list[float] | None = None,
-        style_balance: str = "auto",
-        vgg_weights: str = "caffe",
-        pooling: str = "max",
-        content_weight: float = 1e-5,
-        style_weight: float = 10.0,
-        tv_weight: float = 0.0,
+        loss: dict[str, Any] | None = None,
         lr: float = 1e-3,
         betas: tuple[float, float] | list[float] = (0.9, 0.999),
         weight_decay: float = 0.0,
@@ -85,24 +77,16 @@ class StyleTransferModule(L.LightningModule):
         distill_feature_layers: list[str] | tuple[str, ...] = ("relu2_2",),
     ) -> None:
         super().__init__()
+        loss_config = LossConfig.from_dict(loss, "the module's loss") if loss is not None else LossConfig()
         self.net = create_model(model_name, **(model_kwargs or {}))
-        if init_from and init_provenance is None:
+        if init_from and init_provenance is None:  # load_from_checkpoint passes the recorded provenance back
             arch = transfer.describe_arch(model_name, model_kwargs)
             init_provenance = transfer.load_init_weights(self.net, init_from, arch=arch)
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["loss"])
+        self.hparams["loss"] = loss_config.to_dict()  # always complete, whatever the caller left out
         self.frozen_stages = transfer.freeze(self.net, freeze)
         self.teacher = transfer.Teacher(teacher) if teacher else None
-        self.loss_fn = PerceptualLoss(
-            content_layers=list(content_layers),
-            style_layers=list(style_layers),
-            content_weight=content_weight,
-            style_weight=style_weight,
-            tv_weight=tv_weight,
-            style_layer_weights=style_layer_weights,
-            style_balance=style_balance,
-            vgg_weights=vgg_weights,
-            pooling=pooling,
-        )
+        self.loss_fn = PerceptualLoss(loss_config)
 
     def train(self, mode: bool = True) -> StyleTransferModule:
         super().train(mode)
@@ -112,8 +96,8 @@ class StyleTransferModule(L.LightningModule):
     # -- style targets -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         if not self.loss_fn.target_grams and self.hparams.style_image:
-            grams = style_grams(self.hparams.style_image, self.hparams.style_size, self.loss_fn, self.hparams.cache_dir)
-            self.loss_fn.set_style_grams(grams)
+            hp = self.hparams
+            set_style_targets(self.loss_fn, [(hp.style_image, hp.style_size)], cache_dir=hp.cache_dir)
         if self.hparams.channels_last:
             self.net.to(memory_format=torch.channels_last)
             self.loss_fn.vgg.to(memory_format=torch.channels_last)
@@ -153,6 +137,12 @@ class StyleTransferModule(L.LightningModule):
                 batch_size=batch.shape[0],
                 sync_dist=not on_step,
             )
+        if not on_step:  # unweighted terms: comparable across loss weights (sweep_metric=val/style_raw)
+            for name in ("content", "style"):
+                weight = getattr(self.loss_fn, f"{name}_weight")
+                if weight > 0:
+                    self.log(f"{prefix}/{name}_raw", terms[name].detach() / weight, on_epoch=True,
+                             batch_size=batch.shape[0], sync_dist=True)  # fmt: skip
         return terms
 
     def _distill_terms(self, out: torch.Tensor, batch: torch.Tensor, with_teacher_objective: bool) -> dict:

@@ -6,9 +6,9 @@ import lightning as L
 import pytest
 from omegaconf import OmegaConf
 
+from nst_lightning.cli.train import build_module
 from nst_lightning.config import config_dir
 from nst_lightning.data.datamodule import FolderDataModule
-from nst_lightning.train import build_module
 
 from .conftest import SHARED_DATA, compose_train
 

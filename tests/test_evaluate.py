@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
+from nst_lightning.cli.train import run as train
 from nst_lightning.evaluation.evaluate import iterations_to_match, summarize
 from nst_lightning.inference import export_model, load_model, pretrained_models
-from nst_lightning.train import train
 
 from .conftest import tiny_train_cfg
 from .test_train_e2e import run_cli
@@ -109,8 +109,8 @@ def test_stylize_finds_the_shipped_model_by_name(tmp_path, image_dir) -> None:
 
 
 def test_style_image_falls_back_to_the_named_preset(tmp_path, style_path) -> None:
+    from nst_lightning.cli.presets import checkpoint_style_image as find_style_image
     from nst_lightning.errors import NSTError
-    from nst_lightning.evaluation.cli import find_style_image
 
     (tmp_path / "styles").mkdir()
     shutil.copy(style_path, tmp_path / "styles" / "starry_night.jpg")

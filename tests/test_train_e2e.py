@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from nst_lightning.cli.train import run as train
 from nst_lightning.inference import export_model, load_model
-from nst_lightning.train import train
 
 from .conftest import REPO, synthetic_photo, tiny_train_cfg
 
@@ -33,7 +33,8 @@ def test_training_writes_last_and_best_checkpoints_without_the_loss_network(trai
     assert any(k.startswith("net.") for k in keys)
     assert not any(k.startswith("loss_fn.") for k in keys)
     hp = ckpt["hyper_parameters"]
-    assert hp["model_name"] == "johnson_tiny" and hp["content_layers"] == ["relu2_2"]
+    assert hp["model_name"] == "johnson_tiny" and hp["loss"]["content_layers"] == ["relu2_2"]
+    assert hp["loss"]["style_weight"] == cfg.style.style_weight  # the weight has one name: style.style_weight
 
 
 def test_tensorboard_has_losses_lr_images_and_hparams(trained):

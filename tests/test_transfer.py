@@ -7,11 +7,11 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from nst_lightning.cli.train import run as train
 from nst_lightning.errors import NSTError
 from nst_lightning.inference import export_model, load_model
 from nst_lightning.losses.vgg import VGG19Features
 from nst_lightning.models import create_model
-from nst_lightning.train import train
 from nst_lightning.transfer import (
     Teacher,
     distill_terms,
