@@ -43,8 +43,8 @@ from nst_lightning.losses.config import LossConfig
 warnings.filterwarnings("ignore", message=r".*(module\(s\) in eval mode|does not have many workers|LeafSpec).*")
 
 PROFILES: dict[str, dict[str, Any]] = {
-    # 2 CPU cores, 15 minutes: 96-px crops, batch 2, 150 steps a run, 8 held-out photos at 128 px.
-    "cpu": dict(crop=96, batch=2, steps=150, val_every=10, val_count=8, val_size=128, workers=1,
+    # 2 CPU cores: 96-px crops, batch 2, 150 steps a run, 8 held-out photos at 96 px.
+    "cpu": dict(crop=96, batch=2, steps=150, val_every=10, val_count=8, val_size=96, workers=1,
                 precision="32-true", accelerator="cpu"),
     # One GPU: the shipped model's own crop size, batch 16, bf16.
     "gpu": dict(crop=256, batch=16, steps=1500, val_every=100, val_count=16, val_size=256, workers=8,
@@ -78,7 +78,8 @@ def steps_to_reach(points: list[tuple[int, float]], target: float) -> float | No
 
 
 def train_run(name: str, style: Any, loss: dict, p: dict, out: Path, **transfer: Any) -> dict[str, Any]:
-    """One run; returns its validation curve, seconds and last checkpoint."""
+    """One run; returns its validation curve, seconds and last checkpoint (and appends them to progress.jsonl
+    in ``--plot-dir``, so an interrupted benchmark still leaves its finished runs)."""
     L.seed_everything(0, workers=True)
     module = StyleTransferModule(
         model_name="johnson", model_kwargs=dict(STUDENT), style_image=str(style_image_path(style)),
@@ -101,7 +102,11 @@ def train_run(name: str, style: Any, loss: dict, p: dict, out: Path, **transfer:
     ckpt = out / f"{name}.ckpt"
     trainer.save_checkpoint(ckpt)
     print(f"{name}: {seconds:.0f} s, val/objective {curve.points[0][1]} -> {curve.points[-1][1]}", flush=True)
-    return {"curve": curve.points, "seconds": round(seconds, 1), "ckpt": ckpt, "teacher": curve.teacher}
+    run = {"curve": curve.points, "seconds": round(seconds, 1), "ckpt": ckpt, "teacher": curve.teacher}
+    if p.get("progress"):
+        with open(p["progress"], "a") as f:
+            f.write(json.dumps({"run": name, **run}, default=str) + "\n")
+    return run
 
 
 def seconds_per_image(net: torch.nn.Module, size: int, reps: int = 3) -> float:
@@ -150,14 +155,20 @@ def main() -> None:
     parser.add_argument("--teacher", default="starry_night", help="shipped model name or checkpoint")
     parser.add_argument("--new-style", default="the_scream", help="style preset of the fine-tuning comparison")
     parser.add_argument("--steps", type=int, help="override the profile's steps per run")
+    parser.add_argument("--val-every", type=int, help="override the profile's validation interval")
+    parser.add_argument("--val-count", type=int, help="override the profile's number of held-out photos")
     parser.add_argument("--pixel-weight", type=float, default=None, help="distill.pixel_weight (default: recipe)")
     parser.add_argument("--feature-weight", type=float, default=None, help="distill.feature_weight")
     parser.add_argument("--only-distill", action="store_true", help="only the distilled run (weight tuning)")
     parser.add_argument("--plot-dir", default=None, help="write transfer_<profile>.png (and .json) here")
     args = parser.parse_args()
     p = dict(PROFILES[args.profile])
-    if args.steps:
-        p["steps"] = args.steps
+    for key in ("steps", "val_every", "val_count"):
+        if getattr(args, key):
+            p[key] = getattr(args, key)
+    if args.plot_dir:
+        Path(args.plot_dir).mkdir(parents=True, exist_ok=True)
+        p["progress"] = str(Path(args.plot_dir) / f"transfer_{args.profile}_progress.jsonl")
     if args.profile == "cpu":
         torch.set_num_threads(int(os.environ.get("NST_THREADS", "2")))
     t_start = time.perf_counter()
@@ -207,8 +218,9 @@ def main() -> None:
     result = {
         "profile": args.profile,
         "device": torch.cuda.get_device_name() if p["accelerator"] == "gpu" else "cpu",
-        "settings": {**p, "teacher": args.teacher, "student": {"model": "johnson", **STUDENT},
-                     "new_style": args.new_style, "distill_pixel_weight": pixel_w,
+        "settings": {**{k: v for k, v in p.items() if k != "progress"}, "teacher": args.teacher,
+                     "student": {"model": "johnson", **STUDENT}, "new_style": args.new_style,
+                     "distill_pixel_weight": pixel_w,
                      "distill_feature_weight": feature_w, "distill_feature_layers": feature_layers},
         "finetune_steps_ratio": ratio["finetune"],
         "frozen_steps_ratio": ratio["frozen"],

@@ -202,8 +202,10 @@ def test_distillation_term_is_zero_when_the_student_is_the_teacher(tiny_ckpt):
 def test_distill_experiment_ends_with_a_loadable_student(tmp_path, image_dir, style_path):
     cfg = compose_train(
         ["experiment=distill", "teacher=starry_night", "style=custom", f"style.image={style_path}", "style.size=64",
-         "loss=tiny", "data=tiny", f"data.root={image_dir}", "trainer=tiny", "trainer.max_steps=4",
-         "model.channels_last=false", "distill.feature_weight=1.0", f"paths.output_dir={tmp_path / 'run'}"]
+         "loss=tiny", f"data.root={image_dir}", "data.image_size=32", "data.batch_size=2", "data.num_workers=0",
+         "data.val_count=2", "data.val_size=32", "trainer=tiny", "trainer.precision=32-true", "trainer.max_steps=4",
+         "trainer.val_check_interval=2", "trainer.log_every_n_steps=1", "model.channels_last=false",
+         "distill.feature_weight=1.0", f"paths.output_dir={tmp_path / 'run'}"]
     )  # fmt: skip
     result = train(cfg)
     ckpt = torch.load(result["last_ckpt"], map_location="cpu", weights_only=True)
