@@ -7,8 +7,10 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Timer
 
 from nst_lightning import transfer
+from nst_lightning.errors import NSTError
 from nst_lightning.losses.config import LossConfig
 from nst_lightning.losses.perceptual import PerceptualLoss
 from nst_lightning.models import create_model
@@ -36,11 +38,14 @@ class StyleTransferModule(L.LightningModule):
         betas: Adam betas.
         weight_decay: Adam weight decay.
         warmup_steps: linear learning-rate warm-up steps.
-        lr_schedule: ``constant`` or ``cosine`` (to ``min_lr_ratio * lr`` at ``max_steps``).
+        lr_schedule: ``constant``, ``cosine`` (to ``min_lr_ratio * lr`` at ``max_steps``) or ``cosine_time``
+            (cosine over the training time budget ``trainer.max_time``, or ``max_steps`` if that runs out first).
         min_lr_ratio: final learning rate of the cosine schedule, relative to ``lr``.
         cache_dir: where style Grams are cached (None: the default cache folder).
         channels_last: run the network and VGG in NHWC memory format.
         compile: ``torch.compile`` the network and VGG (in place: checkpoint keys are unchanged).
+        compile_mode: the ``mode`` given to ``torch.compile`` (``default``, ``reduce-overhead``: CUDA graphs,
+            ``max-autotune``, ...).
         init_from: start from the network weights of this checkpoint or shipped model (weights only; see
             :func:`nst_lightning.transfer.load_init_weights`). ``init_provenance`` records where they came from
             (filled in here; passed back by ``load_from_checkpoint``, which then does not read the source again).
@@ -68,6 +73,7 @@ class StyleTransferModule(L.LightningModule):
         cache_dir: str | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        compile_mode: str = "default",
         init_from: str | None = None,
         init_provenance: dict[str, Any] | None = None,
         freeze: str | list[str] | None = None,
@@ -102,8 +108,8 @@ class StyleTransferModule(L.LightningModule):
             self.net.to(memory_format=torch.channels_last)
             self.loss_fn.vgg.to(memory_format=torch.channels_last)
         if self.hparams.compile and not getattr(self, "_compiled", False):
-            self.net.compile()
-            self.loss_fn.vgg.compile()
+            self.net.compile(mode=self.hparams.compile_mode)
+            self.loss_fn.vgg.compile(mode=self.hparams.compile_mode)
             self._compiled = True
 
     def on_train_start(self) -> None:
@@ -172,8 +178,15 @@ class StyleTransferModule(L.LightningModule):
         optimizer = torch.optim.Adam(params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
         total = self.trainer.max_steps if self.trainer and self.trainer.max_steps > 0 else None
         schedule = lr_lambda(hp.warmup_steps, hp.lr_schedule, total, hp.min_lr_ratio)
+        if hp.lr_schedule == "cosine_time":
+            schedule.progress = budget_progress(self.trainer)  # fails early without trainer.max_time
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        if self.hparams.lr_schedule == "cosine_time":
+            scheduler.lr_lambdas[0].progress = budget_progress(self.trainer)
+        scheduler.step()
 
     # -- checkpoints: the loss network is rebuilt from its name, never saved ---------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -191,20 +204,37 @@ class StyleTransferModule(L.LightningModule):
 
 
 class _Schedule:
-    """Picklable multiplier for LambdaLR: linear warm-up, then constant or cosine decay."""
+    """Picklable multiplier for LambdaLR: linear warm-up, then constant or cosine decay. ``cosine_time`` decays
+    over :attr:`progress` in [0, 1], which the module sets from the time budget before every step."""
 
     def __init__(self, warmup: int, kind: str, total: int | None, min_ratio: float) -> None:
-        if kind not in ("constant", "cosine"):
-            raise ValueError(f"unknown lr_schedule {kind!r}; use 'constant' or 'cosine'")
+        if kind not in ("constant", "cosine", "cosine_time"):
+            raise NSTError(f"unknown optim.lr_schedule {kind!r}; use constant, cosine or cosine_time")
         self.warmup, self.kind, self.total, self.min_ratio = warmup, kind, total, min_ratio
+        self.progress = 0.0
 
     def __call__(self, step: int) -> float:
         if self.warmup and step < self.warmup:
             return (step + 1) / self.warmup
-        if self.kind == "constant" or not self.total:
+        if self.kind == "cosine_time":
+            progress = self.progress
+        elif self.kind == "constant" or not self.total:
             return 1.0
-        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
-        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        else:
+            progress = (step - self.warmup) / max(1, self.total - self.warmup)
+        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def budget_progress(trainer: L.Trainer) -> float:
+    """Share of the training budget used, in [0, 1]: elapsed training time / ``max_time`` (Lightning's Timer,
+    whose elapsed time survives a resume), or the step share if ``max_steps`` runs out first."""
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    remaining = timer.time_remaining("train") if timer is not None else None
+    if remaining is None:
+        raise NSTError("optim.lr_schedule=cosine_time needs a time budget: set trainer.max_time=DD:HH:MM:SS")
+    elapsed = timer.time_elapsed("train")
+    steps = trainer.global_step / trainer.max_steps if trainer.max_steps > 0 else 0.0
+    return min(1.0, max(elapsed / max(elapsed + remaining, 1e-9), steps))
 
 
 def lr_lambda(warmup: int, kind: str, total: int | None, min_ratio: float) -> _Schedule:

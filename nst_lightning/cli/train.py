@@ -11,6 +11,7 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
+from nst_lightning.callbacks import ema_callbacks
 from nst_lightning.cli.app import hydra_app
 from nst_lightning.cli.presets import config_loss, style_image_path
 from nst_lightning.errors import NSTError
@@ -29,6 +30,7 @@ def build_module(cfg: DictConfig, style_image: str) -> StyleTransferModule:
     name = model.pop("name")
     channels_last = bool(model.pop("channels_last", False))
     compile_ = bool(model.pop("compile", False))
+    compile_mode = str(model.pop("compile_mode", "default"))
     freeze = model.pop("freeze", None)
     distill = OmegaConf.to_container(cfg.distill, resolve=True) if cfg.get("distill") else {}
     return StyleTransferModule(
@@ -36,6 +38,7 @@ def build_module(cfg: DictConfig, style_image: str) -> StyleTransferModule:
         model_kwargs=model,
         channels_last=channels_last,
         compile=compile_,
+        compile_mode=compile_mode,
         style_image=style_image,
         style_size=cfg.style.size,
         style_name=cfg.style.name,
@@ -68,7 +71,7 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
     datamodule = hydra.utils.instantiate(cfg.data)
     module = build_module(cfg, str(style_path))
     loggers = _instantiate_all(cfg.get("logger"))
-    callbacks = _instantiate_all(cfg.get("callbacks")) + list(extra_callbacks or [])
+    callbacks = _instantiate_all(cfg.get("callbacks")) + ema_callbacks(cfg.get("ema")) + list(extra_callbacks or [])
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).exists():
