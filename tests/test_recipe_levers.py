@@ -9,13 +9,14 @@ import torch
 from omegaconf import open_dict
 
 from nst_lightning.callbacks import NetworkEMA, ema_callbacks
+from nst_lightning.cli.train import build_module
+from nst_lightning.cli.train import run as train
 from nst_lightning.data.datasets import RandomSquareCrop, train_transform
 from nst_lightning.errors import NSTError
 from nst_lightning.inference import load_model
 from nst_lightning.lit_module import lr_lambda
 from nst_lightning.models import create_model
 from nst_lightning.models.blocks import UpsampleConv
-from nst_lightning.train import build_module, train
 
 from .conftest import ObjectiveRecorder, compose_train, tiny_train_cfg
 
