@@ -77,12 +77,15 @@ def steps_to_reach(points: list[tuple[int, float]], target: float) -> float | No
     return 0.0 if points and points[0][1] <= target else None
 
 
-def train_run(name: str, style: Any, loss: dict, p: dict, out: Path, **transfer: Any) -> dict[str, Any]:
+def train_run(
+    name: str, style: Any, loss: dict, p: dict, out: Path, arch: tuple[str, dict] | None = None, **transfer: Any
+) -> dict[str, Any]:
     """One run; returns its validation curve, seconds and last checkpoint (and appends them to progress.jsonl
     in ``--plot-dir``, so an interrupted benchmark still leaves its finished runs)."""
     L.seed_everything(0, workers=True)
+    model_name, model_kwargs = arch or ("johnson", STUDENT)
     module = StyleTransferModule(
-        model_name="johnson", model_kwargs=dict(STUDENT), style_image=str(style_image_path(style)),
+        model_name=model_name, model_kwargs=dict(model_kwargs), style_image=str(style_image_path(style)),
         style_size=loss["style_size"], style_name=style.name, loss=loss["terms"], **transfer,
     )  # fmt: skip
     data = FolderDataModule(
@@ -160,6 +163,12 @@ def main() -> None:
     parser.add_argument("--pixel-weight", type=float, default=None, help="distill.pixel_weight (default: recipe)")
     parser.add_argument("--feature-weight", type=float, default=None, help="distill.feature_weight")
     parser.add_argument("--only-distill", action="store_true", help="only the distilled run (weight tuning)")
+    parser.add_argument(
+        "--only-finetune",
+        default=None,
+        metavar="SOURCE",
+        help="only (a), fine-tuning from SOURCE (e.g. starry_night) at its own architecture",
+    )
     parser.add_argument("--plot-dir", default=None, help="write transfer_<profile>.png (and .json) here")
     args = parser.parse_args()
     p = dict(PROFILES[args.profile])
@@ -192,6 +201,17 @@ def main() -> None:
     runs: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
+        if args.only_finetune:
+            src = load_model(args.only_finetune)
+            arch, path = (src.model_name, src.model_kwargs), str(resolve_checkpoint(args.only_finetune))
+            for name, extra in (("scratch", {}), ("finetune", {"init_from": path}),
+                                ("frozen", {"init_from": path, "freeze": "encoder"})):  # fmt: skip
+                runs[name] = train_run(name, new_style, new_loss, p, out, arch=arch, **extra)
+            target = runs["scratch"]["curve"][-1][1]
+            ratios = {k: steps_to_reach(runs[k]["curve"], target) for k in ("finetune", "frozen")}
+            print(json.dumps({"source": args.only_finetune, "steps": p["steps"], "ratios_steps": ratios,
+                              "curves": {k: r["curve"] for k, r in runs.items()}}))  # fmt: skip
+            return
         teacher_path = str(resolve_checkpoint(args.teacher))
         distill = dict(teacher=teacher_path, distill_pixel_weight=pixel_w, distill_feature_weight=feature_w,
                        distill_feature_layers=feature_layers)  # fmt: skip
