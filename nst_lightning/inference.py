@@ -55,6 +55,10 @@ DEFAULT_TILE_OVERLAP = 128  # tiles overlap this much (or tile_size // 4) and cr
 log = logging.getLogger(__name__)
 
 
+# Checkpoint hyper-parameters that say where a network's weights came from (kept in exports; docs/transfer.md).
+TRANSFER_HPARAMS = ("init_provenance", "freeze", "teacher", "distill_pixel_weight", "distill_feature_weight")
+
+
 def pretrained_models() -> dict[str, Path]:
     """Models shipped with the package: ``{name: path}`` (``stylize.py ckpt=<name>``)."""
     return {p.stem: p for p in sorted(PRETRAINED_DIR.glob("*.pt"))}
@@ -123,6 +127,7 @@ def load_model(ckpt: str | Path, device: str | torch.device = "cpu") -> LoadedMo
             # The objective the network was trained on (kept in exports, so that a shipped model can still be
             # evaluated on its own loss); checkpoints from before LossConfig kept its fields at the top level.
             "loss": hp["loss"] if "loss" in hp else {k: hp[k] for k in LossConfig.field_names() if k in hp},
+            "transfer": {k: hp[k] for k in TRANSFER_HPARAMS if hp.get(k)},  # where the weights came from
         }
     else:
         raise NSTError(f"{path} is not an nst_lightning checkpoint (no model name or state dict in it)")

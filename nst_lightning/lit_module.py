@@ -9,6 +9,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Timer
 
+from nst_lightning import transfer
 from nst_lightning.errors import NSTError
 from nst_lightning.fault import loss_is_finite
 from nst_lightning.losses.config import LossConfig
@@ -17,6 +18,7 @@ from nst_lightning.models import create_model
 from nst_lightning.styles import set_style_targets
 
 LOSS_PREFIX = "loss_fn."
+TEACHER_PREFIX = "teacher."
 
 
 class StyleTransferModule(L.LightningModule):
@@ -45,6 +47,14 @@ class StyleTransferModule(L.LightningModule):
         compile: ``torch.compile`` the network and VGG (in place: checkpoint keys are unchanged).
         compile_mode: the ``mode`` given to ``torch.compile`` (``default``, ``reduce-overhead``: CUDA graphs,
             ``max-autotune``, ...).
+        init_from: start from the network weights of this checkpoint or shipped model (weights only; see
+            :func:`nst_lightning.transfer.load_init_weights`). ``init_provenance`` records where they came from
+            (filled in here; passed back by ``load_from_checkpoint``, which then does not read the source again).
+        freeze: stages of the network to freeze (``encoder``, a list or comma-separated names; see
+            :func:`nst_lightning.transfer.freeze`).
+        teacher: a trained model to distill (checkpoint, export or shipped name); never saved in checkpoints.
+        distill_pixel_weight, distill_feature_weight, distill_feature_layers: the distillation terms (see
+            :func:`nst_lightning.transfer.distill_terms`); the training loss is the objective plus them.
     """
 
     def __init__(
@@ -65,13 +75,30 @@ class StyleTransferModule(L.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         compile_mode: str = "default",
+        init_from: str | None = None,
+        init_provenance: dict[str, Any] | None = None,
+        freeze: str | list[str] | None = None,
+        teacher: str | None = None,
+        distill_pixel_weight: float = 0.0,
+        distill_feature_weight: float = 0.0,
+        distill_feature_layers: list[str] | tuple[str, ...] = ("relu2_2",),
     ) -> None:
         super().__init__()
         loss_config = LossConfig.from_dict(loss, "the module's loss") if loss is not None else LossConfig()
+        self.net = create_model(model_name, **(model_kwargs or {}))
+        if init_from and init_provenance is None:  # load_from_checkpoint passes the recorded provenance back
+            arch = transfer.describe_arch(model_name, model_kwargs)
+            init_provenance = transfer.load_init_weights(self.net, init_from, arch=arch)
         self.save_hyperparameters(ignore=["loss"])
         self.hparams["loss"] = loss_config.to_dict()  # always complete, whatever the caller left out
-        self.net = create_model(model_name, **(model_kwargs or {}))
+        self.frozen_stages = transfer.freeze(self.net, freeze)
+        self.teacher = transfer.Teacher(teacher) if teacher else None
         self.loss_fn = PerceptualLoss(loss_config)
+
+    def train(self, mode: bool = True) -> StyleTransferModule:
+        super().train(mode)
+        transfer.keep_frozen_norms_in_eval(self.net, getattr(self, "frozen_stages", ()))
+        return self
 
     # -- style targets -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -86,6 +113,14 @@ class StyleTransferModule(L.LightningModule):
             self.loss_fn.vgg.compile(mode=self.hparams.compile_mode)
             self._compiled = True
 
+    def on_train_start(self) -> None:
+        # Pretrained timm encoders in bn_mode=batch: re-estimate their ImageNet batch-norm statistics on the
+        # training photos before the first step (design notes §3.2; see nst_lightning/transfer/batchnorm.py).
+        kw = self.hparams.model_kwargs or {}
+        fresh = not (self.trainer.ckpt_path or self.hparams.init_from)
+        if kw.get("bn_mode") == "batch" and (kw.get("pretrained") or kw.get("weights_file")) and fresh:
+            transfer.reestimate_batchnorm(self.net, iter(self.trainer.train_dataloader))
+
     # -- forward / steps -----------------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """B×3×H×W content images in [0, 1] → stylized B×3×H×W in [0, 1]."""
@@ -94,7 +129,10 @@ class StyleTransferModule(L.LightningModule):
     def _shared_step(self, batch: torch.Tensor, prefix: str) -> dict[str, torch.Tensor]:
         if self.hparams.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
-        terms = self.loss_fn(self.net(batch), batch)
+        out = self.net(batch)
+        terms = self.loss_fn(out, batch)
+        if self.teacher is not None:
+            terms.update(self._distill_terms(out, batch, with_teacher_objective=prefix == "val"))
         on_step = prefix == "train"
         for name, value in terms.items():
             self.log(
@@ -114,8 +152,22 @@ class StyleTransferModule(L.LightningModule):
                              batch_size=batch.shape[0], sync_dist=True)  # fmt: skip
         return terms
 
+    def _distill_terms(self, out: torch.Tensor, batch: torch.Tensor, with_teacher_objective: bool) -> dict:
+        """Distillation terms, their sum with the objective (``loss``) and, in validation, the teacher's
+        own objective on the same photos (``teacher_objective``)."""
+        hp = self.hparams
+        target = self.teacher(batch)
+        terms = transfer.distill_terms(
+            out, target, hp.distill_pixel_weight, hp.distill_feature_weight, self.loss_fn.vgg, hp.distill_feature_layers
+        )
+        if with_teacher_objective:
+            with torch.no_grad():
+                terms["teacher_objective"] = self.loss_fn(target, batch)["objective"]
+        return terms
+
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor | None:
-        loss = self._shared_step(batch, "train")["objective"]
+        terms = self._shared_step(batch, "train")
+        loss = terms["objective"] + terms.get("distill_pixel", 0.0) + terms.get("distill_feature", 0.0)
         # Divergence guard: a NaN/inf loss skips this update (None); nst_lightning.fault.DivergenceGuard counts it.
         return loss if loss_is_finite(self, loss) else None
 
@@ -142,13 +194,16 @@ class StyleTransferModule(L.LightningModule):
     # -- checkpoints: the loss network is rebuilt from its name, never saved ---------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith(LOSS_PREFIX)]:
+        for key in [k for k in state if k.startswith((LOSS_PREFIX, TEACHER_PREFIX))]:
             del state[key]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint["state_dict"]
         for key, value in self.loss_fn.state_dict(prefix=LOSS_PREFIX).items():
             state.setdefault(key, value)
+        if self.teacher is not None:
+            for key, value in self.teacher.state_dict(prefix=TEACHER_PREFIX).items():
+                state.setdefault(key, value)
 
 
 class _Schedule:

@@ -33,6 +33,8 @@ def build_module(cfg: DictConfig, style_image: str) -> StyleTransferModule:
     channels_last = bool(model.pop("channels_last", False))
     compile_ = bool(model.pop("compile", False))
     compile_mode = str(model.pop("compile_mode", "default"))
+    freeze = model.pop("freeze", None)
+    distill = OmegaConf.to_container(cfg.distill, resolve=True) if cfg.get("distill") else {}
     return StyleTransferModule(
         model_name=name,
         model_kwargs=model,
@@ -43,6 +45,10 @@ def build_module(cfg: DictConfig, style_image: str) -> StyleTransferModule:
         style_size=cfg.style.size,
         style_name=cfg.style.name,
         cache_dir=cfg.paths.get("cache_dir"),
+        init_from=cfg.get("init_from"),
+        freeze=freeze,
+        teacher=cfg.get("teacher"),
+        **{f"distill_{k}": v for k, v in distill.items()},
         loss=config_loss(cfg).to_dict(),
         **optim,
     )

@@ -57,6 +57,11 @@ class JohnsonNet(nn.Module):
             nn.Conv2d(c1, 3, 9),
         )
 
+    def stage_names(self) -> list[str]:
+        """Stages in forward order, for freezing (``model.freeze``): the downsampling stem, each residual
+        block, the upsampling decoder."""
+        return ["encoder", *(f"residuals.{i}" for i in range(len(self.residuals))), "decoder"]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         padded, (h, w) = pad_to_multiple(x, 4)
         y = self.encoder(padded)

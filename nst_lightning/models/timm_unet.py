@@ -162,6 +162,12 @@ class TimmUNet(nn.Module):
                     m.eval()
         return self
 
+    def stage_names(self) -> list[str]:
+        """Stages in forward order, for freezing (``model.freeze``): the whole encoder or its stages, the
+        bottleneck, each decoder stage, the head."""
+        inner = [f"encoder.{n}" for n, m in self.encoder.named_children() if any(True for _ in m.parameters())]
+        return ["encoder", *inner, "bottleneck", *(f"stages.{i}" for i in range(len(self.stages))), "head"]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # At least 2×2 at the deepest stage: instance norm over a single position is undefined.
         padded, (h, w) = pad_to_multiple(x, self.multiple, min_size=2 * self.multiple)

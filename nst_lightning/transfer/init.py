@@ -1,0 +1,76 @@
+"""Weight-initialisation transfer: start a network from the weights of a trained checkpoint or shipped model."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from nst_lightning.errors import NSTError
+
+# Builder arguments that do not change the weights' layout (and so never make two architectures differ).
+_LAYOUT_FREE_KWARGS = ("checkpointing", "pretrained", "weights_file", "freeze_encoder")
+
+
+def describe_arch(model_name: str, model_kwargs: dict[str, Any] | None = None) -> str:
+    """``johnson(base_channels=32, num_residual=5, norm=instance)``: a network's name and layout arguments."""
+    kwargs = {k: v for k, v in (model_kwargs or {}).items() if k not in _LAYOUT_FREE_KWARGS}
+    return f"{model_name}({', '.join(f'{k}={v}' for k, v in sorted(kwargs.items()))})"
+
+
+def _short_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def load_init_weights(net: nn.Module, source: str | Path, arch: str | None = None) -> dict[str, Any]:
+    """Copy the network weights of ``source`` into ``net`` (weights only: no optimizer, step or schedule).
+
+    Args:
+        net: the network to initialise (any registered transformation network).
+        source: a Lightning checkpoint, an exported model file, or the name of a shipped model
+            (``starry_night``), as :func:`nst_lightning.inference.resolve_checkpoint` finds it.
+        arch: how to name ``net``'s architecture in error messages (default: its class name).
+
+    Returns:
+        Provenance (primitives only, for hyper-parameters and exports): ``init_from`` as given, the resolved
+        ``path``, its ``sha256`` prefix, the source's ``arch``, ``style_name`` and ``global_step``.
+
+    Raises:
+        NSTError: the source is missing or unreadable, or holds a different architecture (both are named).
+    """
+    from nst_lightning.inference import load_model  # inference imports models/, which never imports us
+
+    loaded = load_model(source)
+    source_arch = describe_arch(loaded.model_name, loaded.model_kwargs)
+    target_arch = arch or type(net).__name__
+    own, theirs = net.state_dict(), loaded.net.state_dict()
+    missing = [k for k in own if k not in theirs]
+    unexpected = [k for k in theirs if k not in own]
+    reshaped = [k for k in own if k in theirs and own[k].shape != theirs[k].shape]
+    if missing or unexpected or reshaped:
+        detail = "; ".join(
+            f"{label}: {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''}"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("other shapes", reshaped))
+            if keys
+        )
+        raise NSTError(
+            f"init_from={source} holds a {source_arch} network, which does not fit the {target_arch} being "
+            f"trained ({detail}). Train the source's architecture (model=... with the same widths) or start "
+            "from a checkpoint of this one."
+        )
+    net.load_state_dict(theirs)
+    path = Path(loaded.meta["source"])
+    return {
+        "init_from": str(source),
+        "path": str(path.resolve()),
+        "sha256": _short_digest(path),
+        "arch": source_arch,
+        "style_name": loaded.meta.get("style_name"),
+        "global_step": loaded.meta.get("global_step"),
+    }

@@ -1,0 +1,222 @@
+"""Network transfer: init_from, frozen stages, batch-norm statistics of timm encoders, distillation."""
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from nst_lightning.cli.train import run as train
+from nst_lightning.errors import NSTError
+from nst_lightning.inference import export_model, load_model
+from nst_lightning.losses.vgg import VGG19Features
+from nst_lightning.models import create_model
+from nst_lightning.transfer import (
+    Teacher,
+    distill_terms,
+    freeze,
+    load_init_weights,
+    reestimate_batchnorm,
+    stage_names,
+)
+
+from .conftest import compose_train, tiny_train_cfg
+from .test_train_e2e import run_cli
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory, image_dir, style_path) -> Path:
+    """A 4-step johnson_tiny checkpoint (another 'style' to start from)."""
+    result = train(tiny_train_cfg(tmp_path_factory.mktemp("source"), image_dir, style_path))
+    return Path(result["last_ckpt"])
+
+
+def _net_state(ckpt: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    return {k[4:]: v for k, v in state.items() if k.startswith("net.")}
+
+
+# -- freezing ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["johnson", "mobilenetv3"])
+def test_every_network_names_its_stages_and_freezes_its_encoder(name):
+    net = create_model(name)
+    assert stage_names(net)[0] == "encoder"
+    assert freeze(net, "encoder") == ["encoder"]
+    assert not any(p.requires_grad for p in net.encoder.parameters())
+    assert all(p.requires_grad for n, p in net.named_parameters() if not n.startswith("encoder."))
+
+
+def test_johnson_freezes_its_stem_and_some_residual_blocks():
+    net = create_model("johnson")
+    assert freeze(net, "encoder,residuals.0") == ["encoder", "residuals.0"]
+    frozen = {n for n, p in net.named_parameters() if not p.requires_grad}
+    assert frozen == {n for n, _ in net.named_parameters() if n.startswith(("encoder.", "residuals.0."))}
+    with pytest.raises(NSTError, match="no such stage.*encoder, residuals.0, .*decoder"):
+        freeze(net, ["stem"])
+
+
+class FreezeProbe(L.Callback):
+    """Checks, during training, that the frozen encoder stays in eval mode and gets no gradient."""
+
+    def __init__(self) -> None:
+        self.checked = 0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        enc = pl_module.net.encoder
+        self.before = {k: v.clone() for k, v in enc.state_dict().items()}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        net = pl_module.net
+        assert pl_module.training and net.residuals.training
+        assert not any(m.training for m in net.encoder.modules())
+        assert all(p.grad is None for p in net.encoder.parameters())
+        assert any(p.grad is not None for p in net.decoder.parameters())
+        self.checked += 1
+
+
+def test_frozen_encoder_gets_no_gradient_no_optimizer_state_and_keeps_its_batchnorm_statistics(
+    tmp_path, image_dir, style_path
+):
+    probe = FreezeProbe()
+    cfg = tiny_train_cfg(tmp_path, image_dir, style_path, ["model.freeze=encoder", "model.norm=batch"])
+    result = train(cfg, extra_callbacks=[probe])
+    assert probe.checked == 4
+    ckpt = torch.load(result["last_ckpt"], map_location="cpu", weights_only=True)
+    state = _net_state(Path(result["last_ckpt"]))
+    # Weights and running statistics of the frozen encoder are exactly as they started (eval-mode batch norm).
+    for key, before in probe.before.items():
+        assert torch.equal(state[f"encoder.{key}"], before), key
+    assert not torch.equal(state["decoder.0.1.2.running_mean"], torch.zeros_like(state["decoder.0.1.2.running_mean"]))
+    # No optimizer state for frozen parameters: Adam holds state for exactly the trainable ones.
+    net = create_model("johnson_tiny", norm="batch")
+    trainable = sum(1 for n, _ in net.named_parameters() if not n.startswith("encoder."))
+    opt = ckpt["optimizer_states"][0]
+    assert len(opt["state"]) == trainable
+    assert sum(len(g["params"]) for g in opt["param_groups"]) == trainable
+    assert ckpt["hyper_parameters"]["freeze"] == "encoder"
+
+
+# -- weight initialisation -------------------------------------------------------------------------------
+def test_init_from_loads_the_weights_and_records_their_provenance(tiny_ckpt, tmp_path, image_dir, style_path):
+    net = create_model("johnson_tiny")
+    provenance = load_init_weights(net, tiny_ckpt)
+    for key, value in _net_state(tiny_ckpt).items():
+        assert torch.equal(net.state_dict()[key], value), key
+    assert provenance["path"] == str(tiny_ckpt.resolve()) and provenance["global_step"] == 4
+    assert provenance["arch"].startswith("johnson_tiny(base_channels=8")
+
+    cfg = tiny_train_cfg(tmp_path, image_dir, style_path, [f"init_from={tiny_ckpt}", "trainer.max_steps=2"])
+    result = train(cfg)
+    ckpt = torch.load(result["last_ckpt"], map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 2  # a fresh schedule: the source's 4 steps are not carried over
+    assert float(next(iter(ckpt["optimizer_states"][0]["state"].values()))["step"]) == 2  # fresh Adam
+    assert ckpt["hyper_parameters"]["init_provenance"]["sha256"] == provenance["sha256"]
+    exported = export_model(result["last_ckpt"], tmp_path / "model.pt")
+    assert load_model(exported).meta["transfer"]["init_provenance"]["path"] == str(tiny_ckpt.resolve())
+    assert "init_from" in (Path(result["output_dir"]) / "hparams.yaml").read_text()
+
+
+def test_init_from_a_shipped_model_by_name():
+    net = create_model("johnson")
+    provenance = load_init_weights(net, "starry_night")
+    shipped = load_model("starry_night").net.state_dict()
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in shipped.items())
+    assert provenance["style_name"] == "starry_night"
+
+
+def test_init_from_rejects_another_architecture_and_missing_files(tmp_path):
+    with pytest.raises(NSTError, match=r"holds a johnson\(base_channels=32.*does not fit the johnson_tiny\(base"):
+        load_init_weights(create_model("johnson_tiny"), "starry_night", arch="johnson_tiny(base_channels=8)")
+    with pytest.raises(NSTError, match="checkpoint not found"):
+        load_init_weights(create_model("johnson_tiny"), tmp_path / "nope.ckpt")
+
+
+@pytest.mark.slow
+def test_cli_init_from_another_architecture_exits_2_naming_both(tmp_path, image_dir, style_path):
+    result = run_cli("train.py", "experiment=tiny", "style=custom", f"style.image={style_path}",
+                     f"data.root={image_dir}", f"hydra.run.dir={tmp_path / 'r'}", "init_from=starry_night")  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert "johnson(base_channels=32" in result.stderr and "johnson_tiny(base_channels=8" in result.stderr
+
+
+# -- timm encoders: ImageNet weights from a local file, batch-norm statistics -----------------------------------
+@pytest.fixture(scope="module")
+def timm_weights(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor]]:
+    """A timm classification model's state dict with recognisable BN statistics, saved as a weights file."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("mobilenetv3_small_050")
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)
+    path = tmp_path_factory.mktemp("timm") / "weights.pth"
+    torch.save(model.state_dict(), path)
+    return path, model.state_dict()
+
+
+def test_timm_encoder_starts_from_the_weights_file_and_drops_its_statistics_in_instance_mode(timm_weights):
+    path, saved = timm_weights
+    net = create_model("mobilenetv3", backbone="mobilenetv3_small_050", weights_file=str(path))
+    assert torch.equal(net.encoder.conv_stem.weight, saved["conv_stem.weight"])
+    assert torch.equal(net.encoder.bn1.weight, saved["bn1.weight"])  # the affine scale is kept ...
+    assert not [k for k in net.state_dict() if "running_" in k]  # ... the ImageNet statistics are not
+
+
+def test_batchnorm_statistics_are_reestimated_on_the_training_photos(timm_weights):
+    path, saved = timm_weights
+    net = create_model("mobilenetv3", backbone="mobilenetv3_small_050", weights_file=str(path), bn_mode="batch")
+    assert torch.equal(net.encoder.bn1.running_mean, saved["bn1.running_mean"])
+    net.train()
+    freeze(net, "encoder.blocks")  # a frozen stage keeps its statistics
+    photos = torch.rand(4, 3, 64, 64)  # 64 px: a multiple of the encoder's reduction, so no padding
+    with torch.no_grad():
+        stem = net.encoder.conv_stem((photos - net.mean) / net.std)
+    assert reestimate_batchnorm(net, [photos]) == 1
+    assert torch.allclose(net.encoder.bn1.running_mean, stem.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert net.encoder.bn1.momentum == 0.1  # restored after the cumulative average
+    frozen_bn = next(m for m in net.encoder.blocks.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert torch.equal(frozen_bn.running_mean, saved["blocks.0.0.bn1.running_mean"])
+
+
+# -- distillation --------------------------------------------------------------------------------------------
+def test_distillation_term_is_zero_when_the_student_is_the_teacher(tiny_ckpt):
+    teacher = Teacher(tiny_ckpt)
+    student = load_model(tiny_ckpt).net.train().requires_grad_(True)
+    vgg = VGG19Features(["relu2_2"])
+    x = torch.rand(2, 3, 32, 32)
+    terms = distill_terms(student(x), teacher(x), pixel_weight=1.0, feature_weight=1.0, vgg=vgg)
+    assert float(terms["distill_pixel"]) == 0 and float(terms["distill_feature"]) == 0
+    other = create_model("johnson_tiny")
+    terms = distill_terms(other(x), teacher(x), pixel_weight=1.0, feature_weight=1.0, vgg=vgg)
+    assert float(terms["distill_pixel"]) > 0 and float(terms["distill_feature"]) > 0
+    teacher.train()
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+
+
+@pytest.mark.slow
+def test_distill_experiment_ends_with_a_loadable_student(tmp_path, image_dir, style_path):
+    cfg = compose_train(
+        ["experiment=distill", "teacher=starry_night", "style=custom", f"style.image={style_path}", "style.size=64",
+         "loss=tiny", f"data.root={image_dir}", "data.image_size=32", "data.batch_size=2", "data.num_workers=0",
+         "data.val_count=2", "data.val_size=32", "trainer=tiny", "trainer.precision=32-true", "trainer.max_steps=4",
+         "trainer.val_check_interval=2", "trainer.log_every_n_steps=1", "model.channels_last=false",
+         "distill.feature_weight=1.0", f"paths.output_dir={tmp_path / 'run'}"]
+    )  # fmt: skip
+    result = train(cfg)
+    ckpt = torch.load(result["last_ckpt"], map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 4
+    assert not [k for k in ckpt["state_dict"] if k.startswith("teacher.")]
+    assert ckpt["hyper_parameters"]["teacher"] == "starry_night"
+    exported = export_model(result["last_ckpt"], tmp_path / "student.pt")
+    student = load_model(exported)
+    assert student.model_kwargs["base_channels"] == 8 and student.meta["transfer"]["teacher"] == "starry_night"
+    assert student.net(torch.rand(1, 3, 40, 30)).shape == (1, 3, 40, 30)
+    events = next(Path(result["output_dir"]).glob("events.out.tfevents*"))
+    acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert {"train/distill_pixel", "train/distill_feature", "val/teacher_objective"} <= set(acc.Tags()["scalars"])
