@@ -11,16 +11,8 @@ from PIL import Image
 
 from nst_lightning.evaluation.evaluate import iterations_to_match, summarize
 from nst_lightning.inference import export_model, load_model, pretrained_models
-from nst_lightning.train import train
 
-from .conftest import tiny_train_cfg
 from .test_train_e2e import run_cli
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory, image_dir, style_path):
-    cfg = tiny_train_cfg(tmp_path_factory.mktemp("eval_train"), image_dir, style_path)
-    return train(cfg)["last_ckpt"]
 
 
 def test_iterations_to_match_finds_the_first_iteration_at_or_below() -> None:
