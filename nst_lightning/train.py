@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nst_lightning.errors import NSTError
 from nst_lightning.lit_module import StyleTransferModule
+from nst_lightning.precision import PrecisionChoice, resolve_precision
 from nst_lightning.styles import style_image_path
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ def build_module(cfg: DictConfig, style_image: str) -> StyleTransferModule:
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
     assert isinstance(model, dict) and isinstance(loss, dict) and isinstance(optim, dict)
     name = model.pop("name")
-    channels_last = bool(model.pop("channels_last", False))
+    channels_last = resolve_auto_precision(cfg, model.pop("channels_last", False)).channels_last
     compile_ = bool(model.pop("compile", False))
     return StyleTransferModule(
         model_name=name,
@@ -41,6 +42,21 @@ def build_module(cfg: DictConfig, style_image: str) -> StyleTransferModule:
         **loss,
         **optim,
     )
+
+
+def resolve_auto_precision(cfg: DictConfig, channels_last: Any = None) -> PrecisionChoice:
+    """This machine's choice for ``trainer.precision=auto`` and ``model.channels_last=auto`` (cfg's, or the one
+    given); call :func:`apply_auto_precision` before instantiating ``cfg.trainer``."""
+    trainer = cfg.get("trainer") or {}
+    cl = cfg.get("model", {}).get("channels_last", False) if channels_last is None else channels_last
+    return resolve_precision(trainer.get("precision", "32-true"), trainer.get("accelerator", "auto"), cl)
+
+
+def apply_auto_precision(cfg: DictConfig) -> PrecisionChoice:
+    """Write the resolved precision and memory format into ``cfg`` (Lightning does not know ``auto``)."""
+    choice = resolve_auto_precision(cfg)
+    cfg.trainer.precision, cfg.model.channels_last = choice.precision, choice.channels_last
+    return choice
 
 
 def _instantiate_all(section: Any) -> list:
@@ -58,6 +74,8 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
         L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    choice = apply_auto_precision(cfg)
+    log.info("precision %s, channels_last=%s (%s)", choice.precision, choice.channels_last, choice.reason)
     style_path = style_image_path(cfg.style)
     datamodule = hydra.utils.instantiate(cfg.data)
     module = build_module(cfg, str(style_path))
