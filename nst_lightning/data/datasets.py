@@ -31,17 +31,23 @@ def list_images(root: str | Path) -> list[Path]:
     return files
 
 
+def clamp_unit(image: torch.Tensor) -> torch.Tensor:
+    """Clamp to [0, 1]: antialiased resizing of float images overshoots by rounding (1.0000001 next to 1.0)."""
+    return image.clamp_(0.0, 1.0)
+
+
 def train_transform(image_size: int, min_scale: float = 0.25, hflip: bool = True) -> v2.Compose:
-    """Random-resized square crop to ``image_size`` and an optional horizontal flip (3×H×W float → same)."""
-    steps: list = [v2.RandomResizedCrop(image_size, scale=(min_scale, 1.0), antialias=True)]
+    """Random-resized square crop to ``image_size`` and an optional horizontal flip (3×H×W float in [0, 1] →
+    3×S×S float in [0, 1]). Draws from torch's global generator: seeded by ``seed_everything`` in training."""
+    steps: list = [v2.RandomResizedCrop(image_size, scale=(min_scale, 1.0), antialias=True), v2.Lambda(clamp_unit)]
     if hflip:
         steps.append(v2.RandomHorizontalFlip())
     return v2.Compose(steps)
 
 
 def eval_transform(image_size: int) -> v2.Compose:
-    """Deterministic resize (shorter side) + centre crop to ``image_size``."""
-    return v2.Compose([v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)])
+    """Deterministic resize (shorter side) + centre crop to ``image_size`` (values stay in [0, 1])."""
+    return v2.Compose([v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size), v2.Lambda(clamp_unit)])
 
 
 class ImageFolderDataset(Dataset):
