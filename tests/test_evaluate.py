@@ -39,6 +39,7 @@ def test_summary_compares_mean_objectives_per_k() -> None:
     assert s["speedup_vs_lbfgs"]["50"] == pytest.approx(50.0)
 
 
+@pytest.mark.slow
 def test_evaluate_cli_writes_report_grid_and_tensorboard(tiny_ckpt, image_dir, tmp_path) -> None:
     exported = export_model(tiny_ckpt, tmp_path / "tiny.pt", half=True)
     out = tmp_path / "eval"
@@ -64,6 +65,7 @@ def test_evaluate_cli_writes_report_grid_and_tensorboard(tiny_ckpt, image_dir, t
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
 
 
+@pytest.mark.slow
 def test_evaluate_reports_a_missing_checkpoint_clearly(tmp_path) -> None:
     result = run_cli("evaluate.py", f"ckpt={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path / 'h'}")
     assert result.returncode == 2
@@ -90,6 +92,7 @@ def test_shipped_models_load_by_name() -> None:
     assert y.shape == x.shape and torch.isfinite(y).all()
 
 
+@pytest.mark.slow
 def test_stylize_finds_the_shipped_model_by_name(tmp_path, image_dir) -> None:
     photo = next(image_dir.glob("*.png"))
     shutil.copy(photo, tmp_path / "in.png")

@@ -105,6 +105,7 @@ def run_cli(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> 
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_entry_points_train_resume_and_stylize(tmp_path, image_dir, style_path):
     out = tmp_path / "cli_run"
     common = ["experiment=tiny", "style=custom", f"style.image={style_path}", f"data.root={image_dir}",
@@ -133,6 +134,7 @@ def test_entry_points_train_resume_and_stylize(tmp_path, image_dir, style_path):
     assert sizes == [(24, 36), (36, 27)]
 
 
+@pytest.mark.slow
 def test_bad_inputs_exit_nonzero_with_a_clear_message(tmp_path, image_dir):
     missing_style = run_cli("train.py", "experiment=tiny", "style=custom", f"style.image={tmp_path}/nope.jpg",
                             f"data.root={image_dir}", f"hydra.run.dir={tmp_path / 'r'}")  # fmt: skip
