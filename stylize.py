@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Stylize images: ``python stylize.py ckpt=PATH input=FILE_OR_FOLDER output=PATH``."""
 
-from nst_lightning.cli import stylize_main
+from nst_lightning.cli.stylize import main
 
 if __name__ == "__main__":
-    stylize_main()
+    main()

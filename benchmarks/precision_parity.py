@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Loss curves of the real training pipeline in several precisions on the same data (issue: mixed precision).
 
-Trains ``model=johnson`` through ``nst_lightning.train.train`` (Lightning, Hydra config) for N steps per
+Trains ``model=johnson`` through ``nst_lightning.cli.train.run`` (Lightning, Hydra config) for N steps per
 precision from the same seed, on the same photos in the same order (no shuffle, centre crops), and prints one
 JSON object: each precision's objective per step, its largest per-step relative gap to fp32, the relative gap
 of the mean over the run, and whether any loss was NaN/inf.
@@ -22,8 +22,8 @@ import lightning as L
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
+from nst_lightning.cli.train import run as train
 from nst_lightning.config import config_dir
-from nst_lightning.train import train
 
 
 class Recorder(L.Callback):

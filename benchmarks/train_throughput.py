@@ -77,7 +77,7 @@ def baseline_loss(loss: PerceptualLoss, generated: torch.Tensor, content: torch.
 
 def make_step(
     model: str, size: int, batch: int, device: torch.device, precision: str, channels_last: bool,
-    compile_: bool, checkpointing: bool, baseline: bool,
+    compile_: bool, checkpointing: bool, baseline: bool, compile_mode: str = "default",
 ) -> tuple[Callable[[torch.Tensor], None], torch.nn.Module, PerceptualLoss]:  # fmt: skip
     torch.manual_seed(0)
     kwargs = {"checkpointing": checkpointing} if checkpointing else {}
@@ -88,8 +88,8 @@ def make_step(
         net.to(memory_format=torch.channels_last)
         loss.vgg.to(memory_format=torch.channels_last)
     if compile_:
-        net.compile()
-        loss.vgg.compile()
+        net.compile(mode=compile_mode)
+        loss.vgg.compile(mode=compile_mode)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     dtype = DTYPES[precision]
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
@@ -161,7 +161,7 @@ def measure(
     )
     run_precision = "32" if baseline else (auto.precision if auto else precision)
     step, net, loss = make_step(model, size, args.batch, device, run_precision, baseline=baseline,
-                                **opts)  # fmt: skip
+                                compile_mode=args.compile_mode, **opts)  # fmt: skip
     x = torch.rand(args.batch, 3, size, size, device=device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -193,6 +193,7 @@ def measure(
         "precision": "32" if baseline else precision,
         "channels_last": opts["channels_last"],
         "compile": opts["compile_"],
+        "compile_mode": args.compile_mode if opts["compile_"] else None,
         "checkpointing": opts["checkpointing"],
         "baseline": baseline,
         "data": args.data,
@@ -234,6 +235,7 @@ def main() -> None:
     parser.add_argument("--precision", nargs="+", default=["32"], choices=sorted(DTYPES) + [AUTO])
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--compile-mode", default="default", help="default | reduce-overhead | max-autotune | ...")
     parser.add_argument("--checkpointing", action="store_true")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int, default=5, help="measured steps (median is reported)")

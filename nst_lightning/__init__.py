@@ -1,3 +1,57 @@
-"""nst_lightning: train and serve feed-forward neural style transfer networks."""
+"""nst_lightning: train and serve feed-forward neural style transfer networks.
+
+The library API (importing it does not import torch until a name is used)::
+
+    from nst_lightning import load_model, stylize, create_model, PerceptualLoss, LossConfig
+
+    model = load_model("starry_night")            # a shipped model, a checkpoint or an exported file
+    result = stylize(photo, model, strength=0.8)  # PIL image or B×3×H×W tensor in [0, 1]
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_API = {
+    "load_model": "nst_lightning.inference",
+    "stylize": "nst_lightning.inference",
+    "pretrained_models": "nst_lightning.inference",
+    "export_model": "nst_lightning.inference",
+    "create_model": "nst_lightning.models",
+    "list_models": "nst_lightning.models",
+    "PerceptualLoss": "nst_lightning.losses.perceptual",
+    "LossConfig": "nst_lightning.losses.config",
+    "set_style_targets": "nst_lightning.styles",
+    "NSTError": "nst_lightning.errors",
+}
+__all__ = [
+    "LossConfig",
+    "NSTError",
+    "PerceptualLoss",
+    "create_model",
+    "export_model",
+    "list_models",
+    "load_model",
+    "pretrained_models",
+    "set_style_targets",
+    "stylize",
+]
+
+if TYPE_CHECKING:
+    from nst_lightning.errors import NSTError
+    from nst_lightning.inference import export_model, load_model, pretrained_models, stylize
+    from nst_lightning.losses.config import LossConfig
+    from nst_lightning.losses.perceptual import PerceptualLoss
+    from nst_lightning.models import create_model, list_models
+    from nst_lightning.styles import set_style_targets
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'nst_lightning' has no attribute {name!r}")

@@ -1,13 +1,16 @@
-"""Lightning callbacks: a fixed grid of stylized validation images in TensorBoard (and as PNG files)."""
+"""Lightning callbacks: a fixed grid of stylized validation images in TensorBoard (and as PNG files); an
+exponential moving average of the network's weights."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 from torchvision.utils import make_grid
 
+from nst_lightning.errors import NSTError
 from nst_lightning.image import save_image
 
 
@@ -74,3 +77,89 @@ class StylizedGridCallback(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero and self.images is not None and self.last_logged_step != trainer.global_step:
             self.log_grid(trainer, pl_module, self.images)
+
+
+class NetworkEMA(L.Callback):
+    """Exponential moving average of the transformation network's weights (``pl_module.net`` only).
+
+    Validation runs on the averaged weights, and every checkpoint's ``state_dict`` holds them, so the best
+    checkpoint, ``export_model`` and inference all use the average; the raw training weights and the update
+    count travel in this callback's state, so a resumed run continues exactly. The decay warms up as
+    ``min(decay, (1 + n) / (10 + n))`` after n updates (as TensorFlow's ExponentialMovingAverage), so short runs
+    are not dominated by the random initial weights. (Lightning's ``EMAWeightAveraging`` averages the whole
+    LightningModule, VGG included, and pairs parameters and buffers by position: with the style Grams that the
+    module registers as buffers in ``setup`` it fails with a shape mismatch.)
+
+    Args:
+        decay: the EMA decay per update (0.999: about the last 1,000 steps).
+        start_step: first optimiser step that updates the average (earlier steps are ignored).
+        every_n_steps: update every N optimiser steps.
+    """
+
+    def __init__(self, decay: float = 0.999, start_step: int = 0, every_n_steps: int = 1) -> None:
+        if not 0.0 < decay < 1.0:
+            raise NSTError(f"ema.decay must be in (0, 1), got {decay}")
+        self.decay, self.start_step, self.every_n_steps = decay, start_step, max(1, every_n_steps)
+        self.updates = 0
+        self.average: dict[str, torch.Tensor] | None = None
+        self._raw: dict[str, torch.Tensor] | None = None  # training weights while the average is swapped in
+        self._module: L.LightningModule | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._module = pl_module
+
+    @torch.no_grad()
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step <= self.start_step or step % self.every_n_steps:
+            return
+        state = pl_module.net.state_dict()
+        if self.average is None:
+            self.average = {k: v.detach().clone() for k, v in state.items()}
+        else:
+            d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+            for k, v in state.items():
+                avg = self.average[k]
+                if avg.is_floating_point():
+                    avg.lerp_(v.to(avg.dtype), 1 - d)
+                else:
+                    avg.copy_(v)
+        self.updates += 1
+
+    # -- validation sees the average ------------------------------------------------------------------
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.average is not None and self._raw is None:
+            self._raw = {k: v.detach().clone() for k, v in pl_module.net.state_dict().items()}
+            pl_module.net.load_state_dict(self.average)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._raw is not None:
+            pl_module.net.load_state_dict(self._raw)
+            self._raw = None
+
+    # -- checkpoints: state_dict = the average; this callback's state = raw weights + update count ----
+    def state_dict(self) -> dict[str, Any]:
+        if self._module is None or self.average is None:
+            return {"updates": self.updates}
+        raw = self._raw if self._raw is not None else self._module.net.state_dict()
+        return {"updates": self.updates, "raw_net": {k: v.detach().clone() for k, v in raw.items()}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.updates = int(state_dict.get("updates", 0))
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if self.average is not None:
+            checkpoint["state_dict"].update({f"net.{k}": v.detach().clone() for k, v in self.average.items()})
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        mine = next((v for k, v in checkpoint.get("callbacks", {}).items() if k.startswith("NetworkEMA")), {})
+        if "raw_net" in mine:  # the module was loaded with the average: keep it as such, train on the raw
+            self.average = {k: v.detach().clone() for k, v in pl_module.net.state_dict().items()}
+            pl_module.net.load_state_dict(mine["raw_net"])
+
+
+def ema_callbacks(cfg: Any) -> list[L.Callback]:
+    """``[NetworkEMA]`` when the ``ema`` config section sets a decay, else ``[]``."""
+    if not cfg or cfg.get("decay") is None:
+        return []
+    return [NetworkEMA(float(cfg.decay), int(cfg.get("start_step", 0)), int(cfg.get("every_n_steps", 1)))]

@@ -16,17 +16,12 @@ from torch import nn
 
 from nst_lightning.errors import NSTError
 from nst_lightning.image import open_rgb, pil_to_tensor, preserve_color, save_image, scale_to_max_size
+from nst_lightning.losses.config import LossConfig
 from nst_lightning.models import create_model
 
 EXPORT_FORMAT = "nst_lightning.model"
 NET_PREFIX = "net."
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
-# Checkpoint hyper-parameters that describe the objective the network was trained on (kept in exports, so
-# that a shipped model can still be evaluated on its own loss).
-LOSS_HPARAMS = (
-    "content_layers", "style_layers", "style_layer_weights", "style_balance", "vgg_weights", "pooling",
-    "content_weight", "style_weight", "tv_weight",
-)  # fmt: skip
 
 
 def pretrained_models() -> dict[str, Path]:
@@ -94,7 +89,9 @@ def load_model(ckpt: str | Path, device: str | torch.device = "cpu") -> LoadedMo
             "style_image": hp.get("style_image"),
             "style_size": hp.get("style_size"),
             "global_step": raw.get("global_step"),
-            "loss": {k: hp[k] for k in LOSS_HPARAMS if k in hp},
+            # The objective the network was trained on (kept in exports, so that a shipped model can still be
+            # evaluated on its own loss); checkpoints from before LossConfig kept its fields at the top level.
+            "loss": hp["loss"] if "loss" in hp else {k: hp[k] for k in LossConfig.field_names() if k in hp},
         }
     else:
         raise NSTError(f"{path} is not an nst_lightning checkpoint (no model name or state dict in it)")

@@ -7,10 +7,13 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Timer
 
-from nst_lightning.losses.perceptual import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, PerceptualLoss
+from nst_lightning.errors import NSTError
+from nst_lightning.losses.config import LossConfig
+from nst_lightning.losses.perceptual import PerceptualLoss
 from nst_lightning.models import create_model
-from nst_lightning.styles import style_grams
+from nst_lightning.styles import set_style_targets
 
 LOSS_PREFIX = "loss_fn."
 
@@ -27,18 +30,20 @@ class StyleTransferModule(L.LightningModule):
         style_image: path of the style image.
         style_size: longest side the style image is resized to before computing its Grams (None: as is).
         style_name: a label for logs and exported models.
-        content_layers, style_layers, style_layer_weights, style_balance, vgg_weights, pooling: see
-            :class:`~nst_lightning.losses.perceptual.PerceptualLoss`.
-        content_weight, style_weight, tv_weight: loss weights.
+        loss: the objective as :meth:`LossConfig.to_dict` (every key required; None: the defaults of
+            :class:`~nst_lightning.losses.config.LossConfig`).
         lr: Adam learning rate.
         betas: Adam betas.
         weight_decay: Adam weight decay.
         warmup_steps: linear learning-rate warm-up steps.
-        lr_schedule: ``constant`` or ``cosine`` (to ``min_lr_ratio * lr`` at ``max_steps``).
+        lr_schedule: ``constant``, ``cosine`` (to ``min_lr_ratio * lr`` at ``max_steps``) or ``cosine_time``
+            (cosine over the training time budget ``trainer.max_time``, or ``max_steps`` if that runs out first).
         min_lr_ratio: final learning rate of the cosine schedule, relative to ``lr``.
         cache_dir: where style Grams are cached (None: the default cache folder).
         channels_last: run the network and VGG in NHWC memory format.
         compile: ``torch.compile`` the network and VGG (in place: checkpoint keys are unchanged).
+        compile_mode: the ``mode`` given to ``torch.compile`` (``default``, ``reduce-overhead``: CUDA graphs,
+            ``max-autotune``, ...).
     """
 
     def __init__(
@@ -48,15 +53,7 @@ class StyleTransferModule(L.LightningModule):
         style_image: str | None = None,
         style_size: int | None = 512,
         style_name: str = "style",
-        content_layers: list[str] | tuple[str, ...] = DEFAULT_CONTENT_LAYERS,
-        style_layers: list[str] | tuple[str, ...] = DEFAULT_STYLE_LAYERS,
-        style_layer_weights: list[float] | None = None,
-        style_balance: str = "auto",
-        vgg_weights: str = "caffe",
-        pooling: str = "max",
-        content_weight: float = 1e-5,
-        style_weight: float = 10.0,
-        tv_weight: float = 0.0,
+        loss: dict[str, Any] | None = None,
         lr: float = 1e-3,
         betas: tuple[float, float] | list[float] = (0.9, 0.999),
         weight_decay: float = 0.0,
@@ -66,33 +63,28 @@ class StyleTransferModule(L.LightningModule):
         cache_dir: str | None = None,
         channels_last: bool = False,
         compile: bool = False,
+        compile_mode: str = "default",
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        loss_config = LossConfig.from_dict(loss, "the module's loss") if loss is not None else LossConfig()
+        self.save_hyperparameters(ignore=["loss"])
+        # The loss always complete, whatever the caller left out; saved again so that the hyper-parameters
+        # Lightning logs (hparams_initial: TensorBoard's HPARAMS tab) hold it too.
+        self.save_hyperparameters({**self.hparams, "loss": loss_config.to_dict()})
         self.net = create_model(model_name, **(model_kwargs or {}))
-        self.loss_fn = PerceptualLoss(
-            content_layers=list(content_layers),
-            style_layers=list(style_layers),
-            content_weight=content_weight,
-            style_weight=style_weight,
-            tv_weight=tv_weight,
-            style_layer_weights=style_layer_weights,
-            style_balance=style_balance,
-            vgg_weights=vgg_weights,
-            pooling=pooling,
-        )
+        self.loss_fn = PerceptualLoss(loss_config)
 
     # -- style targets -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         if not self.loss_fn.target_grams and self.hparams.style_image:
-            grams = style_grams(self.hparams.style_image, self.hparams.style_size, self.loss_fn, self.hparams.cache_dir)
-            self.loss_fn.set_style_grams(grams)
+            hp = self.hparams
+            set_style_targets(self.loss_fn, [(hp.style_image, hp.style_size)], cache_dir=hp.cache_dir)
         if self.hparams.channels_last:
             self.net.to(memory_format=torch.channels_last)
             self.loss_fn.vgg.to(memory_format=torch.channels_last)
         if self.hparams.compile and not getattr(self, "_compiled", False):
-            self.net.compile()
-            self.loss_fn.vgg.compile()
+            self.net.compile(mode=self.hparams.compile_mode)
+            self.loss_fn.vgg.compile(mode=self.hparams.compile_mode)
             self._compiled = True
 
     # -- forward / steps -----------------------------------------------------------------------------
@@ -115,6 +107,12 @@ class StyleTransferModule(L.LightningModule):
                 batch_size=batch.shape[0],
                 sync_dist=not on_step,
             )
+        if not on_step:  # unweighted terms: comparable across loss weights (sweep_metric=val/style_raw)
+            for name in ("content", "style"):
+                weight = getattr(self.loss_fn, f"{name}_weight")
+                if weight > 0:
+                    self.log(f"{prefix}/{name}_raw", terms[name].detach() / weight, on_epoch=True,
+                             batch_size=batch.shape[0], sync_dist=True)  # fmt: skip
         return terms
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
@@ -130,8 +128,15 @@ class StyleTransferModule(L.LightningModule):
         optimizer = torch.optim.Adam(params, lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay)
         total = self.trainer.max_steps if self.trainer and self.trainer.max_steps > 0 else None
         schedule = lr_lambda(hp.warmup_steps, hp.lr_schedule, total, hp.min_lr_ratio)
+        if hp.lr_schedule == "cosine_time":
+            schedule.progress = budget_progress(self.trainer)  # fails early without trainer.max_time
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        if self.hparams.lr_schedule == "cosine_time":
+            scheduler.lr_lambdas[0].progress = budget_progress(self.trainer)
+        scheduler.step()
 
     # -- checkpoints: the loss network is rebuilt from its name, never saved ---------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -146,20 +151,37 @@ class StyleTransferModule(L.LightningModule):
 
 
 class _Schedule:
-    """Picklable multiplier for LambdaLR: linear warm-up, then constant or cosine decay."""
+    """Picklable multiplier for LambdaLR: linear warm-up, then constant or cosine decay. ``cosine_time`` decays
+    over :attr:`progress` in [0, 1], which the module sets from the time budget before every step."""
 
     def __init__(self, warmup: int, kind: str, total: int | None, min_ratio: float) -> None:
-        if kind not in ("constant", "cosine"):
-            raise ValueError(f"unknown lr_schedule {kind!r}; use 'constant' or 'cosine'")
+        if kind not in ("constant", "cosine", "cosine_time"):
+            raise NSTError(f"unknown optim.lr_schedule {kind!r}; use constant, cosine or cosine_time")
         self.warmup, self.kind, self.total, self.min_ratio = warmup, kind, total, min_ratio
+        self.progress = 0.0
 
     def __call__(self, step: int) -> float:
         if self.warmup and step < self.warmup:
             return (step + 1) / self.warmup
-        if self.kind == "constant" or not self.total:
+        if self.kind == "cosine_time":
+            progress = self.progress
+        elif self.kind == "constant" or not self.total:
             return 1.0
-        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
-        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        else:
+            progress = (step - self.warmup) / max(1, self.total - self.warmup)
+        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def budget_progress(trainer: L.Trainer) -> float:
+    """Share of the training budget used, in [0, 1]: elapsed training time / ``max_time`` (Lightning's Timer,
+    whose elapsed time survives a resume), or the step share if ``max_steps`` runs out first."""
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    remaining = timer.time_remaining("train") if timer is not None else None
+    if remaining is None:
+        raise NSTError("optim.lr_schedule=cosine_time needs a time budget: set trainer.max_time=DD:HH:MM:SS")
+    elapsed = timer.time_elapsed("train")
+    steps = trainer.global_step / trainer.max_steps if trainer.max_steps > 0 else 0.0
+    return min(1.0, max(elapsed / max(elapsed + remaining, 1e-9), steps))
 
 
 def lr_lambda(warmup: int, kind: str, total: int | None, min_ratio: float) -> _Schedule:

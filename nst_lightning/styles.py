@@ -1,19 +1,21 @@
-"""Style images: resolve a style preset to a file (downloading it if needed) and cache its Gram matrices."""
+"""Style images → Gram targets: download a style image if needed, compute its Grams once and cache them.
+
+Preset lookup (``conf/style/<name>.yaml``) belongs to the application layer (:mod:`nst_lightning.cli.presets`).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from nst_lightning.config import config_dir
 from nst_lightning.data.download import download, file_digest
 from nst_lightning.errors import NSTError
 from nst_lightning.image import load_image
-from nst_lightning.losses.perceptual import PerceptualLoss
+from nst_lightning.losses.perceptual import PerceptualLoss, blend_grams
 
 _MEMORY_CACHE: dict[str, dict[str, torch.Tensor]] = {}
 
@@ -44,33 +46,6 @@ def resolve_style_image(image: str | None, url: str | None = None, sha256: str |
             f"Copy the file to {path}, or set NST_DATA_DIR / paths.data_dir to a folder whose styles/ "
             f"holds it, or use style.image=PATH. ({exc})"
         ) from exc
-
-
-def style_image_path(style: Any) -> Path:
-    """Resolve a style config node (``image``, ``file``, ``url``, ``sha256``) to an existing file.
-
-    Only a preset's own file is downloaded: a user's ``style.image=PATH`` must exist as given.
-    """
-    image, preset_file = style.get("image"), style.get("file")
-    is_preset = preset_file is not None and image is not None and Path(image).name == preset_file
-    return resolve_style_image(
-        image, style.get("url") if is_preset else None, style.get("sha256") if is_preset else None
-    )
-
-
-def preset_file(name: str) -> Path:
-    """``conf/style/<name>.yaml`` (it may not exist)."""
-    return Path(config_dir()) / "style" / f"{name}.yaml"
-
-
-def preset_style(name: str, data_dir: str) -> Any:
-    """The style preset ``name`` as a resolved-on-access config node (``image`` under ``data_dir``), or None."""
-    from omegaconf import OmegaConf
-
-    path = preset_file(name)
-    if not path.exists():
-        return None
-    return OmegaConf.create({"paths": {"data_dir": data_dir}, "style": OmegaConf.load(path)}).style
 
 
 def default_cache_dir() -> Path:
@@ -123,3 +98,24 @@ def style_grams(
             pass  # a read-only cache location only costs recomputation
     _MEMORY_CACHE[key] = grams
     return grams
+
+
+StyleSource = tuple[str | Path, int | None]
+"""A style image and the longest side it is resized to before its Grams are computed (None: as is)."""
+
+
+def set_style_targets(
+    loss: PerceptualLoss,
+    sources: Sequence[StyleSource],
+    weights: Sequence[float] | None = None,
+    cache_dir: str | Path | None = None,
+) -> None:
+    """Compute (or read from the cache) the Grams of one or more style images and install them in ``loss``.
+
+    The one path from "style image" to "Gram targets" for training, the baseline and evaluation. Several
+    sources are blended as a weighted average of their Grams (``weights`` default to equal).
+    """
+    if not sources:
+        raise NSTError("no style image given: use style=<preset> or style.image=PATH")
+    grams = [style_grams(path, size, loss, cache_dir) for path, size in sources]
+    loss.set_style_grams(grams[0] if len(grams) == 1 else blend_grams(grams, weights or [1.0] * len(grams)))

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from nst_lightning.baseline.cli import build_loss
+from nst_lightning.cli.optimize import build_loss
 from nst_lightning.evaluation.metrics import ssim
 from nst_lightning.image import load_image
 

@@ -18,7 +18,6 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from PIL import Image
 
-from nst_lightning.baseline.cli import build_loss, optimize_from_config, schedule, style_weights
 from nst_lightning.baseline.optimize import (
     ImageOptimization,
     OptimizeSettings,
@@ -27,6 +26,8 @@ from nst_lightning.baseline.optimize import (
     objective_terms,
     optimize_image,
 )
+from nst_lightning.cli.optimize import build_loss, schedule, style_weights
+from nst_lightning.cli.optimize import run as optimize_from_config
 from nst_lightning.config import config_dir
 from nst_lightning.errors import NSTError
 from nst_lightning.image import load_image, rgb_to_yiq

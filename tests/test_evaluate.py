@@ -104,8 +104,8 @@ def test_stylize_finds_the_shipped_model_by_name(tmp_path, image_dir) -> None:
 
 
 def test_style_image_falls_back_to_the_named_preset(tmp_path, style_path) -> None:
+    from nst_lightning.cli.presets import checkpoint_style_image as find_style_image
     from nst_lightning.errors import NSTError
-    from nst_lightning.evaluation.cli import find_style_image
 
     (tmp_path / "styles").mkdir()
     shutil.copy(style_path, tmp_path / "styles" / "starry_night.jpg")

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from nst_lightning.cli.train import run as train
 from nst_lightning.precision import Capabilities, PrecisionChoice, cpu_flags, resolve_precision
-from nst_lightning.train import train
 
 from .conftest import ObjectiveRecorder, tiny_train_cfg
 
@@ -77,7 +77,7 @@ def test_training_logs_the_precision_choice(tmp_path, image_dir, style_path, cap
     cfg = tiny_train_cfg(tmp_path, image_dir, style_path, ["trainer.precision=auto", "trainer.max_steps=1",
                                                            "callbacks.grid.every_n_steps=0"])  # fmt: skip
     expected = resolve_precision("auto", "cpu", cfg.model.channels_last)
-    with caplog.at_level("INFO", logger="nst_lightning.train"):
+    with caplog.at_level("INFO", logger="nst_lightning.cli.train"):
         result = train(cfg)
     assert f"precision {expected.precision}, channels_last={expected.channels_last} ({expected.reason})" in caplog.text
     ckpt = torch.load(result["last_ckpt"], map_location="cpu", weights_only=True)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from nst_lightning.train import train
+from nst_lightning.cli.train import run as train
 
 from .conftest import SHARED_DATA, ObjectiveRecorder, tiny_train_cfg
 

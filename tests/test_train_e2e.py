@@ -11,8 +11,8 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
+from nst_lightning.cli.train import run as train
 from nst_lightning.inference import export_model, load_model
-from nst_lightning.train import train
 
 from .conftest import REPO, synthetic_photo, tiny_train_cfg
 
@@ -27,7 +27,8 @@ def test_training_writes_last_and_best_checkpoints_without_the_loss_network(tiny
     assert any(k.startswith("net.") for k in keys)
     assert not any(k.startswith("loss_fn.") for k in keys)
     hp = ckpt["hyper_parameters"]
-    assert hp["model_name"] == "johnson_tiny" and hp["content_layers"] == ["relu2_2"]
+    assert hp["model_name"] == "johnson_tiny" and hp["loss"]["content_layers"] == ["relu2_2"]
+    assert hp["loss"]["style_weight"] == cfg.style.style_weight  # the weight has one name: style.style_weight
 
 
 def _events(result: dict) -> EventAccumulator:
@@ -58,7 +59,7 @@ def test_tensorboard_hparams_tab_has_the_hyperparameters_against_val_objective(t
     start = HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
     assert start.hparams["model_name"].string_value == "johnson_tiny"
     assert start.hparams["lr"].number_value == pytest.approx(1e-3)
-    assert start.hparams["content_layers"].string_value == "['relu2_2']"
+    assert start.hparams["loss/content_layers"].string_value == "['relu2_2']"
     # No placeholder value: the metric's points are the two validations' (after steps 2 and 4), nothing else.
     assert len(acc.Scalars("val/objective")) == 2
     assert "hp_metric" not in acc.Tags()["scalars"]

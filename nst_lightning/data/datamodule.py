@@ -43,6 +43,8 @@ class FolderDataModule(L.LightningDataModule):
         val_count: images held out of ``root`` for validation (0 disables validation).
         val_size: side of the centre-cropped validation images.
         min_scale: smallest crop area fraction for the random-resized crop.
+        max_upscale: None: torchvision's RandomResizedCrop; a number: square crops never magnified more than
+            this (1.0: never upscaled; see :class:`~nst_lightning.data.datasets.RandomSquareCrop`).
         pin_memory: pin host memory for faster copies to the GPU.
         shuffle: shuffle the training images each epoch (turn off only for reproducibility tests).
         augment: random-resized crops and flips; when false, training uses the deterministic centre crop.
@@ -63,8 +65,10 @@ class FolderDataModule(L.LightningDataModule):
         manifest_prefix: str | None = None,
         shuffle: bool = True,
         augment: bool = True,
+        max_upscale: float | None = None,
     ) -> None:
         super().__init__()
+        self.max_upscale = max_upscale
         self.shuffle = shuffle
         self.augment = augment
         self.manifest_prefix = manifest_prefix
@@ -95,7 +99,9 @@ class FolderDataModule(L.LightningDataModule):
             return
         train, val = split_train_val(list_images(self.image_root()), self.val_count)
         transform = (
-            train_transform(self.image_size, self.min_scale) if self.augment else eval_transform(self.image_size)
+            train_transform(self.image_size, self.min_scale, max_upscale=self.max_upscale)
+            if self.augment
+            else eval_transform(self.image_size)
         )
         self.train_set = ImageFolderDataset(train, transform)
         self.val_set = ImageFolderDataset(val, eval_transform(self.val_size)) if val else None

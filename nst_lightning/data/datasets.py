@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 from pathlib import Path
 
@@ -36,10 +37,44 @@ def clamp_unit(image: torch.Tensor) -> torch.Tensor:
     return image.clamp_(0.0, 1.0)
 
 
-def train_transform(image_size: int, min_scale: float = 0.25, hflip: bool = True) -> v2.Compose:
-    """Random-resized square crop to ``image_size`` and an optional horizontal flip (3×H×W float in [0, 1] →
-    3×S×S float in [0, 1]). Draws from torch's global generator: seeded by ``seed_everything`` in training."""
-    steps: list = [v2.RandomResizedCrop(image_size, scale=(min_scale, 1.0), antialias=True), v2.Lambda(clamp_unit)]
+class RandomSquareCrop(torch.nn.Module):
+    """A random square crop resized to ``size``, never magnified more than ``max_upscale`` (3×H×W → 3×size×size).
+
+    The crop side s is drawn log-uniformly from [max(√(min_scale·H·W), size / max_upscale), min(H, W)] (so its
+    area is at least ``min_scale`` of the photo, as in RandomResizedCrop, but without aspect-ratio distortion).
+    With ``max_upscale=1`` crops are only ever downscaled, unless the photo's short side is below ``size``.
+    """
+
+    def __init__(self, size: int, min_scale: float = 0.25, max_upscale: float = 1.0) -> None:
+        super().__init__()
+        if max_upscale <= 0:
+            raise NSTError(f"data.max_upscale must be positive, got {max_upscale}")
+        self.size, self.min_scale, self.max_upscale = size, min_scale, max_upscale
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        h, w = image.shape[-2:]
+        hi = min(h, w)
+        lo = min(hi, max(math.sqrt(self.min_scale * h * w), self.size / self.max_upscale))
+        side = round(math.exp(random.uniform(math.log(lo), math.log(hi))))
+        top, left = random.randint(0, h - side), random.randint(0, w - side)
+        crop = image[..., top : top + side, left : left + side]
+        return v2.functional.resize(crop, [self.size, self.size], antialias=True)
+
+
+def train_transform(
+    image_size: int, min_scale: float = 0.25, hflip: bool = True, max_upscale: float | None = None
+) -> v2.Compose:
+    """Random square crop to ``image_size`` and an optional horizontal flip (3×H×W float in [0, 1] → 3×S×S in
+    [0, 1]). Draws from torch's and Python's global generators: seeded by ``seed_everything`` in training.
+
+    ``max_upscale=None``: torchvision's RandomResizedCrop (area ≥ ``min_scale``, aspect ratio 3/4–4/3 stretched
+    to a square); a number: :class:`RandomSquareCrop`, which never magnifies a crop more than that.
+    """
+    if max_upscale is None:
+        steps: list = [v2.RandomResizedCrop(image_size, scale=(min_scale, 1.0), antialias=True)]
+    else:
+        steps = [RandomSquareCrop(image_size, min_scale, max_upscale)]
+    steps.append(v2.Lambda(clamp_unit))
     if hflip:
         steps.append(v2.RandomHorizontalFlip())
     return v2.Compose(steps)

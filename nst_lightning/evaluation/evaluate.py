@@ -26,7 +26,8 @@ from nst_lightning.baseline.optimize import ImageOptimization, OptimizeSettings
 from nst_lightning.errors import NSTError
 from nst_lightning.evaluation.metrics import border_artifacts, checkerboard_energy, checkerboard_ratio, ssim
 from nst_lightning.image import IMAGE_SUFFIXES, load_image, tensor_to_pil
-from nst_lightning.inference import LOSS_HPARAMS, LoadedModel
+from nst_lightning.inference import LoadedModel
+from nst_lightning.losses.config import LossConfig
 from nst_lightning.losses.perceptual import PerceptualLoss
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def loss_from_meta(meta: dict[str, Any]) -> PerceptualLoss:
     cfg = meta.get("loss")
     if not cfg:
         raise NSTError("this checkpoint does not record its loss configuration; re-export it with this version")
-    return PerceptualLoss(**{k: cfg[k] for k in LOSS_HPARAMS if k in cfg})
+    return PerceptualLoss(LossConfig.from_dict(cfg, f"the checkpoint {meta.get('source', '')}".rstrip()))
 
 
 def _sync(device: torch.device) -> None:

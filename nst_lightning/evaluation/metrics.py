@@ -150,3 +150,51 @@ def border_artifacts(output: torch.Tensor, content: torch.Tensor, band: int | No
         .log()
         .abs(),
     }
+
+
+def oriented_texture(images: torch.Tensor, max_period: float = 32.0, sectors: int = 36) -> dict[str, torch.Tensor]:
+    """How much of an image's fine texture runs along one direction (stripes, hatching) rather than all ways.
+
+    The Hann-windowed luma spectrum, restricted to frequencies above ``1 / max_period`` cycles/pixel (so smooth
+    gradients and shading do not count), is split into ``sectors`` orientation sectors of 180°/sectors each
+    (centred on 0°, 45°, 90°, ... for the default 36).
+    Amplitudes are RMS luma in [0, 1] units (Parseval; 0.01 ≈ 2.5 grey levels of 255). B×C×H×W → each of shape B:
+
+    ``texture_rms``: RMS of all that fine texture (a flat image that stays flat: ≈ 0).
+    ``stripe_rms``: RMS of the strongest sector's power in excess of the median sector's: the part of the texture
+        that is oriented (sinusoidal stripes of amplitude a: ≈ a/√2; isotropic noise: ≈ 0).
+    ``stripe_share``: the strongest sector's share of the fine-texture power (1/``sectors`` when isotropic, 1 for
+        pure stripes).
+    """
+    y = luminance(images)[:, 0]
+    h, w = y.shape[-2:]
+    y = y - y.mean(dim=(-2, -1), keepdim=True)
+    hann = torch.outer(torch.hann_window(h, periodic=False, device=y.device),
+                       torch.hann_window(w, periodic=False, device=y.device))  # fmt: skip
+    power = torch.fft.fft2(y * hann).abs() ** 2 / (h * w * hann.pow(2).sum())  # sums to the mean square
+    fy = torch.fft.fftfreq(h, device=y.device)[:, None].expand(h, w)
+    fx = torch.fft.fftfreq(w, device=y.device)[None, :].expand(h, w)
+    fine = (fy**2 + fx**2).sqrt() >= 1.0 / max_period
+    # orientation of the wave vector in [0, π), shifted half a sector so that 0°, 45° and 90° are sector centres
+    angle = (torch.atan2(fy, fx) + torch.pi / (2 * sectors)).remainder(torch.pi)
+    sector = (angle / torch.pi * sectors).long().clamp_max(sectors - 1)
+    per_sector = torch.zeros(power.shape[0], sectors, device=y.device)
+    per_sector.index_add_(1, sector[fine], power[:, fine])
+    total = per_sector.sum(1)
+    strongest = per_sector.max(1).values
+    excess = (strongest - per_sector.median(1).values).clamp_min(0)
+    return {
+        "texture_rms": total.sqrt(),
+        "stripe_rms": excess.sqrt(),
+        "stripe_share": strongest / total.clamp_min(1e-12),
+    }
+
+
+def smooth_test_images(size: int = 128) -> dict[str, torch.Tensor]:
+    """1×3×size×size smooth images for stripe tests: ``diagonal`` (a colour ramp along both axes) and ``sky`` (a
+    blue ramp along y only, constant along x)."""
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing="ij")
+    return {
+        "diagonal": torch.stack([0.2 + 0.6 * yy, 0.3 + 0.4 * xx, 0.8 - 0.5 * yy])[None],
+        "sky": torch.stack([0.35 + 0.3 * yy, 0.55 + 0.25 * yy, 0.85 + 0.1 * yy])[None],
+    }

@@ -7,16 +7,15 @@ weights are rebuilt from the ``vgg_weights`` name, the Grams from the style imag
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from nst_lightning.errors import NSTError
 from nst_lightning.losses import functional as LF
+from nst_lightning.losses.config import LossConfig
 from nst_lightning.losses.vgg import VGG19Features
-
-DEFAULT_CONTENT_LAYERS = ("relu4_2",)
-DEFAULT_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
 
 def blend_grams(grams: Sequence[dict[str, torch.Tensor]], weights: Sequence[float]) -> dict[str, torch.Tensor]:
@@ -31,47 +30,22 @@ class PerceptualLoss(nn.Module):
     """Weighted content + style + TV objective (Gatys et al. 2016; Johnson et al. 2016).
 
     Args:
-        content_layers: VGG layers compared with the content image (MSE of features).
-        style_layers: VGG layers whose Gram matrices are compared with the style's.
-        content_weight, style_weight, tv_weight: weights of the three terms.
-        style_layer_weights: one weight per style layer (default all 1).
-        style_balance: ``none`` keeps the raw per-layer Gram MSE; ``auto`` divides each layer's Gram MSE by
-            the mean squared entry of that layer's target Gram, so every layer contributes a relative error
-            of the same order and none dominates (the deep layers' Grams are orders of magnitude larger).
-        vgg_weights: ``caffe`` (default, offline), ``torchvision`` or ``random`` (tests only).
-        pooling: ``max`` or ``avg`` pooling in VGG.
+        config: the loss description (layers, balance, VGG weights, loss weights); default :class:`LossConfig`.
+        **changes: fields of :class:`LossConfig` to change, e.g. ``PerceptualLoss(style_weight=30)``.
     """
 
-    def __init__(
-        self,
-        content_layers: Sequence[str] = DEFAULT_CONTENT_LAYERS,
-        style_layers: Sequence[str] = DEFAULT_STYLE_LAYERS,
-        content_weight: float = 1.0,
-        style_weight: float = 1.0,
-        tv_weight: float = 0.0,
-        style_layer_weights: Sequence[float] | None = None,
-        style_balance: str = "auto",
-        vgg_weights: str = "caffe",
-        pooling: str = "max",
-    ) -> None:
+    def __init__(self, config: LossConfig | None = None, **changes: Any) -> None:
         super().__init__()
-        self.content_layers = tuple(content_layers)
-        self.style_layers = tuple(style_layers)
-        if style_layer_weights is None:
-            style_layer_weights = [1.0] * len(self.style_layers)
-        if len(style_layer_weights) != len(self.style_layers):
-            raise NSTError(
-                f"style_layer_weights has {len(style_layer_weights)} entries but there are "
-                f"{len(self.style_layers)} style layers {list(self.style_layers)}"
-            )
-        if style_balance not in ("none", "auto"):
-            raise NSTError(f"unknown style_balance {style_balance!r}; use 'none' or 'auto'")
-        self.style_layer_weights = [float(w) for w in style_layer_weights]
-        self.style_balance = style_balance
-        self.content_weight = float(content_weight)
-        self.style_weight = float(style_weight)
-        self.tv_weight = float(tv_weight)
-        self.vgg = VGG19Features(self.content_layers + self.style_layers, weights=vgg_weights, pooling=pooling)
+        self.config = (config or LossConfig()).replace(**changes) if changes else (config or LossConfig())
+        cfg = self.config
+        self.content_layers = cfg.content_layers
+        self.style_layers = cfg.style_layers
+        self.style_layer_weights = list(cfg.layer_weights)
+        self.style_balance = cfg.style_balance
+        self.content_weight = cfg.content_weight
+        self.style_weight = cfg.style_weight
+        self.tv_weight = cfg.tv_weight
+        self.vgg = VGG19Features(self.content_layers + self.style_layers, weights=cfg.vgg_weights, pooling=cfg.pooling)
         self._balance: dict[str, float] = {}
 
     @property

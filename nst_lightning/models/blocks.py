@@ -1,7 +1,7 @@
 """Building blocks shared by the transformation networks.
 
 All blocks keep the spatial size except where named (``stride``, ``UpsampleConv``).
-Padding is reflection padding: zero padding gives dark borders in stylized images.
+Padding is reflection padding by default: zero padding gives dark borders in stylized images.
 """
 
 from __future__ import annotations
@@ -24,14 +24,36 @@ def make_norm(kind: str, channels: int) -> nn.Module:
     raise ValueError(f"unknown norm {kind!r}; use 'instance', 'batch' or 'none'")
 
 
+PADDINGS = ("reflect", "replicate", "zero")
+UPSAMPLINGS = ("nearest", "bilinear", "pixel_shuffle")
+
+
+def make_pad(kind: str, amount: int) -> nn.Module:
+    """Padding layer by name: ``reflect`` (default), ``replicate`` or ``zero`` (no parameters: state-dict neutral)."""
+    if kind == "reflect":
+        return nn.ReflectionPad2d(amount)
+    if kind == "replicate":
+        return nn.ReplicationPad2d(amount)
+    if kind == "zero":
+        return nn.ZeroPad2d(amount)
+    raise ValueError(f"unknown padding {kind!r}; use one of {', '.join(PADDINGS)}")
+
+
 class ConvNormAct(nn.Sequential):
-    """Reflection pad → conv → norm → ReLU (B×C_in×H×W → B×C_out×H/stride×W/stride)."""
+    """Pad → conv → norm → ReLU (B×C_in×H×W → B×C_out×H/stride×W/stride)."""
 
     def __init__(
-        self, c_in: int, c_out: int, kernel: int, stride: int = 1, norm: str = "instance", act: bool = True
+        self,
+        c_in: int,
+        c_out: int,
+        kernel: int,
+        stride: int = 1,
+        norm: str = "instance",
+        act: bool = True,
+        padding: str = "reflect",
     ) -> None:
         super().__init__(
-            nn.ReflectionPad2d(kernel // 2),
+            make_pad(padding, kernel // 2),
             nn.Conv2d(c_in, c_out, kernel, stride=stride),
             make_norm(norm, c_out),
             nn.ReLU(inplace=True) if act else nn.Identity(),
@@ -41,11 +63,11 @@ class ConvNormAct(nn.Sequential):
 class ResidualBlock(nn.Module):
     """Two 3×3 ConvNormAct layers (the second without ReLU) plus identity: B×C×H×W → B×C×H×W."""
 
-    def __init__(self, channels: int, norm: str = "instance") -> None:
+    def __init__(self, channels: int, norm: str = "instance", padding: str = "reflect") -> None:
         super().__init__()
         self.body = nn.Sequential(
-            ConvNormAct(channels, channels, 3, norm=norm),
-            ConvNormAct(channels, channels, 3, norm=norm, act=False),
+            ConvNormAct(channels, channels, 3, norm=norm, padding=padding),
+            ConvNormAct(channels, channels, 3, norm=norm, act=False, padding=padding),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -53,10 +75,42 @@ class ResidualBlock(nn.Module):
 
 
 class UpsampleConv(nn.Sequential):
-    """Nearest-neighbour ×2 upsample then ConvNormAct (no transposed conv: avoids checkerboards)."""
+    """×2 upsampling stage, B×C_in×H×W → B×C_out×2H×2W (no transposed conv: avoids checkerboards).
 
-    def __init__(self, c_in: int, c_out: int, kernel: int = 3, norm: str = "instance") -> None:
-        super().__init__(nn.Upsample(scale_factor=2, mode="nearest"), ConvNormAct(c_in, c_out, kernel, norm=norm))
+    ``nearest`` / ``bilinear``: resize, then ConvNormAct (resize-convolution, Odena et al. 2016); the two share
+    one state-dict layout. ``pixel_shuffle``: a conv to 4·C_out channels, then sub-pixel shuffle (Shi et al.
+    2016), norm and ReLU, initialised ICNR-style (Aitken et al. 2017) so that it starts as nearest resize-conv.
+    """
+
+    def __init__(
+        self, c_in: int, c_out: int, kernel: int = 3, norm: str = "instance", upsample: str = "nearest",
+        padding: str = "reflect",
+    ) -> None:  # fmt: skip
+        if upsample in ("nearest", "bilinear"):
+            extra = {"align_corners": False} if upsample == "bilinear" else {}
+            super().__init__(
+                nn.Upsample(scale_factor=2, mode=upsample, **extra),
+                ConvNormAct(c_in, c_out, kernel, norm=norm, padding=padding),
+            )
+        elif upsample == "pixel_shuffle":
+            conv = nn.Conv2d(c_in, 4 * c_out, kernel)
+            icnr_(conv, 2)
+            act = nn.ReLU(inplace=True)
+            super().__init__(make_pad(padding, kernel // 2), conv, nn.PixelShuffle(2), make_norm(norm, c_out), act)
+        else:
+            raise ValueError(f"unknown upsample {upsample!r}; use one of {', '.join(UPSAMPLINGS)}")
+
+
+@torch.no_grad()
+def icnr_(conv: nn.Conv2d, scale: int) -> None:
+    """ICNR init of a conv with C·s² outputs feeding ``PixelShuffle(s)``: the s² sub-pixels of each output channel
+    get the same kernel and bias, so the shuffled output starts free of the sub-pixel checkerboard."""
+    weight, n = conv.weight, scale**2
+    sub = torch.empty(weight.shape[0] // n, *weight.shape[1:], dtype=weight.dtype, device=weight.device)
+    nn.init.kaiming_uniform_(sub, a=math.sqrt(5))  # nn.Conv2d's default init, for the sub-kernel
+    weight.copy_(sub.repeat_interleave(n, dim=0))
+    if conv.bias is not None:
+        conv.bias.copy_(conv.bias[::n].repeat_interleave(n))
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int, min_size: int = 1) -> tuple[torch.Tensor, tuple[int, int]]:

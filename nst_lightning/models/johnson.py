@@ -1,16 +1,20 @@
 """Johnson et al. (2016) image transformation network, with instance norm (Ulyanov et al. 2016).
 
 Reference architecture: 9×9 conv 32 → stride-2 convs 64, 128 → five residual blocks of 128 →
-two nearest-upsample + conv stages (64, 32) → 9×9 conv to 3. Reflection padding throughout.
+two nearest-upsample + conv stages (64, 32) → 9×9 conv to 3. Reflection padding throughout. Options (the
+defaults are the reference, with its state-dict keys): bilinear resize-conv or pixel-shuffle upsampling, and
+replicate or zero padding.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from nst_lightning.models.blocks import ConvNormAct, ResidualBlock, UpsampleConv, pad_to_multiple
+from nst_lightning.models.blocks import ConvNormAct, ResidualBlock, UpsampleConv, make_pad, pad_to_multiple
 from nst_lightning.models.registry import register_model
 
 
@@ -23,24 +27,33 @@ class JohnsonNet(nn.Module):
         norm: ``instance`` (default), ``batch`` or ``none``.
         checkpointing: recompute the residual blocks and the decoder in the backward pass instead of storing
             their activations (less memory, about one extra forward of those layers).
+        upsample: decoder upsampling, ``nearest`` (reference), ``bilinear`` or ``pixel_shuffle`` (see
+            :class:`~nst_lightning.models.blocks.UpsampleConv`).
+        padding: ``reflect`` (reference), ``replicate`` or ``zero``, for every convolution.
     """
 
     def __init__(
-        self, base_channels: int = 32, num_residual: int = 5, norm: str = "instance", checkpointing: bool = False
+        self,
+        base_channels: int = 32,
+        num_residual: int = 5,
+        norm: str = "instance",
+        checkpointing: bool = False,
+        upsample: str = "nearest",
+        padding: str = "reflect",
     ) -> None:
         super().__init__()
         self.checkpointing = checkpointing
         c1, c2, c3 = base_channels, base_channels * 2, base_channels * 4
         self.encoder = nn.Sequential(
-            ConvNormAct(3, c1, 9, norm=norm),
-            ConvNormAct(c1, c2, 3, stride=2, norm=norm),
-            ConvNormAct(c2, c3, 3, stride=2, norm=norm),
+            ConvNormAct(3, c1, 9, norm=norm, padding=padding),
+            ConvNormAct(c1, c2, 3, stride=2, norm=norm, padding=padding),
+            ConvNormAct(c2, c3, 3, stride=2, norm=norm, padding=padding),
         )
-        self.residuals = nn.Sequential(*[ResidualBlock(c3, norm=norm) for _ in range(num_residual)])
+        self.residuals = nn.Sequential(*[ResidualBlock(c3, norm=norm, padding=padding) for _ in range(num_residual)])
         self.decoder = nn.Sequential(
-            UpsampleConv(c3, c2, norm=norm),
-            UpsampleConv(c2, c1, norm=norm),
-            nn.ReflectionPad2d(4),
+            UpsampleConv(c3, c2, norm=norm, upsample=upsample, padding=padding),
+            UpsampleConv(c2, c1, norm=norm, upsample=upsample, padding=padding),
+            make_pad(padding, 4),
             nn.Conv2d(c1, 3, 9),
         )
 
@@ -59,16 +72,12 @@ class JohnsonNet(nn.Module):
 
 
 @register_model("johnson")
-def johnson(
-    base_channels: int = 32, num_residual: int = 5, norm: str = "instance", checkpointing: bool = False
-) -> JohnsonNet:
-    """The reference Johnson network (1.7 M parameters at the default width)."""
-    return JohnsonNet(base_channels, num_residual, norm, checkpointing)
+def johnson(base_channels: int = 32, num_residual: int = 5, **kwargs: Any) -> JohnsonNet:
+    """The reference Johnson network (1.7 M parameters at the default width); ``kwargs``: see :class:`JohnsonNet`."""
+    return JohnsonNet(base_channels, num_residual, **kwargs)
 
 
 @register_model("johnson_tiny")
-def johnson_tiny(
-    base_channels: int = 8, num_residual: int = 1, norm: str = "instance", checkpointing: bool = False
-) -> JohnsonNet:
+def johnson_tiny(base_channels: int = 8, num_residual: int = 1, **kwargs: Any) -> JohnsonNet:
     """A narrow, shallow Johnson network for tests and smoke runs."""
-    return JohnsonNet(base_channels, num_residual, norm, checkpointing)
+    return JohnsonNet(base_channels, num_residual, **kwargs)

@@ -1,4 +1,4 @@
-"""``python optimize.py content=PATH style=starry_night output=PATH``: config → inputs → optimisation → file."""
+"""``python optimize.py content=PATH style=starry_night output=PATH``: the per-image L-BFGS baseline."""
 
 from __future__ import annotations
 
@@ -7,14 +7,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig
 
 from nst_lightning.baseline.optimize import OptimizeSettings, initial_image, optimize_multiscale
+from nst_lightning.cli.app import hydra_app
+from nst_lightning.cli.presets import config_loss, style_image_path, style_source
 from nst_lightning.errors import NSTError
 from nst_lightning.image import IMAGE_SUFFIXES, load_image, preserve_color, save_image
 from nst_lightning.inference import resolve_device
-from nst_lightning.losses.perceptual import PerceptualLoss, blend_grams
-from nst_lightning.styles import preset_file, preset_style, style_grams, style_image_path
+from nst_lightning.losses.perceptual import PerceptualLoss
+from nst_lightning.styles import StyleSource, set_style_targets
 
 log = logging.getLogger(__name__)
 
@@ -37,30 +39,15 @@ def schedule(size: int, sizes: Sequence[int] | None, iterations: int | Sequence[
     return size_list, iters
 
 
-def _looks_like_path(entry: str) -> bool:
-    return Path(entry).suffix.lower() in IMAGE_SUFFIXES or "/" in entry or Path(entry).exists()
-
-
-def style_sources(cfg: DictConfig) -> list[tuple[Path, int]]:
+def style_sources(cfg: DictConfig) -> list[StyleSource]:
     """(image file, Gram size) of ``cfg.style`` followed by each of ``cfg.extra_styles``.
 
     Extra entries are preset names (``conf/style/<name>.yaml``, downloaded like ``style=<name>`` when missing)
-    or image paths.
+    or image paths (Grams at ``cfg.style.size``).
     """
-    sources = [(style_image_path(cfg.style), int(cfg.style.size))]
+    sources: list[StyleSource] = [(style_image_path(cfg.style), int(cfg.style.size))]
     for entry in cfg.get("extra_styles") or []:
-        entry = str(entry)
-        preset = None if _looks_like_path(entry) else preset_style(entry, cfg.paths.data_dir)
-        if preset is not None:
-            sources.append((style_image_path(preset), int(preset.size)))
-        elif _looks_like_path(entry):
-            path = Path(entry).expanduser()
-            if not path.exists():
-                raise NSTError(f"extra style image not found: {path}")
-            sources.append((path, int(cfg.style.size)))
-        else:
-            names = sorted(p.stem for p in preset_file("x").parent.glob("*.yaml"))
-            raise NSTError(f"extra_styles entry {entry!r} is neither a style preset ({', '.join(names)}) nor a file")
+        sources.append(style_source(str(entry), cfg.paths.data_dir, int(cfg.style.size)))
     return sources
 
 
@@ -77,15 +64,11 @@ def style_weights(weights: Sequence[float] | None, n: int) -> list[float]:
 
 
 def build_loss(cfg: DictConfig, device: torch.device) -> PerceptualLoss:
-    """The perceptual loss from ``cfg.loss`` (layers, weights, VGG) with the blended style targets set."""
-    kwargs = OmegaConf.to_container(cfg.loss, resolve=True)
-    assert isinstance(kwargs, dict)
-    loss = PerceptualLoss(**kwargs).to(device)
+    """The perceptual loss (layers from ``cfg.loss``, weights from ``cfg.style``) with the blended style targets."""
+    loss = PerceptualLoss(config_loss(cfg)).to(device)
     sources = style_sources(cfg)
     weights = style_weights(cfg.get("style_weights"), len(sources))
-    cache_dir = cfg.paths.get("cache_dir")
-    grams = [style_grams(path, size, loss, cache_dir) for path, size in sources]
-    loss.set_style_grams(blend_grams(grams, weights))
+    set_style_targets(loss, sources, weights, cfg.paths.get("cache_dir"))
     return loss
 
 
@@ -114,7 +97,7 @@ def settings_from_config(cfg: DictConfig) -> OptimizeSettings:
     )
 
 
-def optimize_from_config(cfg: DictConfig) -> Path:
+def run(cfg: DictConfig) -> Path:
     """Run the optimisation described by ``conf/optimize.yaml`` and write the result; returns its path."""
     if not cfg.get("content"):
         raise NSTError("no content image given: use content=PATH")
@@ -168,3 +151,6 @@ def optimize_from_config(cfg: DictConfig) -> Path:
         )
     log.info("wrote %s", out)
     return out
+
+
+main = hydra_app("optimize", run, summary="per-image optimisation baseline (content=PATH style=NAME output=PATH)")

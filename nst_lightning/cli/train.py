@@ -1,4 +1,4 @@
-"""Training entry logic: ``train(cfg)`` builds data, module, logger, callbacks and trainer from a config."""
+"""``python train.py style=starry_night``: ``run(cfg)`` builds data, module, logger, callbacks and trainer."""
 
 from __future__ import annotations
 
@@ -11,10 +11,12 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
+from nst_lightning.callbacks import ema_callbacks
+from nst_lightning.cli.app import hydra_app
+from nst_lightning.cli.presets import config_loss, style_image_path
 from nst_lightning.errors import NSTError
 from nst_lightning.lit_module import StyleTransferModule
 from nst_lightning.precision import PrecisionChoice, resolve_precision
-from nst_lightning.styles import style_image_path
 
 log = logging.getLogger(__name__)
 # The VGG loss network is in eval mode on purpose; Lightning warns about any module in eval mode.
@@ -24,22 +26,23 @@ warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 def build_module(cfg: DictConfig, style_image: str) -> StyleTransferModule:
     """The LightningModule from primitive values of ``cfg.model``, ``cfg.loss``, ``cfg.style``, ``cfg.optim``."""
     model = OmegaConf.to_container(cfg.model, resolve=True)
-    loss = OmegaConf.to_container(cfg.loss, resolve=True)
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
-    assert isinstance(model, dict) and isinstance(loss, dict) and isinstance(optim, dict)
+    assert isinstance(model, dict) and isinstance(optim, dict)
     name = model.pop("name")
     channels_last = resolve_auto_precision(cfg, model.pop("channels_last", False)).channels_last
     compile_ = bool(model.pop("compile", False))
+    compile_mode = str(model.pop("compile_mode", "default"))
     return StyleTransferModule(
         model_name=name,
         model_kwargs=model,
         channels_last=channels_last,
         compile=compile_,
+        compile_mode=compile_mode,
         style_image=style_image,
         style_size=cfg.style.size,
         style_name=cfg.style.name,
         cache_dir=cfg.paths.get("cache_dir"),
-        **loss,
+        loss=config_loss(cfg).to_dict(),
         **optim,
     )
 
@@ -65,7 +68,7 @@ def _instantiate_all(section: Any) -> list:
     return [hydra.utils.instantiate(c) for c in section.values() if c is not None]
 
 
-def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
+def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
     """Train (or resume, with ``cfg.ckpt_path``) and return final metrics and output paths.
 
     ``extra_callbacks`` are added to those of ``cfg.callbacks`` (for programmatic use and tests).
@@ -80,7 +83,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     datamodule = hydra.utils.instantiate(cfg.data)
     module = build_module(cfg, str(style_path))
     loggers = _instantiate_all(cfg.get("logger"))
-    callbacks = _instantiate_all(cfg.get("callbacks")) + list(extra_callbacks or [])
+    callbacks = _instantiate_all(cfg.get("callbacks")) + ema_callbacks(cfg.get("ema")) + list(extra_callbacks or [])
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(ckpt_path).exists():
@@ -96,6 +99,7 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
         ckpt_cb.last_model_path = str(last)
     result = {
         "metrics": metrics,
+        "sweep_metric": cfg.get("sweep_metric") or "val/objective",
         "global_step": trainer.global_step,
         "output_dir": str(out_dir),
         "last_ckpt": getattr(ckpt_cb, "last_model_path", None) or None,
@@ -104,3 +108,15 @@ def train(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> d
     log.info("finished at step %d: %s", trainer.global_step, metrics)
     log.info("checkpoints: last=%s best=%s", result["last_ckpt"], result["best_ckpt"])
     return result
+
+
+def objective(result: dict[str, Any]) -> float:
+    """What ``--multirun`` sweepers minimise: the final value of ``sweep_metric`` (default ``val/objective``)."""
+    name = result["sweep_metric"]
+    if name not in result["metrics"]:
+        raise NSTError(f"sweep_metric {name} was not logged; logged: {', '.join(sorted(result['metrics']))}")
+    return result["metrics"][name]
+
+
+main = hydra_app("train", run, summary="train a style transfer network (python train.py style=starry_night)",
+                 metric=objective)  # fmt: skip

@@ -1,4 +1,4 @@
-"""``python evaluate.py ckpt=PATH``: the Hydra side of :mod:`nst_lightning.evaluation.evaluate`."""
+"""``python evaluate.py ckpt=PATH``: the application side of :mod:`nst_lightning.evaluation.evaluate`."""
 
 from __future__ import annotations
 
@@ -8,41 +8,26 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from nst_lightning.cli.app import hydra_app
+from nst_lightning.cli.presets import checkpoint_style_image
 from nst_lightning.errors import NSTError
 from nst_lightning.evaluation.evaluate import EvalSettings, evaluate, list_images, loss_from_meta
 from nst_lightning.inference import load_model, resolve_device
-from nst_lightning.styles import preset_style, resolve_style_image, style_grams, style_image_path
+from nst_lightning.styles import set_style_targets
 
 log = logging.getLogger(__name__)
 
 
-def find_style_image(meta: dict[str, Any], override: str | None, data_dir: str) -> Path:
-    """The style image the checkpoint was trained on: ``override`` if given, else the recorded path if it
-    exists here, else the style preset named in the checkpoint (found under ``data_dir`` or downloaded)."""
-    if override:
-        return resolve_style_image(override)
-    recorded = meta.get("style_image")
-    if recorded and Path(recorded).exists():
-        return Path(recorded)
-    name = meta.get("style_name")
-    preset = preset_style(name, data_dir) if name else None
-    if preset is not None:
-        return style_image_path(preset)
-    raise NSTError(
-        f"cannot find the style image of this checkpoint (recorded: {recorded}, style: {name}); pass style_image=PATH"
-    )
-
-
-def evaluate_from_config(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig) -> dict[str, Any]:
     """Load the checkpoint, rebuild its loss and style targets, and run :func:`evaluate`."""
     if not cfg.get("ckpt"):
         raise NSTError("no checkpoint given: use ckpt=PATH (or the name of a shipped model, e.g. starry_night)")
     device = resolve_device(cfg.get("device"))
     loaded = load_model(cfg.ckpt, device)
     loss = loss_from_meta(loaded.meta)
-    style_path = find_style_image(loaded.meta, cfg.get("style_image"), cfg.paths.data_dir)
+    style_path = checkpoint_style_image(loaded.meta, cfg.get("style_image"), cfg.paths.data_dir)
     style_size = cfg.get("style_size") or loaded.meta.get("style_size")
-    loss.set_style_grams(style_grams(style_path, style_size, loss, cfg.paths.get("cache_dir")))
+    set_style_targets(loss, [(style_path, style_size)], cache_dir=cfg.paths.get("cache_dir"))
     settings = EvalSettings(
         size=int(cfg.size),
         lbfgs_iterations=list(cfg.lbfgs_iterations),
@@ -61,3 +46,8 @@ def evaluate_from_config(cfg: DictConfig) -> dict[str, Any]:
     log.info("network beats L-BFGS at %s; L-BFGS iterations matched (median) %s; wrote %s",
              s["network_beats_lbfgs_at"], s["lbfgs_iterations_matched_median"], out_dir / "report.json")  # fmt: skip
     return report
+
+
+main = hydra_app(
+    "evaluate", run, summary="score a network against per-image L-BFGS on its own objective (ckpt=NAME_OR_PATH)"
+)

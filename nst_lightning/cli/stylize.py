@@ -1,4 +1,4 @@
-"""Stylize an image file or a folder of images with a trained network."""
+"""``python stylize.py ckpt=NAME_OR_PATH input=FILE_OR_FOLDER output=PATH``: stylize files with a trained network."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
+from nst_lightning.cli.app import hydra_app
 from nst_lightning.errors import NSTError
 from nst_lightning.image import IMAGE_SUFFIXES, is_image_file
 from nst_lightning.inference import load_model, resolve_device, stylize_file
@@ -34,7 +35,7 @@ def plan_outputs(src: Path, output: Path, suffix: str | None = None) -> list[tup
     return pairs
 
 
-def stylize(cfg: DictConfig) -> list[Path]:
+def run(cfg: DictConfig) -> list[Path]:
     """Stylize ``cfg.input`` (file or folder) with ``cfg.ckpt`` into ``cfg.output``; returns written files.
 
     Unreadable images in a folder are reported and skipped; the others are still written.
@@ -59,3 +60,8 @@ def stylize(cfg: DictConfig) -> list[Path]:
     if failed:
         raise NSTError(f"{len(failed)} of {len(pairs)} images could not be read: {[str(f) for f in failed]}")
     return written
+
+
+main = hydra_app(
+    "stylize", run, summary="stylize images with a trained network (ckpt=NAME_OR_PATH input=FILE_OR_FOLDER)"
+)

@@ -1,0 +1,176 @@
+"""What every command shares: a Hydra main around ``run(cfg)``, user errors as one line, help from the YAML.
+
+Each command module (:mod:`~nst_lightning.cli.train`, ``stylize``, ``optimize``, ``evaluate``, ...) defines
+``run(cfg) -> result`` (called directly by tests and other code) and ``main = hydra_app(NAME, run)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from nst_lightning.config import config_dir
+from nst_lightning.errors import NSTError
+
+log = logging.getLogger("nst_lightning")
+
+Run = Callable[[DictConfig], Any]
+
+
+def hydra_app(name: str, run: Run, *, summary: str, metric: Callable[[Any], Any] | None = None) -> Callable[[], Any]:
+    """A console entry point for ``conf/<name>.yaml`` that calls ``run(cfg)``.
+
+    Args:
+        name: the command and its config file.
+        run: the command's logic.
+        summary: one line for ``--help``.
+        metric: maps ``run``'s result to the value returned to Hydra (what ``--multirun`` sweepers optimise).
+    """
+
+    @hydra.main(version_base="1.3", config_path=config_dir(), config_name=name)
+    def task(cfg: DictConfig) -> Any:
+        _single_log_stream()
+        try:
+            result = run(cfg)
+        except NSTError as exc:
+            log.error("%s", exc)  # into the run's log file too, when the command has one
+            print(f"error: {exc}", file=sys.stderr)
+            _remove_empty_dirs(_run_dir())
+            sys.exit(2)
+        except KeyboardInterrupt:
+            log.error("interrupted")
+            print("interrupted", file=sys.stderr)
+            _remove_empty_dirs(_run_dir())
+            sys.exit(130)
+        except Exception:
+            log.exception("%s failed", name)
+            _remove_empty_dirs(_run_dir())
+            raise
+        return metric(result) if metric else None
+
+    def main() -> Any:
+        if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
+            print(app_help(name, summary))
+            return None
+        return task()
+
+    main.__doc__ = summary
+    return main
+
+
+def _single_log_stream() -> None:
+    """Lightning installs its own console handlers; Hydra already logs to the console (and to the run's log
+    file), so route Lightning's records through Hydra's handlers only: each line once, also in the file."""
+    if "lightning" not in sys.modules:
+        return
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        lg = logging.getLogger(name)
+        lg.handlers.clear()
+        lg.propagate = True
+
+
+def _run_dir() -> Path | None:
+    """The run's own output folder, or None when the command writes where it was started (``run.dir: .``)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    out = Path(HydraConfig.get().runtime.output_dir).resolve()
+    return None if out == Path.cwd().resolve() else out
+
+
+def _remove_empty_dirs(root: Path | None) -> None:
+    """Delete empty folders below ``root`` (and ``root`` itself if empty): a failed run leaves none behind."""
+    if root is None or not root.is_dir():
+        return
+    for dirpath, _, _ in sorted(os.walk(root), key=lambda t: -len(t[0])):
+        with contextlib.suppress(OSError):  # rmdir only succeeds when the folder is empty
+            Path(dirpath).rmdir()
+
+
+# -- help ------------------------------------------------------------------------------------------------
+_KEY = re.compile(r"^(?P<indent>\s*)(?P<key>[A-Za-z_][\w.]*)\s*:\s*(?P<value>[^#]*?)\s*(?:#\s?(?P<comment>.*))?$")
+
+
+def documented_keys(path: Path, prefix: str = "") -> list[tuple[str, str, str]]:
+    """``(dotted key, value, comment)`` for each key of a YAML file, nested keys dotted; ``defaults``,
+    ``hydra`` and ``_target_`` entries are left out. Comments are the ones written on the key's line."""
+    rows: list[tuple[str, str, str]] = []
+    stack: list[tuple[int, str]] = []
+    skip_indent: int | None = None
+    for line in path.read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith(("#", "-")):
+            continue
+        m = _KEY.match(line)
+        if not m:
+            continue
+        indent, key = len(m["indent"]), m["key"]
+        if skip_indent is not None and indent > skip_indent:
+            continue
+        skip_indent = None
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        if key in ("defaults", "hydra", "_target_"):
+            skip_indent = indent if key != "_target_" else None
+            continue
+        dotted = ".".join([prefix, *[k for _, k in stack], key] if prefix else [*[k for _, k in stack], key])
+        value = m["value"]
+        if value == "":
+            stack.append((indent, key))
+            if m["comment"]:
+                rows.append((dotted, "", m["comment"]))
+            continue
+        rows.append((dotted, value, m["comment"] or ""))
+    return rows
+
+
+def _defaults(path: Path) -> list[tuple[str, str]]:
+    """``(group, option)`` pairs of a config's defaults list (``_self_`` and Hydra's own groups left out)."""
+    pairs, inside = [], False
+    for line in path.read_text().splitlines():
+        if line.startswith("defaults:"):
+            inside = True
+            continue
+        if inside and not line.startswith((" ", "-")):
+            break
+        m = re.match(r"^\s*-\s*(?P<group>[\w/]+)\s*:\s*(?P<option>[\w.]+)", line)
+        if inside and m and not m["group"].startswith(("override", "hydra")):
+            pairs.append((m["group"], m["option"]))
+    return pairs
+
+
+def app_help(name: str, summary: str) -> str:
+    """The ``--help`` text of a command: its own config groups and its documented keys with their comments."""
+    conf = Path(config_dir())
+    app_file = conf / f"{name}.yaml"
+    lines = [f"{name}: {summary}", "", f"Usage: python {name}.py [group=option ...] [key=value ...]", ""]
+    groups = _defaults(app_file)
+    rows = documented_keys(app_file)
+    if groups:
+        lines.append("Config groups (choose one option each; files in conf/<group>/):")
+        for group, option in groups:
+            options = sorted(p.stem for p in (conf / group).glob("*.yaml"))
+            shown = ", ".join(f"{o} (default)" if o == option else o for o in options)
+            lines.append(f"  {group:<14} {shown}")
+            if option != "null" and (conf / group / f"{option}.yaml").exists():
+                rows += documented_keys(conf / group / f"{option}.yaml", prefix=group)
+        lines.append("")
+    lines.append(f"Keys (conf/{name}.yaml" + (" and each group's default)" if groups else ")") + ":")
+    width = min(40, max((len(k) + len(v) + 2 for k, v, _ in rows), default=0))
+    for key, value, comment in rows:
+        entry = f"{key}: {value}" if value else f"{key}:"
+        lines.append(f"  {entry:<{width}}  # {comment}" if comment else f"  {entry}")
+    lines += [
+        "",
+        f"python {name}.py --cfg job prints the composed configuration; --hydra-help lists Hydra's own options.",
+    ]
+    return "\n".join(lines)

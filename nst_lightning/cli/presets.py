@@ -1,0 +1,79 @@
+"""Style presets (``conf/style/<name>.yaml``) and the loss description, as the commands read them from a config.
+
+The library takes plain paths and a :class:`~nst_lightning.losses.config.LossConfig`; finding a preset's
+image (downloading it if needed), or the image a checkpoint was trained on, happens here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from nst_lightning.config import config_dir
+from nst_lightning.errors import NSTError
+from nst_lightning.image import IMAGE_SUFFIXES
+from nst_lightning.losses.config import LossConfig, loss_config
+from nst_lightning.styles import StyleSource, resolve_style_image
+
+
+def preset_names() -> list[str]:
+    """Names of the style presets in ``conf/style/``."""
+    return sorted(p.stem for p in (Path(config_dir()) / "style").glob("*.yaml"))
+
+
+def preset_style(name: str, data_dir: str) -> Any:
+    """The style preset ``name`` as a config node (``image`` resolved under ``data_dir``), or None."""
+    path = Path(config_dir()) / "style" / f"{name}.yaml"
+    if not path.exists():
+        return None
+    return OmegaConf.create({"paths": {"data_dir": data_dir}, "style": OmegaConf.load(path)}).style
+
+
+def style_image_path(style: Any) -> Path:
+    """Resolve a style config node (``image``, ``file``, ``url``, ``sha256``) to an existing file.
+
+    Only a preset's own file is downloaded: a user's ``style.image=PATH`` must exist as given.
+    """
+    image, preset_file = style.get("image"), style.get("file")
+    is_preset = preset_file is not None and image is not None and Path(image).name == preset_file
+    return resolve_style_image(
+        image, style.get("url") if is_preset else None, style.get("sha256") if is_preset else None
+    )
+
+
+def style_source(entry: str, data_dir: str, default_size: int | None) -> StyleSource:
+    """A preset name or an image path → (image file, Gram size)."""
+    looks_like_path = Path(entry).suffix.lower() in IMAGE_SUFFIXES or "/" in entry or Path(entry).exists()
+    preset = None if looks_like_path else preset_style(entry, data_dir)
+    if preset is not None:
+        return style_image_path(preset), preset.get("size")
+    if looks_like_path:
+        return resolve_style_image(entry), default_size
+    raise NSTError(f"{entry!r} is neither a style preset ({', '.join(preset_names())}) nor an image file")
+
+
+def checkpoint_style_image(meta: dict[str, Any], override: str | None, data_dir: str) -> Path:
+    """The style image a checkpoint was trained on: ``override`` if given, else the recorded path if it exists
+    here, else the style preset named in the checkpoint (found under ``data_dir`` or downloaded)."""
+    if override:
+        return resolve_style_image(override)
+    recorded = meta.get("style_image")
+    if recorded and Path(recorded).exists():
+        return Path(recorded)
+    name = meta.get("style_name")
+    preset = preset_style(name, data_dir) if name else None
+    if preset is not None:
+        return style_image_path(preset)
+    raise NSTError(
+        f"cannot find the style image of this checkpoint (recorded: {recorded}, style: {name}); pass style_image=PATH"
+    )
+
+
+def config_loss(cfg: DictConfig) -> LossConfig:
+    """The :class:`LossConfig` of a training or baseline config: layers from ``loss``, weights from ``style``."""
+    structure = OmegaConf.to_container(cfg.loss, resolve=True)
+    assert isinstance(structure, dict)
+    weights = {k: cfg.style[k] for k in ("content_weight", "style_weight", "tv_weight") if k in cfg.style}
+    return loss_config(structure, weights, "loss config (conf/loss + the style's weights)")

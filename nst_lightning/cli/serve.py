@@ -1,0 +1,28 @@
+"""``python serve.py [port=8000] [cache=redis cache.url=redis://...]``: the REST service and the web page."""
+
+from __future__ import annotations
+
+import logging
+
+from omegaconf import DictConfig, OmegaConf
+
+from nst_lightning.cli.app import hydra_app
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig) -> None:
+    """Load the models once, then serve until interrupted (Ctrl-C or SIGTERM)."""
+    from nst_lightning.serve import ServeSettings, create_app
+    from nst_lightning.serve.server import check_port, serve_forever
+
+    values: dict = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    log_level = str(values.pop("log_level", "info"))
+    settings = ServeSettings.from_mapping(values)
+    check_port(settings.host, settings.port)
+    app = create_app(settings)
+    log.info("serving %s on http://%s:%d/", ", ".join(sorted(app.state.styles)), settings.host, settings.port)
+    serve_forever(app, settings.host, settings.port, log_level)
+
+
+main = hydra_app("serve", run, summary="serve the style networks over HTTP: REST API, result cache, web page")

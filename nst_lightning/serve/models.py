@@ -1,0 +1,152 @@
+"""Model layer: load every style network once at startup and run it (eager or an exported runtime).
+
+A style is a checkpoint: the shipped models (``nst_lightning/pretrained/*.pt``) plus any ``*.pt``/``*.ckpt`` in
+``models_dir``; the file stem is the style's name.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from nst_lightning.errors import NSTError
+from nst_lightning.image import pil_to_tensor, preserve_color, scale_to_max_size, tensor_to_pil
+from nst_lightning.inference import load_model, pretrained_models, resolve_device
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("eager", "torchscript", "torch_export", "onnxruntime", "onnx")  # onnx = onnxruntime
+STYLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# A network maps B×3×H×W in [0, 1] to B×3×H×W in [0, 1] (an nn.Module or an exported runtime).
+Runner = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class StyleModel:
+    """One loaded style: its runner and what to show for it."""
+
+    name: str
+    runner: Runner
+    source: str
+    thumbnail: bytes = b""  # JPEG
+
+
+def stylize_image(
+    runner: Runner, image: Image.Image, strength: float = 1.0, keep_color: bool = False, max_size: int | None = None
+) -> Image.Image:
+    """RGB PIL image → stylized RGB PIL image (longest side at most ``max_size``).
+
+    The one seam between the service and the inference core: ``strength`` blends the stylized output with the
+    (resized) input, ``keep_color`` keeps the input's colours.
+    """
+    content = pil_to_tensor(scale_to_max_size(image, max_size)).unsqueeze(0)  # 1×3×H×W
+    with torch.inference_mode():
+        out = runner(content).float().clamp(0, 1).cpu()
+    if keep_color:
+        out = preserve_color(out, content)
+    if strength < 1.0:
+        out = torch.lerp(content, out, strength)
+    return tensor_to_pil(out)
+
+
+def load_runner(ckpt: Path, runtime: str, device: torch.device) -> Runner:
+    """A callable B×3×H×W → B×3×H×W for the checkpoint in the asked runtime (``eager`` or an exported one).
+
+    Uses ``nst_lightning.export.runtime.load_runtime`` when the package has it (non-eager runtimes convert the
+    checkpoint in memory); without it only ``eager`` is available.
+    """
+    if runtime not in RUNTIMES:
+        raise NSTError(f"unknown runtime={runtime!r}; use one of {', '.join(RUNTIMES)}")
+    try:
+        from nst_lightning.export.runtime import load_runtime  # type: ignore[import-not-found]
+    except ImportError:
+        if runtime != "eager":
+            raise NSTError(f"runtime={runtime} needs nst_lightning.export, which this install lacks") from None
+        net = load_model(ckpt, device).net
+
+        def run_eager(images: torch.Tensor) -> torch.Tensor:
+            return net(images.to(device))
+
+        return run_eager
+    return load_runtime(ckpt, runtime, device)
+
+
+def find_checkpoints(styles: list[str] | None, models_dir: str | None) -> dict[str, Path]:
+    """``{style name: checkpoint}``: the shipped models (all, or those named in ``styles``) + ``models_dir``."""
+    shipped = pretrained_models()
+    if styles is not None:
+        missing = [s for s in styles if s not in shipped]
+        if missing:
+            raise NSTError(f"no shipped model named {missing}; shipped: {', '.join(shipped) or 'none'}")
+        shipped = {s: shipped[s] for s in styles}
+    found = dict(shipped)
+    if models_dir:
+        folder = Path(models_dir).expanduser()
+        if not folder.is_dir():
+            raise NSTError(f"models_dir={folder} is not a folder of checkpoints (*.pt, *.ckpt)")
+        for path in sorted([*folder.glob("*.pt"), *folder.glob("*.ckpt")]):
+            found[path.stem] = path  # a file in models_dir overrides a shipped model of the same name
+    bad = [name for name in found if not STYLE_NAME.match(name)]
+    if bad:
+        raise NSTError(f"style names must be letters, digits, '_', '-', '.': rename {bad}")
+    if not found:
+        raise NSTError("no models to serve: ship one in nst_lightning/pretrained/ or set models_dir=FOLDER")
+    return found
+
+
+def sample_photo(size: int) -> Image.Image:
+    """A deterministic colourful test picture (gradients, a disc and bars) used to render thumbnails."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    disc = ((xx - 0.35) ** 2 + (yy - 0.4) ** 2) < 0.05
+    img = np.stack([0.2 + 0.6 * xx, 0.3 + 0.5 * yy, 0.8 - 0.5 * xx * yy], axis=-1)
+    img[disc] = (0.95, 0.8, 0.2)
+    img[int(size * 0.7) :, :: max(1, size // 8)] = (0.1, 0.2, 0.5)
+    return Image.fromarray((img.clip(0, 1) * 255).astype(np.uint8))
+
+
+def style_painting(name: str) -> Path | None:
+    """The style's painting if it is on this machine (``$NST_DATA_DIR/styles/<name>.*``), else None."""
+    data = os.environ.get("NST_DATA_DIR")
+    if not data:
+        return None
+    for path in sorted((Path(data) / "styles").glob(f"{name}.*")):
+        if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"):
+            return path
+    return None
+
+
+def make_thumbnail(model: StyleModel, size: int) -> bytes:
+    """JPEG bytes: the style painting when available, else the sample photo stylized by the model."""
+    painting = style_painting(model.name)
+    if painting is not None:
+        with Image.open(painting) as img:
+            thumb = img.convert("RGB")
+            thumb.thumbnail((size, size))
+    else:
+        thumb = stylize_image(model.runner, sample_photo(size))
+    buf = io.BytesIO()
+    thumb.save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+def load_styles(
+    styles: list[str] | None, models_dir: str | None, runtime: str, device: str, thumbnail_size: int
+) -> dict[str, StyleModel]:
+    """Load every style once (the service calls this at startup)."""
+    dev = resolve_device(device)
+    loaded = {}
+    for name, path in find_checkpoints(styles, models_dir).items():
+        model = StyleModel(name=name, runner=load_runner(path, runtime, dev), source=str(path))
+        model.thumbnail = make_thumbnail(model, thumbnail_size)
+        loaded[name] = model
+        log.info("loaded style %s from %s (runtime=%s, device=%s)", name, path, runtime, dev)
+    return loaded

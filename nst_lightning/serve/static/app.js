@@ -1,0 +1,86 @@
+// The web page: list styles, upload a photo to POST /stylize, show and offer the result for download.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+let chosenStyle = null;
+let resultUrl = null;
+
+function setStatus(text, isError = false) {
+  $("status").textContent = text;
+  $("status").classList.toggle("error", isError);
+}
+
+function refreshButton() {
+  $("go").disabled = !(chosenStyle && $("photo").files.length);
+}
+
+function chooseStyle(name) {
+  chosenStyle = name;
+  for (const el of document.querySelectorAll(".style")) {
+    el.setAttribute("aria-checked", String(el.dataset.name === name));
+  }
+  refreshButton();
+}
+
+async function loadStyles() {
+  const response = await fetch("/styles");
+  const { styles } = await response.json();
+  for (const style of styles) {
+    const el = document.createElement("div");
+    el.className = "style";
+    el.dataset.name = style.name;
+    el.setAttribute("role", "radio");
+    el.tabIndex = 0;
+    el.innerHTML = `<img alt="" src="${style.thumbnail}"><span></span>`;
+    el.querySelector("span").textContent = style.name.replaceAll("_", " ");
+    el.addEventListener("click", () => chooseStyle(style.name));
+    el.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") chooseStyle(style.name); });
+    $("styles").appendChild(el);
+  }
+  if (styles.length) chooseStyle(styles[0].name);
+}
+
+async function stylize() {
+  const file = $("photo").files[0];
+  const form = new FormData();
+  form.append("image", file);
+  form.append("style", chosenStyle);
+  form.append("strength", $("strength").value);
+  form.append("preserve_color", $("preserve-color").checked ? "true" : "false");
+  $("go").disabled = true;
+  setStatus("Stylizing…");
+  const started = performance.now();
+  try {
+    const response = await fetch("/stylize", { method: "POST", body: form });
+    if (!response.ok) {
+      const body = await response.json().catch(() => ({ detail: response.statusText }));
+      throw new Error(body.detail || response.statusText);
+    }
+    const blob = await response.blob();
+    if (resultUrl) URL.revokeObjectURL(resultUrl);
+    resultUrl = URL.createObjectURL(blob);
+    $("result").src = resultUrl;
+    $("result").hidden = $("result-caption").hidden = $("download").hidden = false;
+    $("result-caption").textContent = `${chosenStyle.replaceAll("_", " ")}, strength ${$("strength").value}`;
+    $("download").href = resultUrl;
+    $("download").download = `${file.name.replace(/\.[^.]+$/, "")}_${chosenStyle}.png`;
+    const seconds = ((performance.now() - started) / 1000).toFixed(1);
+    setStatus(`Done in ${seconds} s (${response.headers.get("X-Cache") === "hit" ? "from cache" : "computed"}).`);
+  } catch (err) {
+    setStatus(`Could not stylize: ${err.message}`, true);
+  } finally {
+    refreshButton();
+  }
+}
+
+$("photo").addEventListener("change", () => {
+  const file = $("photo").files[0];
+  if (file) {
+    $("preview").src = URL.createObjectURL(file);
+    $("preview").hidden = $("preview-caption").hidden = false;
+  }
+  refreshButton();
+});
+$("strength").addEventListener("input", () => { $("strength-value").textContent = Number($("strength").value).toFixed(2); });
+$("go").addEventListener("click", stylize);
+loadStyles().catch((err) => setStatus(`Could not load styles: ${err.message}`, true));

@@ -1,0 +1,109 @@
+"""Shipped models must keep smooth gradients free of stripes and flat images free of texture (issue 11).
+
+The metric is :func:`nst_lightning.evaluation.metrics.oriented_texture` on 128-px synthetic images (CPU):
+``stripe_rms``, the RMS luma of the texture that runs along one direction beyond what the other directions
+carry, and ``texture_rms`` for flat images. The thresholds come from the controls below: sinusoidal stripes of
+amplitude 0.03 (about 8 grey levels, plainly visible on a smooth sky) score 0.021; isotropic noise as strong as
+0.1 RMS (more texture than the shipped model paints) scores 0.012; so a stylized gradient may keep at most
+0.015 of oriented texture. A flat image must stay within 0.005 RMS of flat (about 1.3 grey levels).
+
+Measured on the shipped starry_night (fp16 export, 128 px): diagonal gradient 0.0215 (a regular cross-hatching
+over the swirls), vertical "sky" gradient 0.060 (the sky becomes horizontal stripes: a translation-equivariant
+network can only answer an input that is constant along x with an output that is constant along x, away from the
+side borders, so any texture it paints there is stripes), flat colours 0.0000. The gradient test is therefore
+marked xfail(strict=True) for starry_night: the model fails it, and a retrained model that passes will turn the
+xfail into an error, so the mark must then be removed.
+"""
+
+import math
+
+import pytest
+import torch
+
+from nst_lightning.evaluation.metrics import oriented_texture, smooth_test_images
+from nst_lightning.inference import load_model, pretrained_models, stylize_tensor
+
+SIZE = 128
+STRIPE_MAX = 0.015  # RMS luma of oriented texture allowed on a stylized smooth gradient
+FLAT_MAX = 0.005  # RMS luma of any fine texture allowed on a stylized flat image
+
+# Shipped models measured to fail the stripe test (figures at SIZE px; see the module docstring).
+KNOWN_STRIPY = {
+    "starry_night": "measured stripe_rms 0.0215 on the diagonal gradient and 0.060 on the sky gradient "
+    "(threshold 0.015): cross-hatching and horizontal sky stripes (issue 11)",
+}
+
+
+def _grid() -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.meshgrid(torch.linspace(0, 1, SIZE), torch.linspace(0, 1, SIZE), indexing="ij")
+
+
+def gradients() -> dict[str, torch.Tensor]:
+    """1×3×SIZE×SIZE smooth images: a colour ramp along both axes and a sky-like ramp along y only."""
+    return smooth_test_images(SIZE)
+
+
+def flats() -> dict[str, torch.Tensor]:
+    colours = {"grey": (0.5, 0.5, 0.5), "blue": (0.4, 0.6, 0.9), "skin": (0.85, 0.65, 0.55)}
+    return {k: torch.tensor(c).view(1, 3, 1, 1).expand(1, 3, SIZE, SIZE).clone() for k, c in colours.items()}
+
+
+def _models(stripe_test: bool) -> list:
+    params = []
+    for name in pretrained_models():
+        marks = (
+            [pytest.mark.xfail(strict=True, reason=KNOWN_STRIPY[name])] if stripe_test and name in KNOWN_STRIPY else []
+        )
+        params.append(pytest.param(name, marks=marks))
+    return params
+
+
+# -- the metric and its thresholds, on controls -----------------------------------------------------------
+def test_metric_flags_stripes_and_hatching_but_not_isotropic_texture():
+    yy, xx = _grid()
+    base = gradients()["diagonal"]
+    clean = oriented_texture(base)["stripe_rms"]
+    assert clean < 0.001
+    for pattern in (torch.sin(2 * math.pi * yy * (SIZE - 1) / 4),  # horizontal stripes, period 4 px
+                    torch.sin(2 * math.pi * xx * (SIZE - 1) / 9),  # vertical stripes, period 9 px
+                    torch.sin(2 * math.pi * (xx + yy) * (SIZE - 1) / 6)):  # diagonal hatching  # fmt: skip
+        assert oriented_texture((base + 0.03 * pattern).clamp(0, 1))["stripe_rms"] > STRIPE_MAX
+    torch.manual_seed(0)
+    noisy = (base + 0.1 * torch.randn(1, 1, SIZE, SIZE)).clamp(0, 1)
+    m = oriented_texture(noisy)
+    assert m["texture_rms"] > 0.08 and m["stripe_rms"] < STRIPE_MAX
+
+
+def test_flat_metric_sees_faint_periodic_texture_but_not_8_bit_rounding():
+    yy, xx = _grid()
+    grey = flats()["grey"]
+    texture = 0.015 * torch.sin(2 * math.pi * xx * (SIZE - 1) / 5) * torch.sin(2 * math.pi * yy * (SIZE - 1) / 7)
+    assert oriented_texture(grey + texture)["texture_rms"] > FLAT_MAX  # ±4 grey levels of 255 (RMS 0.0075)
+    torch.manual_seed(0)
+    rounding = (torch.rand(1, 1, SIZE, SIZE) - 0.5) / 255
+    assert oriented_texture(grey + rounding)["texture_rms"] < FLAT_MAX / 2
+
+
+# -- every shipped model ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def nets() -> dict[str, torch.nn.Module]:
+    return {name: load_model(name).net for name in pretrained_models()}
+
+
+def test_at_least_one_model_ships():
+    assert pretrained_models()
+
+
+@pytest.mark.parametrize("name", _models(stripe_test=False))
+def test_flat_images_stay_flat(nets, name):
+    for colour, image in flats().items():
+        texture = float(oriented_texture(stylize_tensor(nets[name], image))["texture_rms"][0])
+        assert texture <= FLAT_MAX, f"{name} paints texture {texture:.4f} RMS into a flat {colour} image"
+
+
+@pytest.mark.parametrize("name", _models(stripe_test=True))
+def test_smooth_gradients_stay_free_of_stripes(nets, name):
+    scores = {
+        k: float(oriented_texture(stylize_tensor(nets[name], x))["stripe_rms"][0]) for k, x in gradients().items()
+    }
+    assert max(scores.values()) <= STRIPE_MAX, f"{name}: oriented texture {scores} above {STRIPE_MAX}"
