@@ -10,10 +10,16 @@ NCHW, not compiled, with one full VGG pass per input (the content batch is run t
 separately). Ours: the content batch stops at the content layer without autograd, plus the requested
 precision, memory format and compilation.
 
+``--precision auto`` measures what ``trainer.precision=auto`` (and ``model.channels_last=auto``) picks on this
+machine (:func:`nst_lightning.precision.resolve_precision`) against our own fp32 NCHW step (the old default),
+and adds ``auto_precision``, ``auto_channels_last``, ``auto_reason``, ``fp32_images_per_s`` and
+``speedup_vs_fp32`` to its line.
+
     python benchmarks/train_throughput.py --models johnson --sizes 256 --batch 4 --precision 32
     python benchmarks/train_throughput.py --models johnson mobilenetv3 resnet50 --sizes 256 512 \\
         --precision bf16-mixed --compile --device cuda
     python benchmarks/train_throughput.py --data real   # time the real data loader against in-memory data
+    python benchmarks/train_throughput.py --precision auto --no-baseline --sizes 128 --steps 3   # auto vs fp32
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from nst_lightning.losses import PerceptualLoss
 from nst_lightning.losses import functional as LF
 from nst_lightning.models import create_model
+from nst_lightning.precision import AUTO, resolve_precision
 
 DTYPES = {"32": None, "32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 
@@ -146,12 +153,14 @@ def measure(
     args: argparse.Namespace, model: str, size: int, precision: str, baseline: bool, peak: dict[str, float]
 ) -> dict:
     device = torch.device(args.device)
+    auto = resolve_precision(AUTO, device.type, AUTO) if precision == AUTO else None
     opts = dict(
-        channels_last=args.channels_last and not baseline,
+        channels_last=(args.channels_last or (auto is not None and auto.channels_last)) and not baseline,
         compile_=args.compile and not baseline,
         checkpointing=args.checkpointing and not baseline,
     )
-    step, net, loss = make_step(model, size, args.batch, device, "32" if baseline else precision, baseline=baseline,
+    run_precision = "32" if baseline else (auto.precision if auto else precision)
+    step, net, loss = make_step(model, size, args.batch, device, run_precision, baseline=baseline,
                                 compile_mode=args.compile_mode, **opts)  # fmt: skip
     x = torch.rand(args.batch, 3, size, size, device=device)
     if device.type == "cuda":
@@ -197,6 +206,8 @@ def measure(
         "matmul_peak_gflops": round(peak["fp32"], 1),
         "matmul_peak_bf16_gflops": round(peak["bf16"], 1),
     }
+    if auto is not None:
+        result.update(auto_precision=auto.precision, auto_channels_last=auto.channels_last, auto_reason=auto.reason)
     if flops is not None:
         result["gflop_per_image"] = round(flops / 1e9, 2)
         result["achieved_gflops"] = round(flops * args.batch / (ms / 1000) / 1e9, 1)
@@ -221,7 +232,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["johnson"])
     parser.add_argument("--sizes", nargs="+", type=int, default=[256])
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--precision", nargs="+", default=["32"], choices=sorted(DTYPES))
+    parser.add_argument("--precision", nargs="+", default=["32"], choices=sorted(DTYPES) + [AUTO])
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--compile-mode", default="default", help="default | reduce-overhead | max-autotune | ...")
@@ -251,11 +262,19 @@ def main() -> None:
             base = None if args.no_baseline else measure(args, model, size, "32", True, peak)
             if base:
                 print(json.dumps(base), flush=True)
+            fp32 = None
             for precision in args.precision:
+                if precision == AUTO and fp32 is None:  # auto is compared with our fp32 NCHW step
+                    fp32 = measure(argparse.Namespace(**{**vars(args), "channels_last": False}), model, size, "32",
+                                   False, peak)  # fmt: skip
+                    print(json.dumps(fp32), flush=True)
                 ours = measure(args, model, size, precision, False, peak)
                 if base:
                     ours["baseline_images_per_s"] = base["images_per_s"]
                     ours["speedup"] = round(ours["images_per_s"] / base["images_per_s"], 3)
+                if precision == AUTO:
+                    ours["fp32_images_per_s"] = fp32["images_per_s"]
+                    ours["speedup_vs_fp32"] = round(ours["images_per_s"] / fp32["images_per_s"], 3)
                 print(json.dumps(ours), flush=True)
                 results.append(ours)
     print(json.dumps(results[0]))

@@ -20,7 +20,8 @@ class StylizedGridCallback(L.Callback):
     The top row holds the content images, the bottom row their stylized versions. The images are the first
     ``num_images`` of the validation set (or of the first training batch when there is no validation set),
     so the grids of one run are directly comparable. Each grid is also written to
-    ``<log_dir>/grids/step_XXXXXX.png`` unless ``save_png`` is false.
+    ``<log_dir>/grids/step_XXXXXX.png`` unless ``save_png`` is false. The state training ends in gets a grid
+    too, unless the last periodic one already showed that step (each step's grid is logged once).
     """
 
     def __init__(self, every_n_steps: int = 200, num_images: int = 4, save_png: bool = True) -> None:
@@ -28,6 +29,7 @@ class StylizedGridCallback(L.Callback):
         self.num_images = num_images
         self.save_png = save_png
         self.images: torch.Tensor | None = None
+        self.last_logged_step: int | None = None
 
     def _fixed_images(self, trainer: L.Trainer, fallback: torch.Tensor) -> torch.Tensor:
         if self.images is None:
@@ -50,6 +52,7 @@ class StylizedGridCallback(L.Callback):
         module.train(was_training)
         grid = make_grid(torch.cat([content.float(), stylized]), nrow=content.shape[0], padding=2)
         step = trainer.global_step
+        self.last_logged_step = step
         for logger in trainer.loggers:
             experiment = getattr(logger, "experiment", None)
             if hasattr(experiment, "add_image"):
@@ -72,7 +75,7 @@ class StylizedGridCallback(L.Callback):
             self.log_grid(trainer, pl_module, batch)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        if trainer.is_global_zero and self.images is not None:
+        if trainer.is_global_zero and self.images is not None and self.last_logged_step != trainer.global_step:
             self.log_grid(trainer, pl_module, self.images)
 
 

@@ -1,4 +1,5 @@
-"""Where the Hydra configs live, whether the project is installed editable or as a wheel."""
+"""Where the Hydra configs live, whether the project is installed editable or as a wheel, and the config
+resolvers they use (registered on import: everything that composes ``conf/`` imports :func:`config_dir`)."""
 
 from __future__ import annotations
 
@@ -13,3 +14,19 @@ def config_dir() -> str:
     from importlib.resources import files
 
     return str(files("nst_lightning.conf"))
+
+
+def register_resolvers() -> None:
+    """``${nst.data_dir:DEFAULT}``: ``$NST_DATA_DIR`` or DEFAULT, absolute; ``${nst.data_or_sample:PATH,REL}``:
+    PATH, or the embedded sample's REL when PATH holds no data (``experiment=quick``)."""
+    from omegaconf import OmegaConf
+
+    from nst_lightning.data.sample import data_dir_from_env, data_or_sample
+
+    if not OmegaConf.has_resolver("nst.data_dir"):
+        OmegaConf.register_new_resolver("nst.data_dir", data_dir_from_env)
+    if not OmegaConf.has_resolver("nst.data_or_sample"):
+        OmegaConf.register_new_resolver("nst.data_or_sample", data_or_sample)
+
+
+register_resolvers()

@@ -90,7 +90,9 @@ class StyleTransferModule(L.LightningModule):
             arch = transfer.describe_arch(model_name, model_kwargs)
             init_provenance = transfer.load_init_weights(self.net, init_from, arch=arch)
         self.save_hyperparameters(ignore=["loss"])
-        self.hparams["loss"] = loss_config.to_dict()  # always complete, whatever the caller left out
+        # The loss always complete, whatever the caller left out; saved again so that the hyper-parameters
+        # Lightning logs (hparams_initial: TensorBoard's HPARAMS tab) hold it too.
+        self.save_hyperparameters({**self.hparams, "loss": loss_config.to_dict()})
         self.frozen_stages = transfer.freeze(self.net, freeze)
         self.teacher = transfer.Teacher(teacher) if teacher else None
         self.loss_fn = PerceptualLoss(loss_config)

@@ -82,6 +82,22 @@ def tiny_train_cfg(tmp_path: Path, image_dir: Path, style_path: Path, extra: lis
     return cfg
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, image_dir: Path, style_path: Path) -> tuple[DictConfig, dict]:
+    """The one tiny trained model the tests share: ``(cfg, train(cfg))`` of the tiny experiment (4 steps,
+    validation at steps 2 and 4, grids every 2 steps). Read it, never write into its folder."""
+    from nst_lightning.cli.train import run
+
+    cfg = tiny_train_cfg(tmp_path_factory.mktemp("tiny_run"), image_dir, style_path)
+    return cfg, run(cfg)
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tiny_run: tuple[DictConfig, dict]) -> Path:
+    """``last.ckpt`` of :func:`tiny_run`."""
+    return Path(tiny_run[1]["last_ckpt"])
+
+
 class ObjectiveRecorder(L.Callback):
     """Records the training objective of every step."""
 

@@ -250,6 +250,7 @@ def cli_runs(tmp_path_factory: pytest.TempPathFactory, content_path: Path, style
     return runs
 
 
+@pytest.mark.slow
 def test_cli_writes_the_output_and_intermediates(cli_runs):
     run, folder = cli_runs["ok"]
     assert run.returncode == 0, run.stderr[-3000:]
@@ -269,6 +270,7 @@ def _zero_width_png(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_inputs_exit_2_with_a_clear_message(cli_runs, case):
     run, folder = cli_runs[case]

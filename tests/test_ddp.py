@@ -31,7 +31,7 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path
     single = run_cli("train.py", *common, "data.batch_size=4", f"hydra.run.dir={tmp_path / 'single'}")
     assert single.returncode == 0, single.stderr[-3000:]
     ddp = run_cli("train.py", *common, "data.batch_size=2", "trainer=ddp", "trainer.accelerator=cpu",
-                  "trainer.devices=2", f"hydra.run.dir={tmp_path / 'ddp'}")  # fmt: skip
+                  "trainer.devices=2", "trainer.precision=32-true", f"hydra.run.dir={tmp_path / 'ddp'}")  # fmt: skip
     assert ddp.returncode == 0, ddp.stderr[-3000:]
 
     nets = [load_model(tmp_path / run / "checkpoints/last.ckpt").net for run in ("single", "ddp")]

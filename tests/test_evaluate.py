@@ -9,18 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from nst_lightning.cli.train import run as train
 from nst_lightning.evaluation.evaluate import iterations_to_match, summarize
 from nst_lightning.inference import export_model, load_model, pretrained_models
 
-from .conftest import tiny_train_cfg
 from .test_train_e2e import run_cli
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory, image_dir, style_path):
-    cfg = tiny_train_cfg(tmp_path_factory.mktemp("eval_train"), image_dir, style_path)
-    return train(cfg)["last_ckpt"]
 
 
 def test_iterations_to_match_finds_the_first_iteration_at_or_below() -> None:
@@ -47,6 +39,7 @@ def test_summary_compares_mean_objectives_per_k() -> None:
     assert s["speedup_vs_lbfgs"]["50"] == pytest.approx(50.0)
 
 
+@pytest.mark.slow
 def test_evaluate_cli_writes_report_grid_and_tensorboard(tiny_ckpt, image_dir, tmp_path) -> None:
     exported = export_model(tiny_ckpt, tmp_path / "tiny.pt", half=True)
     out = tmp_path / "eval"
@@ -72,6 +65,7 @@ def test_evaluate_cli_writes_report_grid_and_tensorboard(tiny_ckpt, image_dir, t
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
 
 
+@pytest.mark.slow
 def test_evaluate_reports_a_missing_checkpoint_clearly(tmp_path) -> None:
     result = run_cli("evaluate.py", f"ckpt={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path / 'h'}")
     assert result.returncode == 2
@@ -98,6 +92,7 @@ def test_shipped_models_load_by_name() -> None:
     assert y.shape == x.shape and torch.isfinite(y).all()
 
 
+@pytest.mark.slow
 def test_stylize_finds_the_shipped_model_by_name(tmp_path, image_dir) -> None:
     photo = next(image_dir.glob("*.png"))
     shutil.copy(photo, tmp_path / "in.png")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from .conftest import REPO
 
 
+@pytest.mark.slow
 def test_quickstart_notebook_executes():
     path = REPO / "notebooks" / "quickstart.ipynb"
     nb = nbformat.read(path, as_version=4)

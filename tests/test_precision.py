@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from nst_lightning.cli.train import run as train
+from nst_lightning.precision import Capabilities, PrecisionChoice, cpu_flags, resolve_precision
 
 from .conftest import ObjectiveRecorder, tiny_train_cfg
 
@@ -31,3 +32,53 @@ def test_bf16_mixed_loss_curve_follows_fp32(tmp_path, image_dir, style_path):
     gaps = [abs(a - b) / a for a, b in zip(fp32, bf16, strict=True)]
     assert max(gaps) < 0.08, (fp32, bf16)
     assert abs(sum(bf16) - sum(fp32)) / sum(fp32) < 0.03, (fp32, bf16)
+
+
+def caps(cuda: bool = False, cuda_bf16: bool = False, flags: tuple[str, ...] = (), capability: str = "AVX2"):
+    return Capabilities(cuda=cuda, cuda_bf16=cuda_bf16, mps=False, cpu_capability=capability,
+                        cpu_flags=frozenset(("fpu", "avx2", *flags)))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("machine", "accelerator", "precision", "channels_last"),
+    [
+        (caps(flags=("amx_bf16", "amx_tile", "avx512f")), "auto", "bf16-mixed", True),  # Sapphire Rapids
+        (caps(flags=("avx512_bf16", "avx512f"), capability="AVX512"), "cpu", "bf16-mixed", True),  # Zen 4
+        (caps(flags=("avx512f",), capability="AVX512"), "auto", "32-true", False),  # Skylake-SP: emulated bf16
+        (caps(), "auto", "32-true", False),  # AVX2 only (typical CI)
+        (caps(cuda=True, cuda_bf16=True), "auto", "bf16-mixed", True),  # Ampere and later
+        (caps(cuda=True, cuda_bf16=True), "gpu", "bf16-mixed", True),
+        (caps(cuda=True, cuda_bf16=False), "auto", "32-true", False),  # Volta/Turing
+        (caps(cuda=True, cuda_bf16=True), "cpu", "32-true", False),  # a GPU machine told to use its AVX2 CPU
+    ],
+)
+def test_auto_precision_follows_the_hardware(machine, accelerator, precision, channels_last):
+    choice = resolve_precision("auto", accelerator, "auto", caps=machine)
+    assert (choice.precision, choice.channels_last) == (precision, channels_last)
+    assert choice.reason
+
+
+def test_explicit_settings_are_kept():
+    amx = caps(flags=("amx_bf16",))
+    assert resolve_precision("32-true", "cpu", "auto", caps=amx) == PrecisionChoice("32-true", False, "as configured")
+    assert resolve_precision("16-mixed", "cuda", True, caps=caps()).precision == "16-mixed"
+    assert resolve_precision("auto", "cpu", False, caps=amx).channels_last is False
+    assert resolve_precision(32, "cpu", True, caps=caps()) == PrecisionChoice("32", True, "as configured")
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512_bf16 amx_bf16\n\nprocessor\t: 1\nflags\t: fpu\n")
+    assert cpu_flags(info) == {"fpu", "sse", "avx2", "avx512_bf16", "amx_bf16"}
+    assert cpu_flags(tmp_path / "missing") == frozenset()  # macOS, Windows: no /proc/cpuinfo
+
+
+def test_training_logs_the_precision_choice(tmp_path, image_dir, style_path, caplog):
+    cfg = tiny_train_cfg(tmp_path, image_dir, style_path, ["trainer.precision=auto", "trainer.max_steps=1",
+                                                           "callbacks.grid.every_n_steps=0"])  # fmt: skip
+    expected = resolve_precision("auto", "cpu", cfg.model.channels_last)
+    with caplog.at_level("INFO", logger="nst_lightning.cli.train"):
+        result = train(cfg)
+    assert f"precision {expected.precision}, channels_last={expected.channels_last} ({expected.reason})" in caplog.text
+    ckpt = torch.load(result["last_ckpt"], map_location="cpu", weights_only=True)
+    assert ckpt["hyper_parameters"]["channels_last"] is expected.channels_last

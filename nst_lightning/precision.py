@@ -1,0 +1,113 @@
+"""``trainer.precision=auto`` and ``model.channels_last=auto``: the fastest safe setting for this machine.
+
+bf16 autocast pays off only where the hardware has bf16 arithmetic: CUDA GPUs that support it, and CPUs with
+AMX-BF16 or AVX-512 BF16 (Sapphire Rapids and later, Zen 4 and later). Elsewhere PyTorch emulates bf16 on the
+CPU, about 100× slower than fp32, so ``auto`` means ``32-true`` there. Channels-last (NHWC) goes with bf16,
+where it was measured faster (docs/quickstart.md); in fp32 on CPU it was not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+AUTO = "auto"
+CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the machine offers. ``cpu_flags`` are the /proc/cpuinfo flags (empty where there is none)."""
+
+    cuda: bool
+    cuda_bf16: bool
+    mps: bool
+    cpu_capability: str
+    cpu_flags: frozenset[str]
+
+    @property
+    def cpu_fast_bf16(self) -> bool:
+        """True for CPUs with native bf16 arithmetic (AMX-BF16 or AVX-512 BF16)."""
+        return any(flag in self.cpu_flags for flag in CPU_BF16_FLAGS)
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """The resolved Lightning precision and memory format, and why."""
+
+    precision: str
+    channels_last: bool
+    reason: str
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The CPU feature flags of the first ``flags`` line of /proc/cpuinfo (Linux x86), else empty."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.partition(":")[2].split())
+    return frozenset()
+
+
+@lru_cache(maxsize=1)
+def detect_capabilities() -> Capabilities:
+    """The capabilities of this machine (cached: they do not change while the process runs)."""
+    cuda = torch.cuda.is_available()
+    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    return Capabilities(
+        cuda=cuda,
+        cuda_bf16=cuda and torch.cuda.is_bf16_supported(),
+        mps=mps,
+        cpu_capability=torch.backends.cpu.get_cpu_capability(),
+        cpu_flags=cpu_flags(),
+    )
+
+
+def _device_type(accelerator: str, caps: Capabilities) -> str:
+    """Lightning's accelerator name → ``cuda``, ``mps`` or ``cpu`` (``auto`` picks as Lightning does)."""
+    accelerator = (accelerator or AUTO).lower()
+    if accelerator in ("gpu", "cuda"):
+        return "cuda" if caps.cuda else ("mps" if caps.mps else "cpu")
+    if accelerator == AUTO:
+        return "cuda" if caps.cuda else ("mps" if caps.mps else "cpu")
+    return accelerator
+
+
+def resolve_precision(
+    requested: str | int | None,
+    accelerator: str | None = AUTO,
+    channels_last: bool | str | None = AUTO,
+    caps: Capabilities | None = None,
+) -> PrecisionChoice:
+    """Resolve ``auto`` precision and memory format for ``accelerator`` on this machine (or on ``caps``).
+
+    Args:
+        requested: ``trainer.precision``; any value other than ``auto`` is kept as given.
+        accelerator: ``trainer.accelerator`` (``auto``, ``cpu``, ``gpu``, ``cuda``, ``mps``, ...).
+        channels_last: ``model.channels_last``; ``auto`` follows the resolved precision, a bool is kept.
+        caps: the machine's capabilities (default: :func:`detect_capabilities`); tests pass fakes.
+
+    Returns:
+        The Lightning precision string, whether to use channels-last, and a one-line reason for the log.
+    """
+    caps = caps or detect_capabilities()
+    device = _device_type(str(accelerator), caps)
+    if str(requested).lower() != AUTO:
+        precision, reason = str(requested), "as configured"
+    elif device == "cuda" and caps.cuda_bf16:
+        precision, reason = "bf16-mixed", "CUDA GPU with bf16"
+    elif device == "cpu" and caps.cpu_fast_bf16:
+        found = sorted(f for f in CPU_BF16_FLAGS if f in caps.cpu_flags)
+        precision, reason = "bf16-mixed", f"CPU with {'/'.join(found)} ({caps.cpu_capability})"
+    else:
+        what = "CUDA GPU without bf16" if device == "cuda" else f"{device} without native bf16"
+        precision, reason = "32-true", f"{what} ({caps.cpu_capability if device == 'cpu' else device})"
+    if isinstance(channels_last, str) and channels_last.lower() == AUTO or channels_last is None:
+        channels_last = precision.startswith("bf16") and device in ("cuda", "cpu")
+    return PrecisionChoice(precision, bool(channels_last), reason)
