@@ -65,6 +65,7 @@ def metric(client: httpx.Client, name: str) -> float:
 def test_health_styles_thumbnail_page(server: httpx.Client) -> None:
     health = server.get("/health").json()
     assert health["status"] == "ok" and STYLE in health["styles"]
+    assert health["runtime"] == "eager" and health["runtimes"] == ["eager"]  # what the model layer runs
     listed = server.get("/styles").json()["styles"]
     assert [s["name"] for s in listed] == health["styles"]
     thumb = server.get(listed[0]["thumbnail"])

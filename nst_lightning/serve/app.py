@@ -180,7 +180,8 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
     @app.get("/health")
     async def health() -> dict[str, Any]:
         """Liveness and what is loaded."""
-        return {"status": "ok", "styles": sorted(styles), "runtime": settings.runtime,
+        runtimes = sorted({getattr(m.runner, "name", "eager") for m in styles.values()})  # what auto resolved to
+        return {"status": "ok", "styles": sorted(styles), "runtime": settings.runtime, "runtimes": runtimes,
                 "cache": settings.cache.kind, "in_flight": gate.count}  # fmt: skip
 
     @app.get("/styles")
