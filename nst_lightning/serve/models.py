@@ -19,7 +19,8 @@ import torch
 from PIL import Image
 
 from nst_lightning.errors import NSTError
-from nst_lightning.inference import load_model, pretrained_models, resolve_device, stylize
+from nst_lightning.export.runtime import EagerRuntime, load_runtime
+from nst_lightning.inference import pretrained_models, resolve_device, stylize
 
 log = logging.getLogger(__name__)
 
@@ -48,29 +49,17 @@ def stylize_image(
     """RGB PIL image → stylized RGB PIL image (longest side at most ``max_size``), through the one inference core
     (:func:`nst_lightning.inference.stylize`). Images larger than ``TILE_SIZE`` are stylized in tiles, so a
     request's peak memory is bounded by the tile, not by the upload."""
-    model = getattr(runner, "module", None) or runner  # an eager runtime exposes its nn.Module (tiling hooks)
+    # The eager runtime's nn.Module lets tiling hook its instance norms; an exported runtime runs as is (it pads and
+    # crops around its graph itself, so its inner module must never be called directly).
+    model = runner.net if isinstance(runner, EagerRuntime) else runner
     return stylize(image, model, strength=strength, preserve_color=keep_color, max_size=max_size, tile_size=TILE_SIZE)
 
 
 def load_runner(ckpt: Path, runtime: str, device: torch.device) -> Runner:
-    """A callable B×3×H×W → B×3×H×W for the checkpoint in the asked runtime (``eager`` or an exported one).
-
-    Uses ``nst_lightning.export.runtime.load_runtime`` when the package has it (non-eager runtimes convert the
-    checkpoint in memory); without it only ``eager`` is available.
-    """
+    """A callable B×3×H×W → B×3×H×W for the checkpoint in the asked runtime (non-eager runtimes convert the
+    checkpoint in memory; see :func:`nst_lightning.export.runtime.load_runtime`)."""
     if runtime not in RUNTIMES:
         raise NSTError(f"unknown runtime={runtime!r}; use one of {', '.join(RUNTIMES)}")
-    try:
-        from nst_lightning.export.runtime import load_runtime  # type: ignore[import-not-found]
-    except ImportError:
-        if runtime != "eager":
-            raise NSTError(f"runtime={runtime} needs nst_lightning.export, which this install lacks") from None
-        net = load_model(ckpt, device).net
-
-        def run_eager(images: torch.Tensor) -> torch.Tensor:
-            return net(images.to(device))
-
-        return run_eager
     return load_runtime(ckpt, runtime, device)
 
 
