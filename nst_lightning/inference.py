@@ -38,6 +38,7 @@ from nst_lightning.image import (
     split_alpha,
 )
 from nst_lightning.image import preserve_color as keep_content_color
+from nst_lightning.input_noise import InputNoise, resolve_input_noise
 from nst_lightning.losses.config import LossConfig
 from nst_lightning.models import create_model
 from nst_lightning.models.blocks import pad_to_multiple
@@ -281,6 +282,7 @@ class _Options:
     tile_size: int | None
     tile_overlap: int | None
     tile_stats_size: int | None = None
+    noise: InputNoise = InputNoise(0.0)  # added to the network's input only (post() blends with the clean photo)
 
     def post(self, styled: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
         """Pixel-wise finishing of float B×3×H×W images: colour preservation, then the blend with the content."""
@@ -300,7 +302,7 @@ def _run(content: torch.Tensor, runner: Stylizer, opts: _Options) -> torch.Tenso
     height, width = content.shape[-2:]
     if opts.tile_size is None or max(height, width) <= opts.tile_size:
         x = _as_float(content.to(runner.device))
-        return opts.post(runner(x), x).clamp_(0, 1)
+        return opts.post(runner(opts.noise.add(x)), x).clamp_(0, 1)
     stats = GlobalNormStats(runner.module) if runner.module is not None else None
     if runner.module is None:
         log.warning(
@@ -309,7 +311,16 @@ def _run(content: torch.Tensor, runner: Stylizer, opts: _Options) -> torch.Tenso
         )
     overlap = auto_overlap(opts.tile_size, opts.tile_overlap)
     outs = [
-        stylize_tiled(runner, content[i : i + 1].cpu(), opts.tile_size, overlap, stats, opts.post, opts.tile_stats_size)
+        stylize_tiled(
+            runner,
+            content[i : i + 1].cpu(),
+            opts.tile_size,
+            overlap,
+            stats,
+            opts.post,
+            opts.tile_stats_size,
+            opts.noise,
+        )
         for i in range(content.shape[0])
     ]
     return torch.cat(outs).clamp_(0, 1)
@@ -358,6 +369,7 @@ def stylize(
     tile_overlap: int | None = None,
     device: str | torch.device | None = None,
     tile_stats_size: int | None = None,
+    input_noise: float | InputNoise | None = None,
 ) -> Image.Image | torch.Tensor:
     """Stylize one image (PIL) or a batch (tensor) with ``model``.
 
@@ -377,6 +389,9 @@ def stylize(
         tile_stats_size: longest side of the downscaled whole-image pass that gives the instance-norm layers
             their statistics when tiling (default ``tile_size``; larger is closer to the untiled result and
             needs the memory of a tile of that size).
+        input_noise: strength of the seeded Gaussian noise added to the network's input so that smooth regions
+            (skies) get the style's texture instead of stripes (:mod:`nst_lightning.input_noise`); ``None``: the
+            default; 0: off; an :class:`~nst_lightning.input_noise.InputNoise` for the seed or ``smooth_only``.
 
     Raises:
         NSTError: an option out of range, an unusable image or model.
@@ -384,7 +399,8 @@ def stylize(
     check_options(strength=strength, max_size=max_size, tile_size=tile_size, tile_overlap=tile_overlap)
     if tile_stats_size is not None and not (_is_int(tile_stats_size) and tile_stats_size >= 1):
         raise NSTError(f"tile_stats_size must be a positive number of pixels, got {tile_stats_size!r}")
-    opts = _Options(float(strength), bool(preserve_color), max_size, tile_size, tile_overlap, tile_stats_size)
+    noise = resolve_input_noise(input_noise)
+    opts = _Options(float(strength), bool(preserve_color), max_size, tile_size, tile_overlap, tile_stats_size, noise)
     runner = prepare_model(model, device)
     if isinstance(image, Image.Image):
         return _stylize_pil(image, runner, opts)
@@ -414,6 +430,7 @@ def stylize_file(
     tile_overlap: int | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     device: str | torch.device | None = None,
+    input_noise: float | InputNoise | None = None,
 ) -> Path:
     """Stylize one image file into ``dst`` (format from its suffix; alpha kept where the format can hold it).
 
@@ -424,7 +441,7 @@ def stylize_file(
     check_output_suffix(dst)
     img = open_image(src, max_pixels)
     options = dict(strength=strength, preserve_color=preserve_color, tile_size=tile_size, tile_overlap=tile_overlap)
-    out = stylize(img, model, max_size=max_size, device=device, **options)
+    out = stylize(img, model, max_size=max_size, device=device, input_noise=input_noise, **options)
     return save_pil(out, dst)
 
 
@@ -497,6 +514,7 @@ def stylize_paths(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     device: str | torch.device | None = None,
     progress: bool = False,
+    input_noise: float | InputNoise | None = None,
 ) -> StylizeReport:
     """Stylize an image file or a folder tree of images (see :func:`plan_outputs` for where outputs go).
 
@@ -508,9 +526,11 @@ def stylize_paths(
     """
     check_options(strength=strength, max_size=max_size, tile_size=tile_size, tile_overlap=tile_overlap)
     pairs = plan_outputs(Path(src), Path(dst), suffix)
+    noise = resolve_input_noise(input_noise)  # invalid values fail before any file is read
     runner = prepare_model(model, device)
     single = Path(src).is_file()
-    options = dict(strength=strength, preserve_color=preserve_color, tile_size=tile_size, tile_overlap=tile_overlap)
+    options = dict(strength=strength, preserve_color=preserve_color, tile_size=tile_size, tile_overlap=tile_overlap,
+                   input_noise=noise)  # fmt: skip
     report = StylizeReport()
     for path, out in _progress(pairs, progress and len(pairs) > 1):
         try:

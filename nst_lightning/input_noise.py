@@ -28,7 +28,7 @@ from nst_lightning.errors import NSTError
 
 # The defaults of stylize(), stylize.py and the service (measured: docs/results/stripes_noise.md).
 DEFAULT_SIGMA = 0.04
-DEFAULT_SMOOTH_ONLY = False
+DEFAULT_SMOOTH_ONLY = True
 DEFAULT_SEED = 0
 
 BLOCK = 64  # pixels per side of each independently seeded block of the noise field
@@ -137,3 +137,18 @@ def smooth_mask_window(image: torch.Tensor, y0: int, y1: int, x0: int, x1: int) 
     ty0, ty1, tx0, tx1 = max(0, y0 - margin), min(height, y1 + margin), max(0, x0 - margin), min(width, x1 + margin)
     mask = smooth_mask(image[..., ty0:ty1, tx0:tx1])
     return mask[..., y0 - ty0 : y1 - ty0, x0 - tx0 : x1 - tx0]
+
+
+def resolve_input_noise(strength: float | InputNoise | None = None, smooth_only: bool | None = None) -> InputNoise:
+    """The noise an inference call uses: ``None`` → the defaults above; a number → that strength (0 = off);
+    an :class:`InputNoise` as given. ``smooth_only`` (``None``: the default) applies to the first two.
+
+    Raises:
+        NSTError: a strength outside [0, 1].
+    """
+    if isinstance(strength, InputNoise):
+        return strength
+    return InputNoise(
+        DEFAULT_SIGMA if strength is None else strength,
+        DEFAULT_SMOOTH_ONLY if smooth_only is None else bool(smooth_only),
+    )

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # this checkout's nst_lightning (the GPU machine has no installed copy)
 PRETRAINED = REPO / "nst_lightning" / "pretrained"
 MANIFEST = PRETRAINED / "release.json"
 STYLES = ("starry_night", "the_scream", "the_wave", "candy", "mosaic")
@@ -81,6 +82,7 @@ class Profile:
     concurrent: tuple[int, ...] = (2, 4)  # throughput: processes at once for the aggregate
     transfer: list[str] = field(default_factory=list)  # benchmarks/transfer.py arguments
     transfer_seconds: int = 0
+    styles: tuple[str, ...] = STYLES  # the single-style networks trained (the five-style network takes all five)
 
 
 GPU = Profile(
@@ -126,6 +128,7 @@ DRY = Profile(
     concurrent=(2,),
     transfer=["--profile", "cpu", "--steps", "2", "--val-every", "1", "--val-count", "2", "--only-distill"],
     transfer_seconds=120,
+    styles=("starry_night", "the_scream"),  # one from scratch, one fine-tuned from it: every path, half the time
 )
 THROUGHPUT_ARGS = {  # fixed part of benchmarks/train_throughput.py's command line
     "cuda": [
@@ -301,7 +304,7 @@ def estimate(s: Session, plan: dict[str, Any], images_per_s: float) -> dict[str,
     train = sum(max((j["seconds"] for j in w), default=0) + (startup if w else 0) for w in waves)
     n_models = sum(len(w) for w in waves)
     pixels = sum((size / 256) ** 2 for size in p.eval_sizes)
-    lbfgs = len(STYLES) * p.eval_images * pixels * p.lbfgs * 1.3 / images_per_s
+    lbfgs = len(p.styles) * p.eval_images * pixels * p.lbfgs * 1.3 / images_per_s
     check = lbfgs + n_models * 3 + 30 * len(p.throughput) + 40 * len(p.concurrent)
     pick = p.pick_seconds + startup + p.eval_images * (p.lbfgs * 1.3 / images_per_s + 1) + 5 * len(p.pick_variants)
     return {"pick": round(pick), "train": round(train), "check": round(check), "ship": 10}
@@ -430,7 +433,7 @@ def plan_training(s: Session, winner: dict[str, Any], manifest: dict[str, Any]) 
     fine-tunes from or distills the new starry_night, C = the other styles' students."""
     p = s.profile
     finetune = finetune_is_faster()
-    todo = [st for st in STYLES if not shipped_and_passing(manifest, st)]
+    todo = [st for st in p.styles if not shipped_and_passing(manifest, st)]
     base = ["experiment=starry_night", *winner["overrides"]]
     wave_a, wave_b, wave_c = [], [], []
     for st in todo:
@@ -444,7 +447,7 @@ def plan_training(s: Session, winner: dict[str, Any], manifest: dict[str, Any]) 
             "init_from_starry": later,
         }
         (wave_b if later else wave_a).append(spec)
-    for st in STYLES:
+    for st in p.styles:
         name = f"{st}_student"
         if shipped_and_passing(manifest, name):
             continue
@@ -479,7 +482,7 @@ def plan_training(s: Session, winner: dict[str, Any], manifest: dict[str, Any]) 
         "wave_b": wave_b,
         "wave_c": wave_c,
         "finetune": finetune,
-        "skipped_shipped": [st for st in STYLES if st not in todo],
+        "skipped_shipped": [st for st in p.styles if st not in todo],
         "multistyle": (REPO / "conf" / "experiment" / "multistyle.yaml").exists(),
         "decoder": decoder.exists(),
     }
@@ -743,7 +746,7 @@ def phase_throughput(s: Session) -> None:
         )
         s.run_all([job], parallel=1)
         for r in job.json_lines()[:-1] or job.json_lines():
-            s.record("check", f"throughput_{i}", args=args, returncode=job.returncode, **r)
+            s.record("check", f"throughput_{i}", args=args, returncode=job.returncode, result=r)
     for n in p.concurrent:
         if s.left() < 45:
             s.record("check", f"throughput_x{n}", skipped="deadline")
@@ -783,7 +786,9 @@ def phase_transfer(s: Session) -> None:
     )
     s.run_all([job], parallel=1)
     lines = job.json_lines()
-    s.record("check", "transfer", returncode=job.returncode, seconds=job.seconds, **(lines[-1] if lines else {}))
+    s.record(
+        "check", "transfer", returncode=job.returncode, job_seconds=job.seconds, result=lines[-1] if lines else None
+    )
 
 
 # --- ship ----------------------------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ def test_plan_skips_what_ships_and_passes_and_fine_tunes_from_it(tmp_path, monke
     monkeypatch.setattr(gr, "finetune_is_faster", lambda: True)
     (tmp_path / "starry_night.pt").write_bytes(b"x")
     manifest = {"models": {"starry_night": {"file": "starry_night.pt", "passed": True, "ratio_256": 1.2}}}
-    session = gr.Session(tmp_path / "out", tmp_path / "work", 60, gr.DRY, dry=True)
+    session = gr.Session(tmp_path / "out", tmp_path / "work", 60, gr.GPU, dry=False)
     plan = gr.plan_training(session, {"name": "ema", "overrides": ["ema.decay=0.999"]}, manifest)
     names = {k: [j["name"] for j in plan[k]] for k in ("wave_a", "wave_b", "wave_c")}
     assert "starry_night" not in sum(names.values(), []) and plan["skipped_shipped"] == ["starry_night"]
@@ -98,7 +98,7 @@ def test_dry_run_runs_every_phase_and_brings_back_at_most_8_small_files(tmp_path
     rows = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
     assert {"plan", "pick", "train", "check", "ship"} <= {r["phase"] for r in rows}
     trained = {r["name"] for r in rows if r["phase"] == "train" and r.get("model")}
-    assert {*gr.STYLES, "starry_night_student"} <= trained
+    assert {*gr.DRY.styles, *(f"{s}_student" for s in gr.DRY.styles)} <= trained
     checked = {r["name"]: r for r in rows if r["phase"] == "check" and "ratio_32" in r}
     assert "starry_night" in checked and checked["starry_night"]["ratio_48"] > 0
     assert any(r["name"].startswith("throughput_x") and r.get("aggregate_images_per_s") for r in rows)

@@ -5,6 +5,8 @@ import torch
 
 from nst_lightning.errors import NSTError
 from nst_lightning.evaluation.metrics import smooth_test_images
+from nst_lightning.image import load_image, save_image
+from nst_lightning.inference import load_model, stylize
 from nst_lightning.input_noise import BLOCK, InputNoise, noise_window, smooth_mask, smooth_mask_window
 
 
@@ -48,3 +50,49 @@ def test_zero_strength_is_the_identity_and_bad_strengths_are_refused():
     for bad in (-0.1, 2.0, float("nan"), True, "0.1"):
         with pytest.raises(NSTError, match="input_noise"):
             InputNoise(bad)
+
+
+# -- in the stylize core ------------------------------------------------------------------------------------
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x.clone()
+
+
+def test_stylize_adds_the_default_noise_repeatably_and_zero_turns_it_off():
+    image = smooth_test_images(80)["sky"]
+    noisy = stylize(image, _identity)
+    assert torch.equal(noisy, stylize(image, _identity))  # seeded: the same result every call
+    assert float((noisy - image).abs().max()) > 0.01
+    assert torch.allclose(stylize(image, _identity, input_noise=0), image)
+    assert torch.allclose(noisy, InputNoise().add(image).clamp(0, 1))
+    with pytest.raises(NSTError, match="input_noise"):
+        stylize(image, _identity, input_noise=-1)
+
+
+def test_tiles_get_the_whole_image_noise_so_tiled_equals_untiled():
+    torch.manual_seed(0)
+    image = smooth_test_images(300)["sky"][..., :220, :]
+    image[..., 150:, :] = torch.rand(1, 3, 70, 300)  # texture below the sky: the smooth-only mask varies
+    for noise in (InputNoise(0.05), InputNoise(0.05, smooth_only=True)):
+        whole = stylize(image, _identity, input_noise=noise)
+        tiled = stylize(image, _identity, input_noise=noise, tile_size=96, tile_overlap=24)
+        assert torch.allclose(tiled, whole, atol=1e-5)
+
+
+def test_stylize_cli_passes_the_noise_options(tmp_path):
+    from omegaconf import OmegaConf
+
+    from nst_lightning.cli.stylize import run
+
+    photo = tmp_path / "sky.png"
+    save_image(smooth_test_images(64)["sky"], photo)
+    written = {}
+    for name, noise in (("default", None), ("off", 0), ("smooth", 0.08)):
+        cfg = OmegaConf.create({"ckpt": "starry_night", "input": str(photo), "output": str(tmp_path / f"{name}.png"),
+                                "input_noise": noise, "input_noise_smooth_only": name == "smooth", "device": "cpu",
+                                "tile_size": None})  # fmt: skip
+        written[name] = load_image(run(cfg)[0])
+    net = load_model("starry_night").net
+    off = stylize(load_image(photo), net, input_noise=0)
+    assert torch.allclose(written["off"], off, atol=1 / 255)
+    assert not torch.allclose(written["default"], off, atol=2 / 255)
+    assert not torch.allclose(written["smooth"], written["default"], atol=2 / 255)

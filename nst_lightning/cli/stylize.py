@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from nst_lightning.cli.app import hydra_app
 from nst_lightning.errors import NSTError
 from nst_lightning.inference import stylize_paths
+from nst_lightning.input_noise import resolve_input_noise
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ def run(cfg: DictConfig) -> list[Path]:
         max_pixels=cfg.get("max_pixels"),
         device=cfg.get("device"),
         progress=True,
+        input_noise=resolve_input_noise(cfg.get("input_noise"), cfg.get("input_noise_smooth_only")),
     )
     if not report.ok:
         raise NSTError(report.summary())
