@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 
 
 # Checkpoint hyper-parameters that say where a network's weights came from (kept in exports; docs/transfer.md).
-TRANSFER_HPARAMS = ("init_provenance", "freeze", "teacher", "distill_pixel_weight", "distill_feature_weight")
+TRANSFER_HPARAMS = ("init_provenance", "freeze", "teacher", "pixel_weight", "feature_weight")
 
 
 def pretrained_models() -> dict[str, Path]:
@@ -116,18 +116,18 @@ def load_model(ckpt: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     if raw.get("format") == EXPORT_FORMAT:
         name, kwargs, state, meta = raw["model_name"], raw["model_kwargs"], raw["state_dict"], raw.get("meta", {})
     elif "hyper_parameters" in raw and "state_dict" in raw:
-        hp = raw["hyper_parameters"]
-        name, kwargs = hp["model_name"], dict(hp.get("model_kwargs") or {})
+        hp = raw["hyper_parameters"]  # the module's groups (nst_lightning.training.hparams)
+        name, kwargs = hp["model"]["name"], dict(hp["model"]["kwargs"])
         state = {k[len(NET_PREFIX) :]: v for k, v in raw["state_dict"].items() if k.startswith(NET_PREFIX)}
         meta = {
-            "style_name": hp.get("style_name"),
-            "style_image": hp.get("style_image"),
-            "style_size": hp.get("style_size"),
+            "style_name": hp["style"]["name"],
+            "style_image": hp["style"]["image"],
+            "style_size": hp["style"]["size"],
             "global_step": raw.get("global_step"),
             # The objective the network was trained on (kept in exports, so that a shipped model can still be
-            # evaluated on its own loss); checkpoints from before LossConfig kept its fields at the top level.
-            "loss": hp["loss"] if "loss" in hp else {k: hp[k] for k in LossConfig.field_names() if k in hp},
-            "transfer": {k: hp[k] for k in TRANSFER_HPARAMS if hp.get(k)},  # where the weights came from
+            # evaluated on its own loss).
+            "loss": hp["loss"],
+            "transfer": {k: v for k, v in hp["transfer"].items() if k in TRANSFER_HPARAMS and v},  # weights' origin
         }
     else:
         raise NSTError(f"{path} is not an nst_lightning checkpoint (no model name or state dict in it)")

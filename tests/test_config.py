@@ -12,7 +12,7 @@ from nst_lightning.cli.train import apply_auto_precision, build_module
 from nst_lightning.config import config_dir
 from nst_lightning.data.datamodule import FolderDataModule
 from nst_lightning.models import create_model
-from nst_lightning.precision import resolve_precision
+from nst_lightning.training.precision import resolve_precision
 
 from .conftest import SHARED_DATA, compose_train
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from nst_lightning import fault
+from nst_lightning.training import fault
 from nst_lightning.cli.train import run as train
 from nst_lightning.data.datamodule import FolderDataModule
 from nst_lightning.data.datasets import ImageFolderDataset, list_images, train_transform

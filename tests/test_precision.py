@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from nst_lightning.cli.train import run as train
-from nst_lightning.precision import Capabilities, PrecisionChoice, cpu_flags, resolve_precision
+from nst_lightning.training.precision import Capabilities, PrecisionChoice, cpu_flags, resolve_precision
 
 from .conftest import ObjectiveRecorder, tiny_train_cfg
 

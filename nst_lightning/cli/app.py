@@ -18,6 +18,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+from nst_lightning.cli.presets import group_options
 from nst_lightning.config import config_dir
 from nst_lightning.errors import NSTError
 
@@ -158,7 +159,7 @@ def app_help(name: str, summary: str) -> str:
     if groups:
         lines.append("Config groups (choose one option each; files in conf/<group>/):")
         for group, option in groups:
-            options = sorted(p.stem for p in (conf / group).glob("*.yaml"))
+            options = group_options(group)
             shown = ", ".join(f"{o} (default)" if o == option else o for o in options)
             lines.append(f"  {group:<14} {shown}")
             if option != "null" and (conf / group / f"{option}.yaml").exists():
