@@ -37,8 +37,8 @@ import torch
 from nst_lightning.cli.presets import preset_style, style_image_path
 from nst_lightning.data.datamodule import FolderDataModule
 from nst_lightning.inference import load_model, resolve_checkpoint
-from nst_lightning.training.module import StyleTransferModule
 from nst_lightning.losses.config import LossConfig
+from nst_lightning.training.module import StyleTransferModule
 
 warnings.filterwarnings("ignore", message=r".*(module\(s\) in eval mode|does not have many workers|LeafSpec).*")
 

@@ -38,7 +38,6 @@ from nst_lightning.image import (
     split_alpha,
 )
 from nst_lightning.image import preserve_color as keep_content_color
-from nst_lightning.losses.config import LossConfig
 from nst_lightning.models import create_model
 from nst_lightning.models.blocks import pad_to_multiple
 from nst_lightning.tiling import GlobalNormStats, stylize_tiled

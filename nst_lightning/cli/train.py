@@ -61,10 +61,9 @@ def apply_auto_precision(cfg: DictConfig) -> PrecisionChoice:
 
 def _instantiate_all(cfg: DictConfig, group: str) -> list:
     """Instantiate each entry of ``cfg[group]`` (none when the group was removed: ``~logger``)."""
-    section = cfg[group] if group in cfg else None
-    if not section:
+    if group not in cfg or not cfg[group]:
         return []
-    return [hydra.utils.instantiate(c) for c in section.values() if c is not None]
+    return [hydra.utils.instantiate(c) for c in cfg[group].values() if c is not None]
 
 
 def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
