@@ -122,7 +122,7 @@ def _fail(fmt: str, net: nn.Module, exc: Exception) -> NSTError:
 
 
 def to_torchscript(net: nn.Module, contract: SizeContract) -> torch.jit.ScriptModule:
-    """Trace the network (torch.jit is deprecated in current PyTorch; kept because the design names it)."""
+    """Trace the network (torch.jit is deprecated in current PyTorch; kept for TorchScript users, ONNX is preferred)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings about the (no-op) padding branch; deprecation
