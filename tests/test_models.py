@@ -86,12 +86,6 @@ def test_batchnorm_modes():
     assert frozen.training and frozen.stages.training
 
 
-def test_frozen_encoder_has_no_trainable_parameters():
-    net = create_model("mobilenetv3", freeze_encoder=True)
-    assert not any(p.requires_grad for p in net.encoder.parameters())
-    assert any(p.requires_grad for p in net.stages.parameters())
-
-
 @pytest.fixture
 def no_cached_weights(tmp_path, monkeypatch):
     """Offline, with empty weight caches, whatever this machine has downloaded before: torch.hub and the
