@@ -117,7 +117,7 @@ class StyleTransferModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         # Pretrained timm encoders in bn_mode=batch: re-estimate their ImageNet batch-norm statistics on the
-        # training photos before the first step (design notes §3.2; see nst_lightning/transfer/batchnorm.py).
+        # training photos before the first step (see nst_lightning/transfer/batchnorm.py).
         kw = self.hparams.model_kwargs or {}
         fresh = not (self.trainer.ckpt_path or self.hparams.init_from)
         if kw.get("bn_mode") == "batch" and (kw.get("pretrained") or kw.get("weights_file")) and fresh:

@@ -12,8 +12,7 @@ import torch
 from nst_lightning.data.datasets import training_images
 from nst_lightning.data.sample import SAMPLE_DIR, data_dir_from_env
 
-from .conftest import REPO, SHARED_DATA, compose_train
-from .test_train_e2e import run_cli
+from .conftest import REPO, SHARED_DATA, compose_train, run_cli
 
 
 @pytest.fixture
