@@ -1,4 +1,4 @@
-"""Recipe levers: decoder upsampling, padding, crops that are never upscaled, a learning-rate schedule
+"""Recipe levers (docs/quality.md): decoder upsampling, padding, crops that are never upscaled, a learning-rate schedule
 over the time budget, an EMA of the weights, and torch.compile's mode."""
 
 import random
@@ -15,7 +15,7 @@ from nst_lightning.models import create_model
 from nst_lightning.models.blocks import UpsampleConv
 from nst_lightning.training.callbacks import NetworkEMA, ema_callbacks
 
-from .conftest import ObjectiveRecorder, compose_train, tiny_train_cfg
+from .conftest import ObjectiveRecorder, compose_train, net_state, tiny_train_cfg
 
 
 # -- networks -------------------------------------------------------------------------------------------
@@ -148,7 +148,7 @@ def test_ema_is_off_by_default_and_built_from_the_config():
 
 def _net_state(ckpt_path):
     raw = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    return raw, {k[4:]: v for k, v in raw["state_dict"].items() if k.startswith("net.")}
+    return raw, net_state(raw)
 
 
 @pytest.mark.slow

@@ -1,8 +1,5 @@
 """End to end: train → checkpoint → resume → stylize, in-process and through the real entry points."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +11,7 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from nst_lightning.cli.train import run as train
 from nst_lightning.inference import export_model, load_model
 
-from .conftest import REPO, synthetic_photo, tiny_train_cfg
+from .conftest import run_cli, synthetic_photo, tiny_train_cfg
 
 
 def test_training_writes_last_and_best_checkpoints_without_the_loss_network(tiny_run):
@@ -99,11 +96,6 @@ def test_exported_fp16_model_matches_the_checkpoint(tiny_run, tmp_path):
     a, b = load_model(result["last_ckpt"]).net, load_model(out).net
     x = torch.rand(1, 3, 40, 40)
     assert torch.allclose(a(x), b(x), atol=2e-2)
-
-
-def run_cli(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    env = {**(os.environ if env is None else env), "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.slow

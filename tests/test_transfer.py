@@ -23,8 +23,7 @@ from nst_lightning.transfer import (
     stage_names,
 )
 
-from .conftest import compose_train, tiny_train_cfg
-from .test_train_e2e import run_cli
+from .conftest import compose_train, net_state, run_cli, tiny_train_cfg
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +31,6 @@ def tiny_ckpt(tmp_path_factory, image_dir, style_path) -> Path:
     """A 4-step johnson_tiny checkpoint (another 'style' to start from)."""
     result = train(tiny_train_cfg(tmp_path_factory.mktemp("source"), image_dir, style_path))
     return Path(result["last_ckpt"])
-
-
-def _net_state(ckpt: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    return {k[4:]: v for k, v in state.items() if k.startswith("net.")}
 
 
 # -- freezing ------------------------------------------------------------------------------------------------
@@ -85,7 +79,7 @@ def test_frozen_encoder_gets_no_gradient_no_optimizer_state_and_keeps_its_batchn
     result = train(cfg, extra_callbacks=[probe])
     assert probe.checked == 4
     ckpt = torch.load(result["last_ckpt"], map_location="cpu", weights_only=True)
-    state = _net_state(Path(result["last_ckpt"]))
+    state = net_state(Path(result["last_ckpt"]))
     # Weights and running statistics of the frozen encoder are exactly as they started (eval-mode batch norm).
     for key, before in probe.before.items():
         assert torch.equal(state[f"encoder.{key}"], before), key
@@ -105,7 +99,7 @@ def test_init_from_loads_the_weights_and_records_their_provenance(tiny_ckpt, tmp
     shutil.copy(tiny_ckpt, source)
     net = create_model("johnson_tiny")
     provenance = load_init_weights(net, source)
-    for key, value in _net_state(source).items():
+    for key, value in net_state(source).items():
         assert torch.equal(net.state_dict()[key], value), key
     assert provenance["path"] == str(source.resolve()) and provenance["global_step"] == 4
     assert provenance["arch"].startswith("johnson_tiny(base_channels=8")
