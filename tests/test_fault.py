@@ -14,12 +14,12 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from nst_lightning import fault
 from nst_lightning.cli.train import run as train
 from nst_lightning.data.datamodule import FolderDataModule
 from nst_lightning.data.datasets import ImageFolderDataset, train_transform, training_images
 from nst_lightning.data.sampler import ResumableSampler
 from nst_lightning.errors import NSTError
+from nst_lightning.training import fault
 
 from .conftest import net_state, tiny_train_cfg
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nst_lightning import fault
+from nst_lightning.training import fault
 
 from .conftest import REPO, net_state
 
@@ -142,7 +142,7 @@ def test_sigusr1_under_slurm_checkpoints_and_requeues_the_job(tmp_path, image_di
 
 WRITER = """
 import sys, torch
-from nst_lightning.fault import atomic_save
+from nst_lightning.training.fault import atomic_save
 for i in range(1000):
     atomic_save({"i": i, "w": torch.full((8_000_000,), float(i))}, sys.argv[1])  # 32 MB each
 """

@@ -94,4 +94,4 @@ def test_quick_trains_offline_on_the_sample_from_any_folder(tmp_path):
     assert f"training on 12 images from {SAMPLE_DIR / 'train'}" in log
     assert not (tmp_path / "data").exists()  # nothing was downloaded
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert ckpt["global_step"] == 2 and ckpt["hyper_parameters"]["style_image"].startswith(str(SAMPLE_DIR))
+    assert ckpt["global_step"] == 2 and ckpt["hyper_parameters"]["style"]["image"].startswith(str(SAMPLE_DIR))

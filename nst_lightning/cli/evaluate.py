@@ -20,19 +20,19 @@ log = logging.getLogger(__name__)
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Load the checkpoint, rebuild its loss and style targets, and run :func:`evaluate`."""
-    if not cfg.get("ckpt"):
+    if not cfg.ckpt:
         raise NSTError("no checkpoint given: use ckpt=PATH (or the name of a shipped model, e.g. starry_night)")
-    device = resolve_device(cfg.get("device"))
+    device = resolve_device(cfg.device)
     loaded = load_model(cfg.ckpt, device)
     loss = loss_from_meta(loaded.meta)
-    style_path = checkpoint_style_image(loaded.meta, cfg.get("style_image"), cfg.paths.data_dir)
-    style_size = cfg.get("style_size") or loaded.meta.get("style_size")
-    set_style_targets(loss, [(style_path, style_size)], cache_dir=cfg.paths.get("cache_dir"))
+    style_path = checkpoint_style_image(loaded.meta, cfg.style_image, cfg.paths.data_dir)
+    style_size = cfg.style_size or loaded.meta.get("style_size")
+    set_style_targets(loss, [(style_path, style_size)], cache_dir=cfg.paths.cache_dir)
     settings = EvalSettings(
         size=int(cfg.size),
         lbfgs_iterations=list(cfg.lbfgs_iterations),
         lbfgs_precision=cfg.lbfgs_precision,
-        max_images=cfg.get("max_images"),
+        max_images=cfg.max_images,
         grid_cell=int(cfg.grid_cell),
     )
     images = eval_images(cfg.eval_dir, settings.max_images)

@@ -20,9 +20,9 @@ def run(cfg: DictConfig) -> list[Path]:
     Images that cannot be read (or are too large) in a folder are reported and skipped; the others are still
     written, and the command then fails with the list of skipped files.
     """
-    if not cfg.get("ckpt"):
+    if not cfg.ckpt:
         raise NSTError("no checkpoint given: use ckpt=PATH")
-    if not cfg.get("input"):
+    if not cfg.input:
         raise NSTError("no input given: use input=FILE_OR_FOLDER")
     report = stylize_paths(
         cfg.ckpt,
