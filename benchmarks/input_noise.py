@@ -39,7 +39,7 @@ from nst_lightning.evaluation.evaluate import list_images, loss_from_meta  # noq
 from nst_lightning.evaluation.metrics import oriented_texture, smooth_test_images, ssim  # noqa: E402
 from nst_lightning.image import load_image, save_image  # noqa: E402
 from nst_lightning.inference import load_model  # noqa: E402
-from nst_lightning.input_noise import InputNoise, smooth_mask  # noqa: E402
+from nst_lightning.inference.noise import InputNoise, smooth_mask  # noqa: E402
 from nst_lightning.styles import resolve_style_image, style_grams  # noqa: E402
 
 SETTINGS = [("none", InputNoise(0.0))] + [

@@ -409,7 +409,9 @@ def style_overrides(style: str) -> list[str]:
         return []
     import yaml
 
-    preset = yaml.safe_load((REPO / "conf" / "style" / f"{style}.yaml").read_text())
+    folder = REPO / "conf" / "style"
+    preset = yaml.safe_load((folder / "_base.yaml").read_text())  # what every preset inherits, then its own values
+    preset.update(yaml.safe_load((folder / f"{style}.yaml").read_text()))
     return [f"style={style}"] + [
         f"style.{k}={preset[k]}" for k in ("size", "content_weight", "style_weight", "tv_weight") if k in preset
     ]
@@ -647,7 +649,7 @@ def check_model(ys: Yardsticks, name: str, path: Path, ckpt: Path | None) -> dic
 
     from nst_lightning.evaluation.metrics import oriented_texture, smooth_test_images, ssim
     from nst_lightning.inference import load_model
-    from nst_lightning.input_noise import InputNoise
+    from nst_lightning.inference.noise import InputNoise
 
     loaded = load_model(path, ys.device)
     net, meta = loaded.net, loaded.meta

@@ -1,4 +1,4 @@
-"""Shipped models must keep smooth gradients free of stripes and flat images free of texture (issue 11).
+"""Shipped models must keep smooth gradients free of stripes and flat images free of texture.
 
 The metric is :func:`nst_lightning.evaluation.metrics.oriented_texture` on 128-px synthetic images (CPU):
 ``stripe_rms``, the RMS luma of the texture that runs along one direction beyond what the other directions
@@ -13,7 +13,7 @@ translation-equivariant network can only answer an input that is constant along 
 along x, away from the side borders, so any texture it paints there is stripes), flat colours 0.0000.
 
 The sky's stripes have an inference-side cure, on by default in ``stylize()``: seeded input noise
-(:mod:`nst_lightning.input_noise`) turns them into the style's texture: stripe_share 0.78 → 0.07 (the diagonal
+(:mod:`nst_lightning.inference.noise`) turns them into the style's texture: stripe_share 0.78 → 0.07 (the diagonal
 gradient's own level) and stripe_rms 0.060 → 0.028; that is tested below for every shipped model. What is left,
 0.025–0.028 on both gradients with the cure, is the network's own hatching, which needs retraining; so the absolute
 test (run the way users run it, through ``stylize()``) stays xfail(strict=True) for starry_night, and a retrained

@@ -10,7 +10,6 @@ from omegaconf import DictConfig
 from nst_lightning.cli.app import hydra_app
 from nst_lightning.errors import NSTError
 from nst_lightning.inference import stylize_paths
-from nst_lightning.input_noise import resolve_input_noise
 
 log = logging.getLogger(__name__)
 
@@ -21,24 +20,25 @@ def run(cfg: DictConfig) -> list[Path]:
     Images that cannot be read (or are too large) in a folder are reported and skipped; the others are still
     written, and the command then fails with the list of skipped files.
     """
-    if not cfg.get("ckpt"):
+    if not cfg.ckpt:
         raise NSTError("no checkpoint given: use ckpt=PATH")
-    if not cfg.get("input"):
+    if not cfg.input:
         raise NSTError("no input given: use input=FILE_OR_FOLDER")
     report = stylize_paths(
         cfg.ckpt,
         cfg.input,
         cfg.output,
-        suffix=cfg.get("suffix"),
-        strength=cfg.get("strength", 1.0),
-        preserve_color=cfg.get("preserve_color", False),
-        max_size=cfg.get("max_size"),
-        tile_size=cfg.get("tile_size"),
-        tile_overlap=cfg.get("tile_overlap"),
-        max_pixels=cfg.get("max_pixels"),
-        device=cfg.get("device"),
+        suffix=cfg.suffix,
+        strength=cfg.strength,
+        preserve_color=cfg.preserve_color,
+        max_size=cfg.max_size,
+        tile_size=cfg.tile_size,
+        tile_overlap=cfg.tile_overlap,
+        max_pixels=cfg.max_pixels,
+        device=cfg.device,
         progress=True,
-        input_noise=resolve_input_noise(cfg.get("input_noise"), cfg.get("input_noise_smooth_only")),
+        input_noise=cfg.input_noise,
+        input_noise_smooth_only=cfg.input_noise_smooth_only,
     )
     if not report.ok:
         raise NSTError(report.summary())

@@ -139,16 +139,15 @@ def smooth_mask_window(image: torch.Tensor, y0: int, y1: int, x0: int, x1: int) 
     return mask[..., y0 - ty0 : y1 - ty0, x0 - tx0 : x1 - tx0]
 
 
-def resolve_input_noise(strength: float | InputNoise | None = None, smooth_only: bool | None = None) -> InputNoise:
-    """The noise an inference call uses: ``None`` → the defaults above; a number → that strength (0 = off);
-    an :class:`InputNoise` as given. ``smooth_only`` (``None``: the default) applies to the first two.
+def resolve_input_noise(
+    strength: float | InputNoise = DEFAULT_SIGMA, smooth_only: bool = DEFAULT_SMOOTH_ONLY
+) -> InputNoise:
+    """The noise an inference call uses: a strength (0 = off) with ``smooth_only``, or an :class:`InputNoise` as
+    given.
 
     Raises:
         NSTError: a strength outside [0, 1].
     """
     if isinstance(strength, InputNoise):
         return strength
-    return InputNoise(
-        DEFAULT_SIGMA if strength is None else strength,
-        DEFAULT_SMOOTH_ONLY if smooth_only is None else bool(smooth_only),
-    )
+    return InputNoise(strength, bool(smooth_only))
