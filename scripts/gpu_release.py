@@ -441,16 +441,18 @@ def plan_training(s: Session, winner: dict[str, Any], manifest: dict[str, Any]) 
     base = ["experiment=starry_night", *winner["overrides"]]
     wave_a, wave_b, wave_c = [], [], []
     for st in todo:
-        later = finetune and st != "starry_night"
+        finetuned = finetune and st != "starry_night"
+        wait = finetuned and "starry_night" in todo  # its source is trained in this window first
         spec = {
             "name": st,
             "kind": "style",
             "style": st,
             "overrides": [*base, *style_overrides(st)],
-            "seconds": p.finetune_seconds if later else p.style_seconds,
-            "init_from_starry": later,
+            "seconds": p.finetune_seconds if finetuned else p.style_seconds,
+            "init_from_starry": finetuned,
         }
-        (wave_b if later else wave_a).append(spec)
+        (wave_b if wait else wave_a).append(spec)
+    in_a = {j["name"] for j in wave_a}
     for st in p.styles:
         name = f"{st}_student"
         if shipped_and_passing(manifest, name):
@@ -465,7 +467,7 @@ def plan_training(s: Session, winner: dict[str, Any], manifest: dict[str, Any]) 
         }
         if st not in todo:  # the shipped teacher is ready now
             wave_a.append(spec)
-        elif st == "starry_night" or not finetune:  # the teacher comes out of wave A
+        elif st in in_a:  # the teacher comes out of wave A
             wave_b.append(spec)
         else:  # the teacher is fine-tuned in wave B
             wave_c.append(spec)
@@ -521,7 +523,7 @@ def _train_job(s: Session, spec: dict[str, Any], seconds: float, models: dict[st
     elif s.dry:  # the five-style network keeps its own experiment and model, on tiny data, loss and trainer
         overrides = [*overrides, "loss=tiny", "data=tiny", "trainer=tiny"]
     cmd = [sys.executable, "train.py", *overrides, *p.train_extra, *extra, *budget, f"hydra.run.dir={run_dir}",
-           "++trainer.enable_progress_bar=false", f"seed={len(spec['name'])}"]  # fmt: skip
+           "++trainer.enable_progress_bar=false"]  # fmt: skip
     return Job(spec["name"], cmd, run_dir / "train.log", timeout_s=seconds + 120, info=spec)
 
 

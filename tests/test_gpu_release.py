@@ -68,13 +68,16 @@ def test_plan_skips_what_ships_and_passes_and_fine_tunes_from_it(tmp_path, monke
     session = gr.Session(tmp_path / "out", tmp_path / "work", 60, gr.GPU, dry=False)
     plan = gr.plan_training(session, {"name": "ema", "overrides": ["ema.decay=0.999"]}, manifest)
     names = {k: [j["name"] for j in plan[k]] for k in ("wave_a", "wave_b", "wave_c")}
+    four = ("the_scream", "the_wave", "candy", "mosaic")
     assert "starry_night" not in sum(names.values(), []) and plan["skipped_shipped"] == ["starry_night"]
-    assert "starry_night_student" in names["wave_a"]  # its teacher ships already
-    assert set(names["wave_b"]) == {"the_scream", "the_wave", "candy", "mosaic"}
-    assert all("ema.decay=0.999" in j["overrides"] for j in plan["wave_b"])
-    assert set(names["wave_c"]) == {f"{s}_student" for s in ("the_scream", "the_wave", "candy", "mosaic")}
-    fresh = gr.plan_training(session, {"name": "baseline", "overrides": []}, {"models": {}})
-    assert [j["name"] for j in fresh["wave_a"]][0] == "starry_night"
+    # starry_night ships: its student and the four fine-tunes from it start at once, their students after them
+    assert set(names["wave_a"]) == {"starry_night_student", *four}
+    assert all(j["init_from_starry"] and "ema.decay=0.999" in j["overrides"] for j in plan["wave_a"][:4])
+    assert set(names["wave_b"]) == {f"{s}_student" for s in four} and names["wave_c"] == []
+    fresh = gr.plan_training(session, {"name": "baseline", "overrides": []}, gr.load_manifest())
+    assert [j["name"] for j in fresh["wave_a"]] == ["starry_night"]  # the shipped one failed its gates: trained again
+    assert set(j["name"] for j in fresh["wave_b"]) == {*four, "starry_night_student"}
+    assert len(fresh["wave_c"]) == 4
 
 
 def _tiny_data(root: Path) -> Path:
