@@ -35,9 +35,9 @@ import torch.nn.functional as F
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from nst_lightning.evaluation.evaluate import list_images, loss_from_meta  # noqa: E402
+from nst_lightning.evaluation.evaluate import loss_from_meta  # noqa: E402
 from nst_lightning.evaluation.metrics import oriented_texture, smooth_test_images, ssim  # noqa: E402
-from nst_lightning.image import load_image, save_image  # noqa: E402
+from nst_lightning.image import list_images, load_image, save_image  # noqa: E402
 from nst_lightning.inference import load_model  # noqa: E402
 from nst_lightning.inference.noise import InputNoise, smooth_mask  # noqa: E402
 from nst_lightning.styles import resolve_style_image, style_grams  # noqa: E402
@@ -63,7 +63,7 @@ def find_sky(photo: torch.Tensor, window: int) -> tuple[float, int, int]:
 def sky_photos(folders: list[Path], size: int, window: int, sky_max: float, count: int, every: int) -> list[dict]:
     found = []
     for folder in folders:
-        for path in list_images(folder)[:: every if folder.name == "train" else 1]:
+        for path in list_images(folder, recursive=False)[:: every if folder.name == "train" else 1]:
             photo = load_image(path, size)
             if min(photo.shape[-2:]) < window:
                 continue

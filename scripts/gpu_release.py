@@ -613,14 +613,14 @@ class Yardsticks:
     def __init__(self, s: Session) -> None:
         import torch
 
-        from nst_lightning.evaluation.evaluate import list_images
+        from nst_lightning.image import list_images
 
         self.s = s
         self.device = torch.device(
             s.profile.device if s.profile.device != "cuda" or torch.cuda.is_available() else "cpu"
         )
         data = Path(os.environ.get("NST_DATA_DIR", REPO / "data"))
-        self.photos = list_images(data / "eval" / "content", s.profile.eval_images)
+        self.photos = list_images(data / "eval" / "content", recursive=False)[: s.profile.eval_images]
         self.data = data
         self.cache: dict[tuple[str, int], tuple[Any, list, list[float]]] = {}
 
