@@ -141,7 +141,7 @@ def read_decoder(path: Path) -> VGGDecoder:
         raise NSTError(f"could not read decoder {path}: {exc}") from exc
     if not isinstance(data, dict) or data.get("format") != DECODER_FORMAT:
         raise NSTError(f"{path} is not a zero-shot decoder file (format {DECODER_FORMAT!r})")
-    decoder = VGGDecoder(data["level"], data.get("width", 1.0))
+    decoder = VGGDecoder(data["level"], data.get("width", 1.0), data.get("input_scale", 1.0))
     decoder.load_state_dict({k: v.float() for k, v in data["state_dict"].items()})
     decoder.meta = data.get("meta", {})
     return decoder.eval().requires_grad_(False)

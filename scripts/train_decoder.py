@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from nst_lightning.zeroshot import DECODER_FORMAT, decoder_path
 from nst_lightning.losses.vgg import VGG19Features
 from nst_lightning.models.decoder import VGGDecoder
+from nst_lightning.zeroshot import DECODER_FORMAT, decoder_path
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -86,6 +86,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("outputs/decoder"))
     parser.add_argument("--out", type=Path, default=None, help="shipped fp16 file (default: the package's)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--export-only", action="store_true", help="write the shipped file from --work's state")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -94,45 +95,36 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     state_file = args.work / f"{args.level}.state.pt"
 
-    photos = load_photos(args.data, args.short_side)
+    photos = load_photos(args.data, args.short_side) if not args.export_only else []
+    num_photos = sum(1 for p in args.data.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     vgg = VGG19Features([args.level])
-    decoder = VGGDecoder(args.level)
+    step, elapsed, history, images = 0, 0.0, [], 0
+    state = torch.load(state_file, map_location="cpu", weights_only=False) if state_file.exists() else None
+    if state is not None:
+        input_scale = state.get("input_scale", 1.0)
+    else:  # 1 / RMS of the level's features on a few photos: the decoder then starts near the image range
+        with torch.no_grad():
+            input_scale = vgg(random_batch(photos, 8, args.crop), [args.level])[args.level].pow(2).mean().rsqrt().item()
+    decoder = VGGDecoder(args.level, input_scale=input_scale)
     optimizer = torch.optim.Adam(decoder.parameters(), lr=args.lr)
-    step, elapsed, history = 0, 0.0, []
-    if state_file.exists():
-        state = torch.load(state_file, map_location="cpu", weights_only=False)
+    if state is not None:
         decoder.load_state_dict(state["decoder"])
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed, history = state["step"], state["elapsed"], state["history"]
+        images = state.get("images", step * args.batch)
         random.setstate(state["py_random"])
         print(f"resumed at step {step} after {elapsed:.0f} s", flush=True)
 
-    budget = args.minutes * 60
-    start, last_save, running = time.perf_counter() - elapsed, time.perf_counter(), None
-    while (elapsed := time.perf_counter() - start) < budget:
-        lr = args.lr * 0.5 * (1 + math.cos(math.pi * elapsed / budget))
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss, parts = reconstruction_loss(decoder, vgg, random_batch(photos, args.batch, args.crop), args.feature_weight)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        running = parts if running is None else {k: 0.95 * running[k] + 0.05 * v for k, v in parts.items()}
-        if step % 20 == 0:
-            history.append({"step": step, "elapsed": round(elapsed, 1), "lr": lr, **running})
-            print(json.dumps(history[-1]), flush=True)
-        if time.perf_counter() - last_save > args.save_every:
-            state = {"decoder": decoder.state_dict(), "optimizer": optimizer.state_dict(), "step": step}
-            state.update(elapsed=elapsed, history=history, py_random=random.getstate())
-            torch.save(state, state_file)
-            last_save = time.perf_counter()
-
+    if not args.export_only:
+        step, elapsed, history, images, running = train(args, photos, vgg, decoder, optimizer, state_file,
+                                                        step, elapsed, history, images)  # fmt: skip
+    else:
+        running = history[-1] if history else None
     meta = {
         "level": args.level,
         "steps": step,
-        "images_seen": step * args.batch,
-        "train_photos": len(photos),
+        "images_seen": images,
+        "train_photos": num_photos,
         "crop": args.crop,
         "batch": args.batch,
         "train_seconds": round(elapsed),
@@ -145,10 +137,42 @@ def main() -> None:
     out = args.out or decoder_path(args.level)
     out.parent.mkdir(parents=True, exist_ok=True)
     half = {k: v.half() for k, v in decoder.state_dict().items()}
-    torch.save({"format": DECODER_FORMAT, "level": args.level, "width": 1.0, "state_dict": half, "meta": meta}, out)
-    torch.save({"decoder": decoder.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                "elapsed": elapsed, "history": history, "py_random": random.getstate()}, state_file)
+    shipped = {"format": DECODER_FORMAT, "level": args.level, "width": 1.0, "input_scale": input_scale}
+    torch.save({**shipped, "state_dict": half, "meta": meta}, out)
     print(json.dumps({"wrote": str(out), **meta}), flush=True)
+
+
+def save_state(path: Path, decoder, optimizer, step: int, elapsed: float, history: list, images: int) -> None:
+    """Everything :func:`main` needs to resume (``--work/<level>.state.pt``)."""
+    state = {"decoder": decoder.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "images": images}
+    state["input_scale"] = decoder.input_scale
+    state.update(elapsed=elapsed, history=history, py_random=random.getstate())
+    torch.save(state, path)
+
+
+def train(args, photos, vgg, decoder, optimizer, state_file, step, elapsed, history, images):
+    """The time-budgeted loop; returns (step, elapsed seconds, history, images seen, smoothed losses)."""
+    budget = args.minutes * 60
+    start, last_save, running = time.perf_counter() - elapsed, time.perf_counter(), None
+    while (elapsed := time.perf_counter() - start) < budget:
+        lr = args.lr * 0.5 * (1 + math.cos(math.pi * elapsed / budget))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = random_batch(photos, args.batch, args.crop)
+        loss, parts = reconstruction_loss(decoder, vgg, batch, args.feature_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step, images = step + 1, images + args.batch
+        running = parts if running is None else {k: 0.95 * running[k] + 0.05 * v for k, v in parts.items()}
+        if step % 20 == 0:
+            history.append({"step": step, "elapsed": round(elapsed, 1), "lr": lr, **running})
+            print(json.dumps(history[-1]), flush=True)
+        if time.perf_counter() - last_save > args.save_every:
+            save_state(state_file, decoder, optimizer, step, elapsed, history, images)
+            last_save = time.perf_counter()
+    save_state(state_file, decoder, optimizer, step, elapsed, history, images)
+    return step, elapsed, history, images, running
 
 
 if __name__ == "__main__":

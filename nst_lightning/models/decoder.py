@@ -42,15 +42,18 @@ class VGGDecoder(nn.Module):
     Args:
         level: ``relu1_1`` … ``relu5_1``: the features it inverts.
         width: channel multiplier for every layer but the input (1.0: VGG's own widths; tests use 1/16).
+        input_scale: fixed factor applied to the features first (about 1 / their RMS on photos), so that
+            training starts with outputs near the image range whatever the level's feature magnitude.
 
     ``forward(features)`` maps B×C×h×w features (C = VGG's channels at ``level``) to B×3×(h·2^(b-1))×(w·2^(b-1))
     RGB, approximately in [0, 1] (not clamped).
     """
 
-    def __init__(self, level: str = "relu4_1", width: float = 1.0) -> None:
+    def __init__(self, level: str = "relu4_1", width: float = 1.0, input_scale: float = 1.0) -> None:
         super().__init__()
         self.level = level
         self.width = width
+        self.input_scale = input_scale
         block = level_block(level)
 
         def ch(b: int) -> int:
@@ -88,4 +91,4 @@ class VGGDecoder(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """B×C×h×w VGG features → B×3×(h·scale)×(w·scale) image."""
-        return self.body(features)
+        return self.body(features * self.input_scale if self.input_scale != 1.0 else features)
