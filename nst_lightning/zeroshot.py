@@ -37,7 +37,7 @@ DECODER_FORMAT = "nst_lightning.decoder"
 DECODER_DIR = Path(__file__).parent / "pretrained" / "zeroshot"
 METHODS = ("wct", "adain")
 DEFAULT_METHOD = "wct"
-STYLE_SIZE = 512  # longest side of the style image when its statistics are computed
+STYLE_SIZE = 512  # larger style images are shrunk to this longest side before their statistics are computed
 EIGEN_FLOOR = 1e-5  # eigenvalues below this fraction of the largest are treated as this (rank-deficient covariances)
 
 
@@ -215,9 +215,10 @@ class ZeroShotModel(nn.Module):
 
     @torch.no_grad()
     def style_stats(self, style_image, size: int | None = STYLE_SIZE) -> dict[str, FeatureStats]:
-        """Statistics of a style image (path, PIL or 3×H×W tensor) at every level, its longest side ``size``."""
+        """Statistics of a style image (path, PIL or 3×H×W tensor) at every level, shrunk to ``size`` on its
+        longest side when it is larger."""
         x = load_image_tensor(style_image)
-        if size is not None and max(x.shape[-2:]) != size:
+        if size is not None and max(x.shape[-2:]) > size:
             scale = size / max(x.shape[-2:])
             hw = [max(16, round(s * scale)) for s in x.shape[-2:]]
             x = F.interpolate(x, size=hw, mode="bilinear", antialias=True, align_corners=False)
