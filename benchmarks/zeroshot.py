@@ -54,7 +54,7 @@ def main() -> None:
         for size in args.sizes:
             image = photo.resize((size, size), Image.Resampling.LANCZOS)
             for tile in [None] + ([args.tile] if size > args.tile else []):
-                times = timed(lambda im=image, t=tile: stylize(im, model, tile_size=t), args.repeats)
+                times = timed(lambda im=image, t=tile, m=model: stylize(im, m, tile_size=t), args.repeats)
                 row = {"method": method, "size": size, "tile_size": tile, "seconds": round(statistics.median(times), 2),
                        "threads": torch.get_num_threads()}  # fmt: skip
                 print(json.dumps(row), flush=True)
