@@ -33,6 +33,18 @@ def timed(fn, repeats: int) -> list[float]:
     return out
 
 
+def picture(photo: Image.Image, paintings: list[Path], path: Path, height: int = 256, gap: int = 4) -> None:
+    """One JPEG row: the photo, then the photo stylized zero-shot with each painting (paintings not shown)."""
+    small = photo.resize((round(photo.width * height / photo.height), height), Image.Resampling.LANCZOS)
+    model = load_zeroshot()
+    cells = [small] + [stylize(small, model.with_style(p)) for p in paintings]
+    canvas = Image.new("RGB", (len(cells) * (small.width + gap) - gap, height), "white")
+    for i, cell in enumerate(cells):
+        canvas.paste(cell, (i * (small.width + gap), 0))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path, quality=85)
+
+
 def main() -> None:
     data = Path(os.environ.get("NST_DATA_DIR", "data"))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,9 +54,14 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["wct", "adain"])
     parser.add_argument("--tile", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--picture", type=Path, default=None, help="write photo | stylized with each --paintings")
+    parser.add_argument("--paintings", type=Path, nargs="*", default=[])
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("NST_THREADS", "1")))
     photo = Image.open(args.photo).convert("RGB")
+    if args.picture:
+        picture(photo, args.paintings, args.picture)
+        return
     for method in args.methods:
         base = load_zeroshot(method=method)
         start = time.perf_counter()
