@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from nst_lightning import fault
 from nst_lightning.cli.train import run as train
 from nst_lightning.data.datamodule import FolderDataModule
-from nst_lightning.data.datasets import ImageFolderDataset, list_images, train_transform
+from nst_lightning.data.datasets import ImageFolderDataset, train_transform, training_images
 from nst_lightning.data.sampler import ResumableSampler
 from nst_lightning.errors import NSTError
 
@@ -111,7 +111,7 @@ def test_sampler_resumes_mid_epoch_and_rolls_over_at_the_end():
 
 @pytest.mark.parametrize("max_upscale", [None, 1.0])  # torchvision's crop (torch RNG), RandomSquareCrop (Python's)
 def test_a_photo_crop_depends_on_its_seed_only(image_dir, max_upscale):
-    dataset = ImageFolderDataset(list_images(image_dir), train_transform(16, 0.25, max_upscale=max_upscale))
+    dataset = ImageFolderDataset(training_images(image_dir), train_transform(16, 0.25, max_upscale=max_upscale))
     first = dataset[(3, 123)]
     random.random(), torch.rand(3)  # whatever ran in between (another photo, a worker's history)
     assert torch.equal(dataset[(3, 123)], first)

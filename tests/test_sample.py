@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nst_lightning.data.datasets import list_images
+from nst_lightning.data.datasets import training_images
 from nst_lightning.data.sample import SAMPLE_DIR, data_dir_from_env
 
 from .conftest import REPO, SHARED_DATA, compose_train
@@ -25,7 +25,7 @@ def fresh_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_sample_ships_the_style_a_few_dozen_photos_and_their_provenance():
-    photos = list_images(SAMPLE_DIR / "train")
+    photos = training_images(SAMPLE_DIR / "train")
     assert len(photos) >= 16 and (SAMPLE_DIR / "styles" / "starry_night.jpg").is_file()
     provenance = (SAMPLE_DIR / "PROVENANCE.md").read_text()
     assert all(p.name in provenance for p in photos) and "starry_night.jpg" in provenance

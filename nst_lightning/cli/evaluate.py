@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from nst_lightning.cli.app import hydra_app
 from nst_lightning.cli.presets import checkpoint_style_image
 from nst_lightning.errors import NSTError
-from nst_lightning.evaluation.evaluate import EvalSettings, evaluate, list_images, loss_from_meta
+from nst_lightning.evaluation.evaluate import EvalSettings, eval_images, evaluate, loss_from_meta
 from nst_lightning.inference import load_model, resolve_device
 from nst_lightning.styles import set_style_targets
 
@@ -38,7 +38,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         max_images=cfg.get("max_images"),
         grid_cell=int(cfg.grid_cell),
     )
-    images = list_images(cfg.eval_dir, settings.max_images)
+    images = eval_images(cfg.eval_dir, settings.max_images)
     out_dir = Path(cfg.output_dir)
     log.info("evaluating %s on %d images from %s at %d px, L-BFGS at %s", loaded.meta["source"], len(images),
              cfg.eval_dir, settings.size, settings.lbfgs_iterations)  # fmt: skip

@@ -117,11 +117,11 @@ def run(cfg: DictConfig) -> Path:
     init = initial_image(init_name, contents[0], settings.seed, init_img)
     loss = build_loss(cfg, device)
 
-    keep_color = bool(cfg.get("preserve_color"))
+    preserve = bool(cfg.get("preserve_color"))
     inter_dir = Path(cfg.get("intermediate_dir") or out.parent / "intermediate")
 
     def save_intermediate(scale: int, iteration: int, image: torch.Tensor) -> None:
-        if keep_color:
+        if preserve:
             image = preserve_color(image, contents[scale])
         h, w = image.shape[-2:]
         save_image(image, inter_dir / f"scale{scale}_{w}x{h}_it{iteration:05d}.png")
@@ -137,7 +137,7 @@ def run(cfg: DictConfig) -> Path:
         progress=bool(cfg.get("progress", True)),
     )
     final = results[-1].image
-    if keep_color:
+    if preserve:
         final = preserve_color(final, contents[-1])
     save_image(final, out)
     for size, r in zip(sizes, results, strict=True):

@@ -11,12 +11,12 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from nst_lightning.data.datasets import ImageFolderDataset, eval_transform, list_images, train_transform
+from nst_lightning.data.datasets import ImageFolderDataset, eval_transform, train_transform, training_images
 from nst_lightning.data.download import download
 from nst_lightning.data.manifest import download_folder
 from nst_lightning.data.sampler import ResumableDataLoader, ResumableSampler
 from nst_lightning.errors import NSTError
-from nst_lightning.image import is_image_file
+from nst_lightning.image import list_images
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +96,14 @@ class FolderDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         root = self.image_root()
-        has_images = root.is_dir() and any(p.is_file() and is_image_file(p) for p in root.rglob("*"))
-        if self.manifest_prefix and not has_images:
+        if self.manifest_prefix and not list_images(root, recursive=True):
             log.info("no images in %s: downloading the %s photos listed in the manifest", root, self.manifest_prefix)
             download_folder(self.manifest_prefix, root)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        train, val = split_train_val(list_images(self.image_root()), self.val_count)
+        train, val = split_train_val(training_images(self.image_root()), self.val_count)
         transform = (
             train_transform(self.image_size, self.min_scale, max_upscale=self.max_upscale)
             if self.augment
