@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Flicker and speed of video stylization: frame by frame against flow-based consistency.
 
-A clip is cut from a still photo by a panning, zooming window (:func:`nst_lightning.video.pan_zoom_clip`), so
+A clip is cut from a still photo by a panning, zooming window (:func:`nst_lightning.inference.video.pan_zoom_clip`), so
 the true motion between frames is known exactly. For each model (a shipped single-style network, the
 zero-shot model with a painting) and each consistency mode it reports the flicker (mean warped absolute
 difference between consecutive stylized frames, 0..255, over pixels visible in both) with the exact motion and
@@ -24,8 +24,8 @@ import torch
 from PIL import Image
 
 from nst_lightning.inference import prepare_model, stylize
-from nst_lightning.video import CONSISTENCY, estimated_motion, flicker, pan_zoom_clip, stylize_frames
-from nst_lightning.zeroshot import load_zeroshot
+from nst_lightning.inference.video import CONSISTENCY, estimated_motion, flicker, pan_zoom_clip, stylize_frames
+from nst_lightning.inference.zeroshot import load_zeroshot
 
 
 def strip(rows: list[list[np.ndarray]], path: Path, cell: int = 160, gap: int = 4) -> None:

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from nst_lightning.inference import stylize
-from nst_lightning.zeroshot import load_zeroshot
+from nst_lightning.inference.zeroshot import load_zeroshot
 
 
 def timed(fn, repeats: int) -> list[float]:

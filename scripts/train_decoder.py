@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from nst_lightning.inference.zeroshot import DECODER_FORMAT, decoder_path
 from nst_lightning.losses.vgg import VGG19Features
 from nst_lightning.models.decoder import VGGDecoder
-from nst_lightning.zeroshot import DECODER_FORMAT, decoder_path
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nst_lightning.errors import NSTError
-from nst_lightning.video import flicker, pan_zoom_clip, probe, stylize_frames, stylize_video, write_video
+from nst_lightning.inference.video import flicker, pan_zoom_clip, probe, stylize_frames, stylize_video, write_video
 
 from .conftest import synthetic_photo
 

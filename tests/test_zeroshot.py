@@ -12,9 +12,9 @@ from PIL import Image
 
 from nst_lightning.config import config_dir
 from nst_lightning.errors import NSTError
+from nst_lightning.inference.zeroshot import ZeroShotModel, adain, feature_stats, read_decoder, transform, wct
 from nst_lightning.losses.vgg import VGG19Features
 from nst_lightning.models.decoder import VGGDecoder
-from nst_lightning.zeroshot import ZeroShotModel, adain, feature_stats, read_decoder, transform, wct
 
 from .conftest import synthetic_photo
 

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from nst_lightning.cli.app import hydra_app
 from nst_lightning.errors import NSTError
 from nst_lightning.inference import stylize_paths
-from nst_lightning.video import is_video
+from nst_lightning.inference.video import is_video
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def _model(cfg: DictConfig):
         if cfg.get("ckpt"):
             raise NSTError("give either ckpt= (a trained network) or style_image= (zero-shot), not both")
         from nst_lightning.inference import resolve_device
-        from nst_lightning.zeroshot import DEFAULT_METHOD, load_zeroshot
+        from nst_lightning.inference.zeroshot import DEFAULT_METHOD, load_zeroshot
 
         device = str(resolve_device(cfg.get("device")))
         return load_zeroshot(Path(cfg.style_image), method=cfg.get("zeroshot_method") or DEFAULT_METHOD, device=device)
@@ -67,7 +67,7 @@ def _model(cfg: DictConfig):
 def _video(cfg: DictConfig, model) -> Path:
     """Stylize the video ``cfg.input`` into ``cfg.output`` (a video file) with the image options of ``cfg``."""
     from nst_lightning.inference import prepare_model, stylize
-    from nst_lightning.video import DEFAULT_CONSISTENCY, stylize_video
+    from nst_lightning.inference.video import DEFAULT_CONSISTENCY, stylize_video
 
     runner = prepare_model(model, cfg.get("device"))
     options = {k: cfg.get(k) for k in ("strength", "preserve_color", "max_size", "tile_size", "tile_overlap")}

@@ -18,9 +18,9 @@ from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
 from nst_lightning.errors import NSTError
+from nst_lightning.inference.zeroshot import DEFAULT_METHOD, STYLE_SIZE, ZeroShotModel, load_zeroshot
 from nst_lightning.serve.cache import cache_key
 from nst_lightning.serve.uploads import OUTPUT_FORMATS, BadRequest, check_content_type, decode_image, parse_options
-from nst_lightning.zeroshot import DEFAULT_METHOD, STYLE_SIZE, ZeroShotModel, load_zeroshot
 
 STYLE_STATS_ENTRIES = 32  # paintings whose statistics are kept (each ~2.5 MB for the relu4_1 + relu3_1 levels)
 FORM_OVERHEAD = 64 * 1024

@@ -34,7 +34,7 @@ from nst_lightning.losses.vgg import VGG19Features
 from nst_lightning.models.decoder import DECODER_LEVELS, VGGDecoder, level_block
 
 DECODER_FORMAT = "nst_lightning.decoder"
-DECODER_DIR = Path(__file__).parent / "pretrained" / "zeroshot"
+DECODER_DIR = Path(__file__).parent.parent / "pretrained" / "zeroshot"
 METHODS = ("wct", "adain")
 DEFAULT_METHOD = "wct"
 STYLE_SIZE = 512  # larger style images are shrunk to this longest side before their statistics are computed
