@@ -62,7 +62,7 @@ def run_zeroshot(cfg: DictConfig) -> dict[str, Any]:
     from nst_lightning.losses.config import loss_config
 
     device = resolve_device(cfg.get("device"))
-    paintings = [Path(cfg.style_image)] if cfg.get("style_image") else list_images(cfg.style_dir)
+    paintings = [Path(cfg.style_image)] if cfg.get("style_image") else eval_images(cfg.style_dir)
     preset = preset_style("custom", cfg.paths.data_dir)
     structure = OmegaConf.to_container(OmegaConf.load(Path(config_dir()) / "loss" / "default.yaml"))
     loss_cfg = loss_config(structure, preset, "conf/loss/default.yaml + conf/style/custom.yaml")
@@ -70,7 +70,7 @@ def run_zeroshot(cfg: DictConfig) -> dict[str, Any]:
         size=int(cfg.size), lbfgs_iterations=list(cfg.lbfgs_iterations), lbfgs_precision=cfg.lbfgs_precision,
         max_images=cfg.get("max_images"), grid_cell=int(cfg.grid_cell),
     )  # fmt: skip
-    images = list_images(cfg.eval_dir, settings.max_images)
+    images = eval_images(cfg.eval_dir, settings.max_images)
     out_dir = Path(cfg.output_dir)
     result = evaluate_zeroshot(paintings, loss_cfg, cfg.get("style_size") or preset.get("size"), images, settings,
                                device, out_dir, method=cfg.zeroshot, cache_dir=cfg.paths.get("cache_dir"))  # fmt: skip
