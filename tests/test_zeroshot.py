@@ -109,3 +109,28 @@ def test_stylize_cli_with_a_painting_never_seen_uses_the_shipped_decoders(tmp_pa
     assert np.abs(outs[0] - outs[1]).mean() > 2.0
     with pytest.raises(NSTError, match="not both"):
         run(compose_stylize(["ckpt=starry_night", f"style_image={style_path}", f"input={tmp_path / 'photo.png'}"]))
+
+
+def test_tiles_share_the_whole_image_content_statistics() -> None:
+    from nst_lightning.inference import prepare_model, stylize
+    from nst_lightning.inference.tiling import stylize_tiled
+
+    stripes = torch.from_numpy(np.array(synthetic_photo(40, 32, seed=7), dtype=np.float32) / 255).permute(2, 0, 1)
+    model = tiny_model().with_style(stripes)
+    photo = torch.from_numpy(np.array(synthetic_photo(112, 96, seed=2), dtype=np.float32) / 255).permute(2, 0, 1)
+    whole = stylize(photo, model, tile_size=None)
+    tiled = stylize(photo, model, tile_size=64, tile_overlap=16, tile_stats_size=112)
+    per_tile = stylize_tiled(prepare_model(model), photo[None], 64, 16, None)[0].clamp(0, 1)
+    assert (tiled - whole).abs().mean() < 0.5 * (per_tile - whole).abs().mean()
+
+
+def test_library_stylize_takes_a_style_image(style_path: Path) -> None:
+    from nst_lightning import stylize
+
+    photo = synthetic_photo(40, 36, seed=4)
+    out = stylize(photo, style_image=style_path)
+    assert out.size == photo.size
+    with pytest.raises(NSTError, match="not both"):
+        stylize(photo, "starry_night", style_image=style_path)
+    with pytest.raises(NSTError, match="no model"):
+        stylize(photo)

@@ -31,6 +31,7 @@ from torch import nn
 
 from nst_lightning.errors import NSTError
 from nst_lightning.losses.vgg import VGG19Features
+from nst_lightning.models.base import TransformNet
 from nst_lightning.models.decoder import DECODER_LEVELS, VGGDecoder, level_block
 
 DECODER_FORMAT = "nst_lightning.decoder"
@@ -180,7 +181,7 @@ def load_image_tensor(image) -> torch.Tensor:
     return image.float().reshape(1, 3, *image.shape[-2:])
 
 
-class ZeroShotModel(nn.Module):
+class ZeroShotModel(TransformNet):
     """VGG-19 encoder + feature transform + decoder, coarse to fine over ``decoders``: images → stylized images.
 
     It behaves like any style network (B×3×H×W in [0, 1] → B×3×H×W), so ``stylize``, tiling, video and the
@@ -209,7 +210,7 @@ class ZeroShotModel(nn.Module):
         self.vgg = vgg or _vgg(self.levels[0], "caffe")
         self.method = method
         self.style = style
-        self.multiple = max(d.scale for d in ordered)
+        self.size_multiple = max(d.scale for d in ordered)
         self._content: dict[str, list[FeatureStats]] | None = None  # fixed content statistics (tiling)
         self._recording = False
 
@@ -241,7 +242,7 @@ class ZeroShotModel(nn.Module):
         if self.style is None:
             raise NSTError("the zero-shot model has no style yet: give it a style image (style_image=...)")
         h, w = images.shape[-2:]
-        ph, pw = -h % self.multiple, -w % self.multiple
+        ph, pw = -h % self.size_multiple, -w % self.size_multiple
         x = F.pad(images, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
         outs = [self._one(x[i : i + 1], i) for i in range(x.shape[0])]
         return torch.cat(outs)[..., :h, :w]
@@ -262,6 +263,10 @@ class ZeroShotModel(nn.Module):
             per_image = self._content[level]
             return per_image[min(index, len(per_image) - 1)]
         return None
+
+    def norm_layers(self) -> list[nn.Module]:
+        """None: the per-image statistics of this network are its content statistics (:meth:`tile_statistics`)."""
+        return []
 
     def tile_statistics(self) -> ContentStatistics:
         """Record content statistics from a downscaled whole image, then impose them on every tile."""
