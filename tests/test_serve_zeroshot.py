@@ -13,6 +13,7 @@ from PIL import Image
 from nst_lightning.serve import ServeSettings, create_app
 from nst_lightning.serve.server import running_in_thread
 from tests.conftest import synthetic_photo
+from tests.test_serve_web import browser  # noqa: F401  (the headless Chromium fixture)
 
 LIMITS = {"max_upload_mb": 0.5, "max_pixels": 2_000_000, "max_size": 96}
 
@@ -68,3 +69,23 @@ def test_bad_zeroshot_requests_get_4xx(client: httpx.Client) -> None:
     noise = np.random.default_rng(0).integers(0, 255, (600, 600, 3), dtype=np.uint8)
     huge = png(Image.fromarray(noise))  # > 0.5 MB of incompressible pixels
     assert post(client, photo, huge).status_code == 413
+
+
+@pytest.mark.slow
+def test_web_page_stylizes_with_an_uploaded_painting(tmp_path, browser) -> None:  # noqa: F811  (fixture)
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    photo, painting = tmp_path / "photo.png", tmp_path / "my_painting.png"
+    synthetic_photo(160, 120, seed=1).save(photo)
+    synthetic_photo(100, 100, seed=9).save(painting)
+    app = create_app(ServeSettings(runtime="eager", max_size=128))
+    with running_in_thread(app) as url:
+        browser.get(url + "/")
+        wait = WebDriverWait(browser, 120)
+        wait.until(EC.visibility_of_element_located((By.ID, "painting"))).send_keys(str(painting))
+        browser.find_element(By.ID, "photo").send_keys(str(photo))
+        wait.until(EC.element_to_be_clickable((By.ID, "go"))).click()
+        wait.until(lambda d: d.find_element(By.ID, "result").get_property("naturalWidth") > 0)
+        assert browser.find_element(By.ID, "download").get_attribute("download") == "photo_my_painting.png"
