@@ -197,15 +197,13 @@ def test_offline_manifest_download_points_to_nst_data_dir(tmp_path):
 
 
 def test_shipped_manifest_covers_every_style_preset():
-    from omegaconf import OmegaConf
-
-    from nst_lightning.config import config_dir
+    from nst_lightning.cli.presets import load_option, preset_names
     from nst_lightning.data.manifest import read_manifest
 
     entries = {e.relative_path: e for e in read_manifest()}
     assert sum(p.startswith("train/") for p in entries) == 704
-    for preset in Path(config_dir(), "style").glob("*.yaml"):
-        cfg = OmegaConf.load(preset)
+    for preset in preset_names():
+        cfg = load_option("style", preset)
         if cfg.file:
             entry = entries[f"styles/{cfg.file}"]
             assert (entry.url, entry.sha256) == (cfg.url, cfg.sha256)

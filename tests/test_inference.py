@@ -33,7 +33,7 @@ from nst_lightning.inference.tiling import (
 )
 from nst_lightning.models import create_model
 
-from .conftest import synthetic_photo
+from .conftest import run_cli, synthetic_photo
 
 
 @pytest.fixture(scope="module")
@@ -364,8 +364,6 @@ def test_output_with_a_non_image_suffix_is_an_error_not_a_folder(tmp_path):
 
 @pytest.mark.slow
 def test_cli_reports_skipped_files_and_refuses_a_non_image_output(tmp_path):
-    from .test_train_e2e import run_cli
-
     src = tmp_path / "in"
     src.mkdir()
     synthetic_photo(40, 30, seed=0).save(src / "good.png")

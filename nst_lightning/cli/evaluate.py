@@ -21,21 +21,21 @@ log = logging.getLogger(__name__)
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Load the checkpoint, rebuild its loss and style targets, and run :func:`evaluate`."""
-    if cfg.get("zeroshot"):
+    if cfg.zeroshot:
         return run_zeroshot(cfg)
-    if not cfg.get("ckpt"):
+    if not cfg.ckpt:
         raise NSTError("no checkpoint given: use ckpt=PATH (or the name of a shipped model, e.g. starry_night)")
-    device = resolve_device(cfg.get("device"))
+    device = resolve_device(cfg.device)
     loaded = load_model(cfg.ckpt, device)
     loss = loss_from_meta(loaded.meta)
-    style_path = checkpoint_style_image(loaded.meta, cfg.get("style_image"), cfg.paths.data_dir)
-    style_size = cfg.get("style_size") or loaded.meta.get("style_size")
-    set_style_targets(loss, [(style_path, style_size)], cache_dir=cfg.paths.get("cache_dir"))
+    style_path = checkpoint_style_image(loaded.meta, cfg.style_image, cfg.paths.data_dir)
+    style_size = cfg.style_size or loaded.meta.get("style_size")
+    set_style_targets(loss, [(style_path, style_size)], cache_dir=cfg.paths.cache_dir)
     settings = EvalSettings(
         size=int(cfg.size),
         lbfgs_iterations=list(cfg.lbfgs_iterations),
         lbfgs_precision=cfg.lbfgs_precision,
-        max_images=cfg.get("max_images"),
+        max_images=cfg.max_images,
         grid_cell=int(cfg.grid_cell),
     )
     images = eval_images(cfg.eval_dir, settings.max_images)
@@ -61,19 +61,19 @@ def run_zeroshot(cfg: DictConfig) -> dict[str, Any]:
     from nst_lightning.evaluation.zeroshot import evaluate_zeroshot
     from nst_lightning.losses.config import loss_config
 
-    device = resolve_device(cfg.get("device"))
-    paintings = [Path(cfg.style_image)] if cfg.get("style_image") else eval_images(cfg.style_dir)
+    device = resolve_device(cfg.device)
+    paintings = [Path(cfg.style_image)] if cfg.style_image else eval_images(cfg.style_dir)
     preset = preset_style("custom", cfg.paths.data_dir)
     structure = OmegaConf.to_container(OmegaConf.load(Path(config_dir()) / "loss" / "default.yaml"))
     loss_cfg = loss_config(structure, preset, "conf/loss/default.yaml + conf/style/custom.yaml")
     settings = EvalSettings(
         size=int(cfg.size), lbfgs_iterations=list(cfg.lbfgs_iterations), lbfgs_precision=cfg.lbfgs_precision,
-        max_images=cfg.get("max_images"), grid_cell=int(cfg.grid_cell),
+        max_images=cfg.max_images, grid_cell=int(cfg.grid_cell),
     )  # fmt: skip
     images = eval_images(cfg.eval_dir, settings.max_images)
     out_dir = Path(cfg.output_dir)
-    result = evaluate_zeroshot(paintings, loss_cfg, cfg.get("style_size") or preset.get("size"), images, settings,
-                               device, out_dir, method=cfg.zeroshot, cache_dir=cfg.paths.get("cache_dir"))  # fmt: skip
+    result = evaluate_zeroshot(paintings, loss_cfg, cfg.style_size or preset.get("size"), images, settings,
+                               device, out_dir, method=cfg.zeroshot, cache_dir=cfg.paths.cache_dir)  # fmt: skip
     for name, s in result["paintings"].items():
         log.info("%s: zero-shot mean objective %.4g; L-BFGS %s", name, s["mean"]["network"]["objective"],
                  {k: round(s["mean"][f"lbfgs@{k}"]["objective"], 4) for k in settings.lbfgs_iterations})  # fmt: skip

@@ -25,7 +25,7 @@ def run(cfg: DictConfig) -> list[Path]:
     Images that cannot be read (or are too large) in a folder are reported and skipped; the others are still
     written, and the command then fails with the list of skipped files.
     """
-    if not cfg.get("input"):
+    if not cfg.input:
         raise NSTError("no input given: use input=FILE_OR_FOLDER")
     model = _model(cfg)
     if is_video(cfg.input):
@@ -51,15 +51,15 @@ def run(cfg: DictConfig) -> list[Path]:
 
 def _model(cfg: DictConfig):
     """The checkpoint (``ckpt=``) or the zero-shot model with the painting ``style_image=``."""
-    if cfg.get("style_image"):
-        if cfg.get("ckpt"):
+    if cfg.style_image:
+        if cfg.ckpt:
             raise NSTError("give either ckpt= (a trained network) or style_image= (zero-shot), not both")
         from nst_lightning.inference import resolve_device
-        from nst_lightning.inference.zeroshot import DEFAULT_METHOD, load_zeroshot
+        from nst_lightning.inference.zeroshot import load_zeroshot
 
-        device = str(resolve_device(cfg.get("device")))
-        return load_zeroshot(Path(cfg.style_image), method=cfg.get("zeroshot_method") or DEFAULT_METHOD, device=device)
-    if not cfg.get("ckpt"):
+        device = str(resolve_device(cfg.device))
+        return load_zeroshot(Path(cfg.style_image), method=cfg.zeroshot_method, device=device)
+    if not cfg.ckpt:
         raise NSTError("no model given: use ckpt=NAME_OR_PATH (a trained network) or style_image=PAINTING (zero-shot)")
     return cfg.ckpt
 
@@ -67,16 +67,16 @@ def _model(cfg: DictConfig):
 def _video(cfg: DictConfig, model) -> Path:
     """Stylize the video ``cfg.input`` into ``cfg.output`` (a video file) with the image options of ``cfg``."""
     from nst_lightning.inference import prepare_model, stylize
-    from nst_lightning.inference.video import DEFAULT_CONSISTENCY, stylize_video
+    from nst_lightning.inference.video import stylize_video
 
-    runner = prepare_model(model, cfg.get("device"))
-    options = {k: cfg.get(k) for k in ("strength", "preserve_color", "max_size", "tile_size", "tile_overlap")}
+    runner = prepare_model(model, cfg.device)
+    options = {k: cfg[k] for k in ("strength", "preserve_color", "max_size", "tile_size", "tile_overlap")}
     output = Path(cfg.output)
     if not is_video(output):
         output = output / Path(cfg.input).name if not output.suffix else output
     report = stylize_video(
         cfg.input, output, lambda frame: stylize(frame, runner, **options),
-        consistency=cfg.get("consistency") or DEFAULT_CONSISTENCY, temporal_weight=cfg.get("temporal_weight"),
+        consistency=cfg.consistency, temporal_weight=cfg.temporal_weight,
     )  # fmt: skip
     log.info("wrote %s: %d frames at %s fps (audio %s) in %.1f s (%.2f s/frame)", output, report.frames,
              report.rate, "copied" if report.audio else "none", report.seconds, report.seconds_per_frame)  # fmt: skip

@@ -51,7 +51,7 @@ class FolderDataModule(L.LightningDataModule):
         shuffle: shuffle the training images each epoch (turn off only for reproducibility tests).
         augment: random-resized crops and flips; when false, training uses the deterministic centre crop.
         manifest_prefix: when ``root`` holds no images, download the manifest's files under this prefix
-            (e.g. ``train/``) into it first; None disables downloading.
+            (``train/``: the training photos) into it first; None disables downloading.
         seed: seed of the training order and of the random crops (None: a random one). The position in the
             order is saved in checkpoints, so a resumed run continues with the photos it would have seen.
     """
@@ -66,7 +66,7 @@ class FolderDataModule(L.LightningDataModule):
         val_size: int = 256,
         min_scale: float = 0.25,
         pin_memory: bool = True,
-        manifest_prefix: str | None = None,
+        manifest_prefix: str | None = "train/",
         shuffle: bool = True,
         augment: bool = True,
         max_upscale: float | None = None,

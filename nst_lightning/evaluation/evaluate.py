@@ -174,7 +174,7 @@ def summarize(per_image: list[dict[str, Any]], ks: list[int]) -> dict[str, Any]:
         "images_where_lbfgs_stopped_early": sum(
             img[f"lbfgs@{ks[-1]}"].get("evaluations", ks[-1]) < ks[-1] for img in per_image
         ),
-        # The wording: the smallest listed k whose (mean) objective the network's is at or below.
+        # The smallest listed k whose (mean) objective the network's is at or below.
         "smallest_k_beaten": min(beaten) if beaten else None,
         "largest_k_beaten": max(beaten) if beaten else None,
         "lbfgs_iterations_matched_median": statistics.median([m for m in matched if m is not None])

@@ -15,14 +15,13 @@ import torch
 from torch import nn
 
 from nst_lightning.errors import NSTError
-from nst_lightning.losses.config import LossConfig
 from nst_lightning.models import create_model
 
 EXPORT_FORMAT = "nst_lightning.model"
 NET_PREFIX = "net."
 PRETRAINED_DIR = Path(__file__).parent.parent / "pretrained"
 # Checkpoint hyper-parameters that say where a network's weights came from (kept in exports; docs/transfer.md).
-TRANSFER_HPARAMS = ("init_provenance", "freeze", "teacher", "distill_pixel_weight", "distill_feature_weight")
+TRANSFER_HPARAMS = ("init_provenance", "freeze", "teacher", "pixel_weight", "feature_weight")
 # Builder arguments that do not belong to a rebuilt network: the trained weights replace any pretrained encoder
 # weights, and older checkpoints recorded ``freeze_encoder``, an option the networks no longer take.
 _NOT_REBUILT = ("pretrained", "weights_file", "freeze_encoder")
@@ -79,19 +78,19 @@ def _read(path: Path) -> dict[str, Any]:
 
 def _from_lightning(raw: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
     """(model name, builder kwargs, network state dict, meta) of a Lightning checkpoint."""
-    hp = raw["hyper_parameters"]
+    hp = raw["hyper_parameters"]  # the module's groups (nst_lightning.training.hparams)
     state = {k[len(NET_PREFIX) :]: v for k, v in raw["state_dict"].items() if k.startswith(NET_PREFIX)}
     meta = {
-        "style_name": hp.get("style_name"),
-        "style_image": hp.get("style_image"),
-        "style_size": hp.get("style_size"),
+        "style_name": hp["style"]["name"],
+        "style_image": hp["style"]["image"],
+        "style_size": hp["style"]["size"],
         "global_step": raw.get("global_step"),
         # The objective the network was trained on (kept in exports, so that a shipped model can still be
-        # evaluated on its own loss); checkpoints from before LossConfig kept its fields at the top level.
-        "loss": hp["loss"] if "loss" in hp else {k: hp[k] for k in LossConfig.field_names() if k in hp},
-        "transfer": {k: hp[k] for k in TRANSFER_HPARAMS if hp.get(k)},  # where the weights came from
+        # evaluated on its own loss).
+        "loss": hp["loss"],
+        "transfer": {k: v for k, v in hp["transfer"].items() if k in TRANSFER_HPARAMS and v},  # weights' origin
     }
-    return hp["model_name"], dict(hp.get("model_kwargs") or {}), state, meta
+    return hp["model"]["name"], dict(hp["model"]["kwargs"]), state, meta
 
 
 def load_model(ckpt: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
