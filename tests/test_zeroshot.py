@@ -134,3 +134,21 @@ def test_library_stylize_takes_a_style_image(style_path: Path) -> None:
         stylize(photo, "starry_night", style_image=style_path)
     with pytest.raises(NSTError, match="no model"):
         stylize(photo)
+
+
+def test_evaluate_zeroshot_scores_each_painting_against_lbfgs(tmp_path: Path, style_path: Path) -> None:
+    from nst_lightning.evaluation.evaluate import EvalSettings
+    from nst_lightning.evaluation.zeroshot import evaluate_zeroshot
+    from nst_lightning.losses.config import LossConfig
+
+    synthetic_photo(40, 32, seed=6).save(tmp_path / "photo.png")
+    other = tmp_path / "other.png"
+    synthetic_photo(48, 48, seed=12).save(other)
+    settings = EvalSettings(size=32, lbfgs_iterations=[1], grid_cell=32)
+    result = evaluate_zeroshot([style_path, other], LossConfig(vgg_weights="random"), 32, [tmp_path / "photo.png"],
+                               settings, torch.device("cpu"), tmp_path / "eval")  # fmt: skip
+    assert set(result["paintings"]) == {"stripes", "other"}
+    for summary in result["paintings"].values():
+        assert summary["mean"]["network"]["objective"] > 0 and summary["mean"]["lbfgs@1"]["objective"] > 0
+        assert summary["photo_objective"] > 0
+    assert (tmp_path / "eval" / "other" / "report.json").is_file()

@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from nst_lightning.evaluation.evaluate import EvalSettings, evaluate
+from nst_lightning.evaluation.evaluate import EvalSettings, evaluate, score
+from nst_lightning.image import load_image
 from nst_lightning.inference import LoadedModel
 from nst_lightning.inference.zeroshot import DEFAULT_METHOD, load_zeroshot
 from nst_lightning.losses.config import LossConfig
@@ -33,7 +34,8 @@ def evaluate_zeroshot(
 ) -> dict[str, Any]:
     """One :func:`evaluate` report per painting (under ``out_dir/<painting stem>``) and their summaries.
 
-    Returns ``{"method", "levels", "decoders", "paintings": {stem: summary}}``.
+    Returns ``{"method", "levels", "decoders", "paintings": {stem: summary + "photo_objective"}}``
+    (``photo_objective``: the mean objective of the unstylized photos, where L-BFGS starts).
     """
     base = load_zeroshot(method=method, device=str(device))
     result: dict[str, Any] = {
@@ -50,5 +52,8 @@ def evaluate_zeroshot(
                 "loss": loss_cfg.to_dict()}  # fmt: skip
         loaded = LoadedModel(net=model, model_name=f"zeroshot_{method}", model_kwargs={}, meta=meta)
         report = evaluate(loaded, loss, images, settings, device, out_dir / painting.stem, tensorboard=False)
-        result["paintings"][painting.stem] = report["summary"]
+        # The photo itself scored on the same objective: where L-BFGS starts, the "no stylization" reference.
+        photos = [load_image(path, settings.size).to(device) for path in images]
+        unstyled = [score(loss, photo, photo)["objective"] for photo in photos]
+        result["paintings"][painting.stem] = {**report["summary"], "photo_objective": sum(unstyled) / len(unstyled)}
     return result
