@@ -82,6 +82,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--feature-weight", type=float, default=0.05)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--save-every", type=float, default=120.0, help="seconds between resumable checkpoints")
     parser.add_argument("--work", type=Path, default=Path("outputs/decoder"))
     parser.add_argument("--out", type=Path, default=None, help="shipped fp16 file (default: the package's)")
@@ -105,7 +106,8 @@ def main() -> None:
     else:  # 1 / RMS of the level's features on a few photos: the decoder then starts near the image range
         with torch.no_grad():
             input_scale = vgg(random_batch(photos, 8, args.crop), [args.level])[args.level].pow(2).mean().rsqrt().item()
-    decoder = VGGDecoder(args.level, input_scale=input_scale)
+    decoder = VGGDecoder(args.level, input_scale=input_scale).to(args.device)
+    vgg = vgg.to(args.device)
     optimizer = torch.optim.Adam(decoder.parameters(), lr=args.lr)
     if state is not None:
         decoder.load_state_dict(state["decoder"])
@@ -132,11 +134,11 @@ def main() -> None:
         "lr": args.lr,
         "feature_weight": args.feature_weight,
         "final_loss": running,
-        "device": "cpu",
+        "device": args.device,
     }
     out = args.out or decoder_path(args.level)
     out.parent.mkdir(parents=True, exist_ok=True)
-    half = {k: v.half() for k, v in decoder.state_dict().items()}
+    half = {k: v.half().cpu() for k, v in decoder.state_dict().items()}
     shipped = {"format": DECODER_FORMAT, "level": args.level, "width": 1.0, "input_scale": input_scale}
     torch.save({**shipped, "state_dict": half, "meta": meta}, out)
     print(json.dumps({"wrote": str(out), **meta}), flush=True)
@@ -158,7 +160,7 @@ def train(args, photos, vgg, decoder, optimizer, state_file, step, elapsed, hist
         lr = args.lr * 0.5 * (1 + math.cos(math.pi * elapsed / budget))
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch = random_batch(photos, args.batch, args.crop)
+        batch = random_batch(photos, args.batch, args.crop).to(args.device)
         loss, parts = reconstruction_loss(decoder, vgg, batch, args.feature_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
