@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, nargs=2, default=(192, 256), help="frame height width")
     parser.add_argument("--pan", type=float, nargs=2, default=(4.0, 1.5))
     parser.add_argument("--zoom", type=float, default=1.01)
-    parser.add_argument("--strip", type=Path, default=None, help="write a frame strip (content / none / flow)")
+    parser.add_argument("--strip", type=Path, default=None, help="write a frame strip (rows: input, flow, none)")
     parser.add_argument("--strip-frames", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("NST_THREADS", "1")))
