@@ -38,6 +38,7 @@ from nst_lightning.serve.uploads import (
     decode_image,
     parse_options,
 )
+from nst_lightning.serve.zeroshot import ARBITRARY_STYLES, add_zeroshot_routes
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
@@ -185,9 +186,10 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
                 "cache": settings.cache.kind, "in_flight": gate.count}  # fmt: skip
 
     @app.get("/styles")
-    async def list_styles() -> dict[str, list[dict[str, str]]]:
-        """Names and thumbnail URLs of the styles this service runs."""
-        return {"styles": [{"name": n, "thumbnail": f"/styles/{n}/thumbnail.jpg"} for n in sorted(styles)]}
+    async def list_styles() -> dict[str, Any]:
+        """Names and thumbnail URLs of the styles this service runs; ``arbitrary``: any painting, zero-shot."""
+        named = [{"name": n, "thumbnail": f"/styles/{n}/thumbnail.jpg"} for n in sorted(styles)]
+        return {"styles": named, "arbitrary": ARBITRARY_STYLES}
 
     @app.get("/styles/{name}/thumbnail.jpg")
     async def thumbnail(name: str) -> Response:
@@ -278,6 +280,8 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
         except Exception as exc:
             metrics.cache_errors.inc()
             log.warning("cache put failed: %s", exc)
+
+    app.state.zeroshot = add_zeroshot_routes(app, gate.run, _cache_get, _cache_put, encode)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
