@@ -91,12 +91,13 @@ class NetworkEMA(L.Callback):
     module registers as buffers in ``setup`` it fails with a shape mismatch.)
 
     Args:
-        decay: the EMA decay per update (0.999: about the last 1,000 steps).
+        decay: the EMA decay per update, in (0, 1) (e.g. 0.999: about the last 1,000 steps; the config's
+            ``ema.decay``, whose null means no average and so no callback).
         start_step: first optimiser step that updates the average (earlier steps are ignored).
         every_n_steps: update every N optimiser steps.
     """
 
-    def __init__(self, decay: float = 0.999, start_step: int = 0, every_n_steps: int = 1) -> None:
+    def __init__(self, decay: float, start_step: int = 0, every_n_steps: int = 1) -> None:
         if not 0.0 < decay < 1.0:
             raise NSTError(f"ema.decay must be in (0, 1), got {decay}")
         self.decay, self.start_step, self.every_n_steps = decay, start_step, max(1, every_n_steps)
