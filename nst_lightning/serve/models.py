@@ -49,8 +49,8 @@ def stylize_image(
     tile_size: int | None = DEFAULT_TILE_SIZE,
 ) -> Image.Image:
     """RGB (or RGBA) PIL image → stylized RGB (or RGBA, alpha kept) PIL image (longest side at most ``max_size``),
-    through the one inference core (:func:`nst_lightning.inference.stylize`). Images larger than ``tile_size`` are stylized in tiles, so a
-    request's peak memory is bounded by the tile, not by the upload."""
+    through the one inference core (:func:`nst_lightning.inference.stylize`). Images larger than ``tile_size``
+    are stylized in tiles, so a request's peak memory is bounded by the tile, not by the upload."""
     # The eager runtime's nn.Module lets tiling hook its instance norms; an exported runtime runs as is (it pads and
     # crops around its graph itself, so its inner module must never be called directly).
     model = runner.net if isinstance(runner, EagerRuntime) else runner
