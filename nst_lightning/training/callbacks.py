@@ -1,5 +1,5 @@
 """Lightning callbacks: a fixed grid of stylized validation images in TensorBoard (and as PNG files); an
-exponential moving average of the network's weights."""
+exponential moving average of the network's weights; batch-norm statistics re-estimated before a fresh run."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from torchvision.utils import make_grid
 
 from nst_lightning.errors import NSTError
 from nst_lightning.image import save_image
+from nst_lightning.transfer import reestimate_batchnorm
 
 
 class StylizedGridCallback(L.Callback):
@@ -157,6 +158,22 @@ class NetworkEMA(L.Callback):
         if "raw_net" in mine:  # the module was loaded with the average: keep it as such, train on the raw
             self.average = {k: v.detach().clone() for k, v in pl_module.net.state_dict().items()}
             pl_module.net.load_state_dict(mine["raw_net"])
+
+
+class BatchNormReestimation(L.Callback):
+    """Before the first step of a fresh run, re-estimate the ImageNet batch-norm statistics of a pretrained timm
+    encoder trained in ``bn_mode=batch`` on the training photos (see :mod:`nst_lightning.transfer.batchnorm`).
+
+    Nothing happens for other networks, on a resume (``ckpt_path``) or when the weights come from ``init_from``
+    (their statistics already describe style-transfer activations).
+    """
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        kwargs = pl_module.model_group.kwargs
+        pretrained = kwargs.get("pretrained") or kwargs.get("weights_file")
+        fresh = not (trainer.ckpt_path or pl_module.transfer_group.init_from)
+        if kwargs.get("bn_mode") == "batch" and pretrained and fresh:
+            reestimate_batchnorm(pl_module.net, iter(trainer.train_dataloader))
 
 
 def ema_callbacks(cfg: Any) -> list[L.Callback]:
