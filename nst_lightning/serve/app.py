@@ -38,6 +38,7 @@ from nst_lightning.serve.uploads import (
     decode_image,
     parse_options,
 )
+from nst_lightning.serve.zeroshot import ARBITRARY_STYLES, add_zeroshot_routes
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
@@ -83,27 +84,25 @@ class ModelGate:
         return await asyncio.wrap_future(future)
 
 
-def encode(image: Image.Image, alpha: Image.Image | None, fmt: str) -> bytes:
-    """PIL image → PNG (alpha put back when the upload had one) or JPEG bytes."""
+def encode(image: Image.Image, fmt: str) -> bytes:
+    """RGB or RGBA PIL image → PNG (alpha kept) or JPEG (alpha dropped) bytes."""
     buf = io.BytesIO()
     if fmt == "png":
-        if alpha is not None:
-            image = image.copy()
-            image.putalpha(alpha.resize(image.size, Image.Resampling.BILINEAR))
         image.save(buf, format="PNG", compress_level=4)
     else:
-        image.save(buf, format="JPEG", quality=90)
+        image.convert("RGB").save(buf, format="JPEG", quality=90)
     return buf.getvalue()
 
 
-def compute(model: StyleModel, data: bytes, options: Options, max_pixels: int) -> bytes:
+def compute(model: StyleModel, data: bytes, options: Options, settings: ServeSettings) -> bytes:
     """Decode, stylize and encode one upload (runs in a model worker thread)."""
-    decoded = decode_image(data, max_pixels, options.max_size)
+    image = decode_image(data, settings.max_pixels)
     try:
-        out = stylize_image(model.runner, decoded.rgb, options.strength, options.preserve_color, options.max_size)
+        out = stylize_image(model.runner, image, options.strength, options.preserve_color, options.max_size,
+                            settings.tile_size)  # fmt: skip
     except NSTError as exc:
         raise BadRequest(422, str(exc)) from None
-    return encode(out, decoded.alpha, options.format)
+    return encode(out, options.format)
 
 
 def _route(request: Request) -> str:
@@ -185,9 +184,10 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
                 "cache": settings.cache.kind, "in_flight": gate.count}  # fmt: skip
 
     @app.get("/styles")
-    async def list_styles() -> dict[str, list[dict[str, str]]]:
-        """Names and thumbnail URLs of the styles this service runs."""
-        return {"styles": [{"name": n, "thumbnail": f"/styles/{n}/thumbnail.jpg"} for n in sorted(styles)]}
+    async def list_styles() -> dict[str, Any]:
+        """Names and thumbnail URLs of the styles this service runs; ``arbitrary``: any painting, zero-shot."""
+        named = [{"name": n, "thumbnail": f"/styles/{n}/thumbnail.jpg"} for n in sorted(styles)]
+        return {"styles": named, "arbitrary": ARBITRARY_STYLES}
 
     @app.get("/styles/{name}/thumbnail.jpg")
     async def thumbnail(name: str) -> Response:
@@ -216,7 +216,7 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
         data = await upload.read(max_upload + 1)
         if len(data) > max_upload:
             raise BadRequest(413, f"the image is larger than {settings.max_upload_mb:g} MB")
-        key = cache_key(hashlib.sha256(data).hexdigest(), style, options.key())
+        key = cache_key(hashlib.sha256(data).hexdigest(), style, {**options.key(), "tile_size": settings.tile_size})
         result = await _cache_get(key)
         status = "hit"
         if result is None and key in pending:  # the same request is being computed: wait for that result
@@ -240,7 +240,7 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
         pending[key] = future
         try:
             start = time.perf_counter()
-            result = await gate.run(compute, styles[style], data, options, settings.max_pixels)
+            result = await gate.run(compute, styles[style], data, options, settings)
             metrics.model_seconds.labels(style).observe(time.perf_counter() - start)
             await _cache_put(key, result)
             future.set_result(result)
@@ -278,6 +278,8 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
         except Exception as exc:
             metrics.cache_errors.inc()
             log.warning("cache put failed: %s", exc)
+
+    app.state.zeroshot = add_zeroshot_routes(app, gate.run, _cache_get, _cache_put, encode)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
