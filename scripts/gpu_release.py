@@ -498,6 +498,7 @@ def _train_job(s: Session, spec: dict[str, Any], seconds: float, models: dict[st
     p, run_dir = s.profile, s.work / "runs" / spec["name"]
     if spec["kind"] == "decoder":
         dry = ["--crop", "32", "--short-side", "48", "--batch", "1"] if s.dry else ["--batch", "16", "--crop", "256"]
+        dry += ["--device", p.device]
         cmd = [
             sys.executable,
             "scripts/train_decoder.py",
@@ -814,7 +815,7 @@ def phase_ship(s: Session, models: dict[str, Path], rows: dict[str, dict[str, An
     passed = [n for n, r in rows.items() if r.get("passed")]
     release = {"card": s.card, "recipe": recipe, "models": {}, "finished_s": round(s.elapsed(), 1)}
     for name, row in rows.items():
-        file = "zeroshot/decoder.pt" if name == "decoder" else f"{name}.pt"
+        file = "zeroshot/relu4_1.pt" if name == "decoder" else f"{name}.pt"  # where the package looks for it
         train = _train_rows(s).get(name, {})
         release["models"][name] = {
             "file": file,

@@ -67,7 +67,8 @@ def test_plan_skips_what_ships_and_passes_and_fine_tunes_from_it(tmp_path, monke
     manifest = {"models": {"starry_night": {"file": "starry_night.pt", "passed": True, "ratio_256": 1.2}}}
     session = gr.Session(tmp_path / "out", tmp_path / "work", 60, gr.GPU, dry=False)
     plan = gr.plan_training(session, {"name": "ema", "overrides": ["ema.decay=0.999"]}, manifest)
-    names = {k: [j["name"] for j in plan[k]] for k in ("wave_a", "wave_b", "wave_c")}
+    guarded = {"multistyle", "decoder"}  # trained only where that work exists
+    names = {k: [j["name"] for j in plan[k] if j["name"] not in guarded] for k in ("wave_a", "wave_b", "wave_c")}
     four = ("the_scream", "the_wave", "candy", "mosaic")
     assert "starry_night" not in sum(names.values(), []) and plan["skipped_shipped"] == ["starry_night"]
     # starry_night ships: its student and the four fine-tunes from it start at once, their students after them
@@ -75,7 +76,8 @@ def test_plan_skips_what_ships_and_passes_and_fine_tunes_from_it(tmp_path, monke
     assert all(j["init_from_starry"] and "ema.decay=0.999" in j["overrides"] for j in plan["wave_a"][:4])
     assert set(names["wave_b"]) == {f"{s}_student" for s in four} and names["wave_c"] == []
     fresh = gr.plan_training(session, {"name": "baseline", "overrides": []}, gr.load_manifest())
-    assert [j["name"] for j in fresh["wave_a"]] == ["starry_night"]  # the shipped one failed its gates: trained again
+    # the shipped starry_night failed its gates: trained again
+    assert [j["name"] for j in fresh["wave_a"] if j["name"] not in guarded] == ["starry_night"]
     assert set(j["name"] for j in fresh["wave_b"]) == {*four, "starry_night_student"}
     assert len(fresh["wave_c"]) == 4
 
