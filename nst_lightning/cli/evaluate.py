@@ -8,7 +8,6 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from nst_lightning.cli.app import hydra_app
 from nst_lightning.cli.presets import checkpoint_style_image
 from nst_lightning.errors import NSTError
 from nst_lightning.evaluation.evaluate import EvalSettings, evaluate, list_images, loss_from_meta
@@ -46,8 +45,3 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     log.info("network beats L-BFGS at %s; L-BFGS iterations matched (median) %s; wrote %s",
              s["network_beats_lbfgs_at"], s["lbfgs_iterations_matched_median"], out_dir / "report.json")  # fmt: skip
     return report
-
-
-main = hydra_app(
-    "evaluate", run, summary="score a network against per-image L-BFGS on its own objective (ckpt=NAME_OR_PATH)"
-)

@@ -9,7 +9,6 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from nst_lightning.cli.app import hydra_app
 from nst_lightning.errors import NSTError
 
 log = logging.getLogger(__name__)
@@ -77,10 +76,3 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "max_abs_diff": {f"{h}x{w}": d for (h, w), d in diffs.items()},
         "onnx_exporter": exporter,
     }
-
-
-main = hydra_app(
-    "export",
-    run,
-    summary="export a model to TorchScript, torch.export, ONNX or a slim .pt (ckpt=NAME_OR_PATH format=...)",
-)

@@ -6,7 +6,6 @@ import logging
 
 from omegaconf import DictConfig, OmegaConf
 
-from nst_lightning.cli.app import hydra_app
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +22,3 @@ def run(cfg: DictConfig) -> None:
     app = create_app(settings)
     log.info("serving %s on http://%s:%d/", ", ".join(sorted(app.state.styles)), settings.host, settings.port)
     serve_forever(app, settings.host, settings.port, log_level)
-
-
-main = hydra_app("serve", run, summary="serve the style networks over HTTP: REST API, result cache, web page")

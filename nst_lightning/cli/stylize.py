@@ -7,7 +7,6 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from nst_lightning.cli.app import hydra_app
 from nst_lightning.errors import NSTError
 from nst_lightning.inference import stylize_paths
 
@@ -41,8 +40,3 @@ def run(cfg: DictConfig) -> list[Path]:
     if not report.ok:
         raise NSTError(report.summary())
     return report.written
-
-
-main = hydra_app(
-    "stylize", run, summary="stylize images with a trained network (ckpt=NAME_OR_PATH input=FILE_OR_FOLDER)"
-)

@@ -15,7 +15,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from nst_lightning import fault
 from nst_lightning.callbacks import ema_callbacks
-from nst_lightning.cli.app import hydra_app
 from nst_lightning.cli.presets import config_loss, style_image_path
 from nst_lightning.lit_module import StyleTransferModule
 from nst_lightning.precision import PrecisionChoice, resolve_precision
@@ -140,7 +139,3 @@ def objective(result: dict[str, Any]) -> float | None:
     log.warning("sweep_metric %s was not logged (logged: %s); returning train/objective %s",
                 name, ", ".join(sorted(metrics)) or "nothing", fallback)  # fmt: skip
     return fallback
-
-
-main = hydra_app("train", run, summary="train a style transfer network (python train.py style=starry_night)",
-                 metric=objective)  # fmt: skip

@@ -14,11 +14,23 @@ from torch.utils.data import DataLoader, DistributedSampler
 from nst_lightning.data.datasets import ImageFolderDataset, eval_transform, list_images, train_transform
 from nst_lightning.data.download import download
 from nst_lightning.data.manifest import download_folder
+from nst_lightning.data.sample import data_dir_from_env
 from nst_lightning.data.sampler import ResumableDataLoader, ResumableSampler
 from nst_lightning.errors import NSTError
 from nst_lightning.image import is_image_file
 
 log = logging.getLogger(__name__)
+
+
+VAL_SHARE = 5  # a small folder gives validation at most one photo in this many
+
+
+def spare_val_count(val_count: int, num_files: int) -> int:
+    """The validation photos a folder of ``num_files`` can spare: ``val_count``, but at most one in
+    :data:`VAL_SHARE` and never the last training photo (at least one when ``val_count`` asks for any)."""
+    if val_count <= 0 or num_files < 2:
+        return 0
+    return max(1, min(val_count, num_files // VAL_SHARE))
 
 
 def split_train_val(files: list[Path], val_count: int) -> tuple[list[Path], list[Path]]:
@@ -50,8 +62,10 @@ class FolderDataModule(L.LightningDataModule):
         pin_memory: pin host memory for faster copies to the GPU.
         shuffle: shuffle the training images each epoch (turn off only for reproducibility tests).
         augment: random-resized crops and flips; when false, training uses the deterministic centre crop.
-        manifest_prefix: when ``root`` holds no images, download the manifest's files under this prefix
-            (e.g. ``train/``) into it first; None disables downloading.
+        manifest_prefix: the manifest's files under this prefix (e.g. ``train/``) are what ``download`` fetches.
+        download: when ``root`` holds no images, download the manifest's files into it first: True, False, or
+            ``"auto"`` (only when ``root`` is the data folder's own ``<NST_DATA_DIR>/<manifest_prefix>``, so a
+            mistyped ``data.root`` is an error that creates nothing).
         seed: seed of the training order and of the random crops (None: a random one). The position in the
             order is saved in checkpoints, so a resumed run continues with the photos it would have seen.
     """
@@ -71,8 +85,10 @@ class FolderDataModule(L.LightningDataModule):
         augment: bool = True,
         max_upscale: float | None = None,
         seed: int | None = 0,
+        download: bool | str = "auto",
     ) -> None:
         super().__init__()
+        self.download = download
         self.max_upscale = max_upscale
         self._random_seed = seed is None
         self.seed = random.randrange(2**31) if seed is None else seed
@@ -94,17 +110,39 @@ class FolderDataModule(L.LightningDataModule):
         """Folder that holds the images (subclasses may download it first)."""
         return Path(self.root).expanduser()
 
+    def _may_download(self, root: Path) -> bool:
+        if not self.manifest_prefix or self.download is False or str(self.download).lower() == "false":
+            return False
+        if str(self.download).lower() == "auto":
+            default_root = Path(data_dir_from_env()) / self.manifest_prefix
+            return root.resolve() == default_root.resolve()
+        return True
+
     def prepare_data(self) -> None:
         root = self.image_root()
         has_images = root.is_dir() and any(p.is_file() and is_image_file(p) for p in root.rglob("*"))
-        if self.manifest_prefix and not has_images:
+        if has_images:
+            return
+        if self._may_download(root):
             log.info("no images in %s: downloading the %s photos listed in the manifest", root, self.manifest_prefix)
             download_folder(self.manifest_prefix, root)
+        elif not root.exists():
+            raise NSTError(
+                f"data.root {root} does not exist; point data.root at a folder of photos "
+                "(or add data.download=true to download the training photos into it)"
+            )
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        train, val = split_train_val(list_images(self.image_root()), self.val_count)
+        files = list_images(self.image_root())
+        val_count = spare_val_count(self.val_count, len(files))
+        if val_count != self.val_count and self.val_count > 0:
+            log.info(
+                "only %d photos in %s: %d held out for validation instead of data.val_count=%d",
+                len(files), self.root, val_count, self.val_count,
+            )  # fmt: skip
+        train, val = split_train_val(files, val_count)
         transform = (
             train_transform(self.image_size, self.min_scale, max_upscale=self.max_upscale)
             if self.augment
