@@ -10,6 +10,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
@@ -22,6 +23,10 @@ from nst_lightning.precision import PrecisionChoice, resolve_precision
 log = logging.getLogger(__name__)
 # The VGG loss network is in eval mode on purpose; Lightning warns about any module in eval mode.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+# Logging counts optimiser steps across epochs, so an epoch shorter than log_every_n_steps (a small folder) still
+# logs every log_every_n_steps steps; Lightning's warning about it does not apply.
+warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")  # inside Lightning
 
 
 def build_module(cfg: DictConfig, style_image: str) -> StyleTransferModule:
@@ -91,6 +96,8 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
     module = build_module(cfg, str(style_path))
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = _instantiate_all(cfg.get("callbacks")) + ema_callbacks(cfg.get("ema")) + list(extra_callbacks or [])
+    if cfg.trainer.get("enable_progress_bar") is False:  # Lightning refuses a progress callback then
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     # Atomic checkpoint writes (and the SLURM environment): nst_lightning.fault.trainer_plugins.
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=fault.trainer_plugins()
