@@ -6,7 +6,6 @@ import logging
 
 from omegaconf import DictConfig, OmegaConf
 
-
 log = logging.getLogger(__name__)
 
 
