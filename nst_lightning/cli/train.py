@@ -18,7 +18,7 @@ from nst_lightning import fault
 from nst_lightning.callbacks import ema_callbacks
 from nst_lightning.cli.presets import config_loss, style_image_path
 from nst_lightning.lit_module import StyleTransferModule
-from nst_lightning.precision import PrecisionChoice, resolve_precision
+from nst_lightning.precision import PrecisionChoice, resolve_precision, warn_if_emulated
 
 log = logging.getLogger(__name__)
 # The VGG loss network is in eval mode on purpose; Lightning warns about any module in eval mode.
@@ -91,6 +91,7 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
     fault.check_writable(out_dir / fault.CHECKPOINT_DIR)  # fail now, not at the first checkpoint hours later
     choice = apply_auto_precision(cfg)
     log.info("precision %s, channels_last=%s (%s)", choice.precision, choice.channels_last, choice.reason)
+    warn_if_emulated(choice)
     style_path = style_image_path(cfg.style)
     datamodule = hydra.utils.instantiate(cfg.data)
     module = build_module(cfg, str(style_path))
