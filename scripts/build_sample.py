@@ -3,8 +3,8 @@
 
 The sample is what ``experiment=quick`` (and ``experiment=finetune``) trains on when the data folder holds no
 training photos: the starry_night and the_scream paintings (longest side 512 px) and the 16 Kodak photos of
-``train/`` (320×320, re-encoded as JPEG quality 85). Kodak only, because it is the one photo set of ``train/`` released for unrestricted use
-(see the sample's PROVENANCE.md). Never reads ``eval/``.
+``train/`` (320×320, re-encoded as JPEG quality 85). Kodak only, because it is the one photo set of ``train/``
+released for unrestricted use (see the sample's PROVENANCE.md). Never reads ``eval/``.
 
     python scripts/build_sample.py --data-dir /work/shared/data
 """
