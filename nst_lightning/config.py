@@ -4,6 +4,7 @@ resolvers they use (registered on import: everything that composes ``conf/`` imp
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 def config_dir() -> str:
@@ -16,9 +17,18 @@ def config_dir() -> str:
     return str(files("nst_lightning.conf"))
 
 
+def gpu_or_cpu(gpu_value: Any, cpu_value: Any, *, _root_: Any) -> Any:
+    """``${nst.gpu_or_cpu:GPU_VALUE,CPU_VALUE}``: a recipe's value for the device ``trainer.accelerator`` trains
+    on here (CPU_VALUE on a CPU, and on Apple's MPS, whose memory and speed are nearer a laptop's than a GPU's)."""
+    from nst_lightning.precision import device_type
+
+    return gpu_value if device_type(_root_.trainer.accelerator) == "cuda" else cpu_value
+
+
 def register_resolvers() -> None:
     """``${nst.data_dir:DEFAULT}``: ``$NST_DATA_DIR`` or DEFAULT, absolute; ``${nst.data_or_sample:PATH,REL}``:
-    PATH, or the embedded sample's REL when PATH holds no data (``experiment=quick``)."""
+    PATH, or the embedded sample's REL when PATH holds no data (``experiment=quick``); ``${nst.gpu_or_cpu:G,C}``:
+    the recipe's value for the device that trains (:func:`gpu_or_cpu`)."""
     from omegaconf import OmegaConf
 
     from nst_lightning.data.sample import data_dir_from_env, data_or_sample
@@ -27,6 +37,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("nst.data_dir", data_dir_from_env)
     if not OmegaConf.has_resolver("nst.data_or_sample"):
         OmegaConf.register_new_resolver("nst.data_or_sample", data_or_sample)
+    if not OmegaConf.has_resolver("nst.gpu_or_cpu"):
+        OmegaConf.register_new_resolver("nst.gpu_or_cpu", gpu_or_cpu)
 
 
 register_resolvers()

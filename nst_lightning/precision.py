@@ -73,9 +73,11 @@ def detect_capabilities() -> Capabilities:
     )
 
 
-def _device_type(accelerator: str, caps: Capabilities) -> str:
-    """Lightning's accelerator name → ``cuda``, ``mps`` or ``cpu`` (``auto`` picks as Lightning does)."""
-    accelerator = (accelerator or AUTO).lower()
+def device_type(accelerator: str | None, caps: Capabilities | None = None) -> str:
+    """Lightning's accelerator name → ``cuda``, ``mps`` or ``cpu`` (``auto`` picks as Lightning does) on this
+    machine (or on ``caps``)."""
+    caps = caps or detect_capabilities()
+    accelerator = str(accelerator or AUTO).lower()
     if accelerator in ("gpu", "cuda"):
         return "cuda" if caps.cuda else ("mps" if caps.mps else "cpu")
     if accelerator == AUTO:
@@ -101,7 +103,7 @@ def resolve_precision(
         The Lightning precision string, whether to use channels-last, and a one-line reason for the log.
     """
     caps = caps or detect_capabilities()
-    device = _device_type(str(accelerator), caps)
+    device = device_type(str(accelerator), caps)
     if str(requested).lower() != AUTO:
         precision, reason = str(requested), "as configured"
     elif device == "cuda" and caps.cuda_bf16:

@@ -19,6 +19,7 @@ from nst_lightning.callbacks import ema_callbacks
 from nst_lightning.cli.presets import config_loss, style_image_path
 from nst_lightning.lit_module import StyleTransferModule
 from nst_lightning.precision import PrecisionChoice, resolve_precision, warn_if_emulated
+from nst_lightning.training.deliver import export_and_preview
 
 log = logging.getLogger(__name__)
 # The VGG loss network is in eval mode on purpose; Lightning warns about any module in eval mode.
@@ -130,6 +131,9 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
         "last_ckpt": getattr(ckpt_cb, "last_model_path", None) or None,
         "best_ckpt": getattr(ckpt_cb, "best_model_path", None) or None,
     }
+    if cfg.export_at_end and trainer.is_global_zero and (result["best_ckpt"] or result["last_ckpt"]):
+        photos = datamodule.val_set or datamodule.train_set
+        result.update(export_and_preview(result["best_ckpt"] or result["last_ckpt"], out_dir, photos.files[0]))
     log.info("finished at step %d: %s", trainer.global_step, metrics)
     log.info("checkpoints: last=%s best=%s", result["last_ckpt"], result["best_ckpt"])
     return result

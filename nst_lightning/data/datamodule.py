@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import zipfile
 from pathlib import Path
@@ -20,6 +21,15 @@ from nst_lightning.errors import NSTError
 from nst_lightning.image import is_image_file
 
 log = logging.getLogger(__name__)
+
+
+def resolve_num_workers(num_workers: int | str) -> int:
+    """``data.num_workers``: a number as given, or ``auto``: half the CPU cores this process may use, at least
+    1 and at most 8 (the training step needs the other half on a CPU; 8 feed a GPU at batch 16, 256 px)."""
+    if str(num_workers).lower() != "auto":
+        return int(num_workers)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(8, cores // 2))
 
 
 VAL_SHARE = 5  # a small folder gives validation at most one photo in this many
@@ -53,7 +63,7 @@ class FolderDataModule(L.LightningDataModule):
         root: folder tree of jpg/png/webp images.
         image_size: side of the square training crops.
         batch_size: images per step (per device under DDP).
-        num_workers: data loader worker processes.
+        num_workers: data loader worker processes, or ``auto`` (:func:`resolve_num_workers`).
         val_count: images held out of ``root`` for validation (0 disables validation).
         val_size: side of the centre-cropped validation images.
         min_scale: smallest crop area fraction for the random-resized crop.
@@ -75,7 +85,7 @@ class FolderDataModule(L.LightningDataModule):
         root: str,
         image_size: int = 256,
         batch_size: int = 4,
-        num_workers: int = 2,
+        num_workers: int | str = "auto",
         val_count: int = 8,
         val_size: int = 256,
         min_scale: float = 0.25,
@@ -98,7 +108,7 @@ class FolderDataModule(L.LightningDataModule):
         self.root = root
         self.image_size = image_size
         self.batch_size = batch_size
-        self.num_workers = num_workers
+        self.num_workers = resolve_num_workers(num_workers)
         self.val_count = val_count
         self.val_size = val_size
         self.min_scale = min_scale
