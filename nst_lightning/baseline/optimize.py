@@ -21,7 +21,7 @@ import torch
 from nst_lightning.errors import NSTError
 from nst_lightning.image import resize_tensor
 from nst_lightning.losses.perceptual import PerceptualLoss
-from nst_lightning.precision import AUTO, resolve_precision, warn_if_emulated
+from nst_lightning.training.precision import AUTO, resolve_precision, warn_if_emulated
 
 OPTIMIZERS = ("lbfgs", "adam")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -80,8 +80,8 @@ _LIGHTNING_NAMES = {"auto": AUTO, "fp32": "32-true", "bf16": "bf16-mixed", "fp16
 
 def machine_choice(precision: str, channels_last: bool | None, device: torch.device) -> tuple[torch.dtype | None, bool]:
     """The VGG pass's reduced-precision dtype (None: fp32) and memory format, by the machine rule training uses
-    (:func:`nst_lightning.precision.resolve_precision`): ``auto`` is bf16 where the hardware has bf16 arithmetic
-    (CUDA with bf16, CPUs with AMX or AVX-512 BF16), fp32 elsewhere; channels-last goes with bf16."""
+    (:func:`~nst_lightning.training.precision.resolve_precision`): ``auto`` is bf16 where the hardware has bf16
+    arithmetic (CUDA with bf16, CPUs with AMX or AVX-512 BF16), fp32 elsewhere; channels-last goes with bf16."""
     choice = resolve_precision(
         _LIGHTNING_NAMES[precision], device.type, AUTO if channels_last is None else channels_last
     )
@@ -336,12 +336,3 @@ def optimize_multiscale(
         results.append(result)
         image = result.image
     return results
-
-
-def scale_shapes(height: int, width: int, sizes: Sequence[int]) -> list[tuple[int, int]]:
-    """(H, W) for each longest-side size, keeping the aspect ratio of a ``height``×``width`` image."""
-    out = []
-    for size in sizes:
-        scale = size / max(height, width)
-        out.append((max(1, round(height * scale)), max(1, round(width * scale))))
-    return out

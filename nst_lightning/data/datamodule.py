@@ -12,13 +12,13 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from nst_lightning.data.datasets import ImageFolderDataset, eval_transform, list_images, train_transform
+from nst_lightning.data.datasets import ImageFolderDataset, eval_transform, train_transform, training_images
 from nst_lightning.data.download import download
 from nst_lightning.data.manifest import download_folder
 from nst_lightning.data.sample import data_dir_from_env
 from nst_lightning.data.sampler import ResumableDataLoader, ResumableSampler
 from nst_lightning.errors import NSTError
-from nst_lightning.image import is_image_file
+from nst_lightning.image import list_images
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,8 @@ class FolderDataModule(L.LightningDataModule):
         pin_memory: pin host memory for faster copies to the GPU.
         shuffle: shuffle the training images each epoch (turn off only for reproducibility tests).
         augment: random-resized crops and flips; when false, training uses the deterministic centre crop.
-        manifest_prefix: the manifest's files under this prefix (e.g. ``train/``) are what ``download`` fetches.
+        manifest_prefix: the manifest's files under this prefix (``train/``: the training photos) are what
+            ``download`` fetches; None disables downloading.
         download: when ``root`` holds no images, download the manifest's files into it first: True, False, or
             ``"auto"`` (only when ``root`` is the data folder's own ``<NST_DATA_DIR>/<manifest_prefix>``, so a
             mistyped ``data.root`` is an error that creates nothing).
@@ -90,7 +91,7 @@ class FolderDataModule(L.LightningDataModule):
         val_size: int = 256,
         min_scale: float = 0.25,
         pin_memory: bool = True,
-        manifest_prefix: str | None = None,
+        manifest_prefix: str | None = "train/",
         shuffle: bool = True,
         augment: bool = True,
         max_upscale: float | None = None,
@@ -130,8 +131,7 @@ class FolderDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         root = self.image_root()
-        has_images = root.is_dir() and any(p.is_file() and is_image_file(p) for p in root.rglob("*"))
-        if has_images:
+        if list_images(root, recursive=True):
             return
         if self._may_download(root):
             log.info("no images in %s: downloading the %s photos listed in the manifest", root, self.manifest_prefix)
@@ -145,7 +145,7 @@ class FolderDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        files = list_images(self.image_root())
+        files = training_images(self.image_root())
         val_count = spare_val_count(self.val_count, len(files))
         if val_count != self.val_count and self.val_count > 0:
             log.info(
