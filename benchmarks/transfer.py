@@ -13,9 +13,9 @@ recorded loss: weights, layers and Gram size from the shipped model's meta).
 (a) new style (``--new-style``): from scratch (``scratch``), from a model trained on another style
     (``finetune``, weights only, fresh optimizer) and the same with its encoder frozen (``frozen``), equal
     steps. The source is the profile's ``finetune_from``: the shipped model at its own architecture (``cpu``:
-    what a user does) or the distilled student of (b) at the student's (``gpu``). ``finetune_steps_ratio`` / ``frozen_steps_ratio``:
-    steps the run needed to reach the scratch run's final val objective (linear between validations) ÷ the
-    scratch run's steps; null when it never did.
+    what a user does) or the distilled student of (b) at the student's (``gpu``). ``finetune_steps_ratio`` /
+    ``frozen_steps_ratio``: steps the run needed to reach the scratch run's final val objective (linear between
+    validations) ÷ the scratch run's steps; null when it never did.
 
     NST_DATA_DIR=../shared/data python benchmarks/transfer.py --profile cpu --plot-dir docs/results
     NST_DATA_DIR=gpu_data python benchmarks/transfer.py --profile gpu --plot-dir OUT
