@@ -17,6 +17,11 @@ def config_dir() -> str:
     return str(files("nst_lightning.conf"))
 
 
+def group_options(group: str) -> list[str]:
+    """The options of a config group: ``conf/<group>/*.yaml`` except the bases they inherit (``_*.yaml``)."""
+    return sorted(p.stem for p in (Path(config_dir()) / group).glob("*.yaml") if not p.stem.startswith("_"))
+
+
 def gpu_or_cpu(gpu_value: Any, cpu_value: Any, *, _root_: Any) -> Any:
     """``${nst.gpu_or_cpu:GPU_VALUE,CPU_VALUE}``: a recipe's value for the device ``trainer.accelerator`` trains
     on here (CPU_VALUE on a CPU, and on Apple's MPS, whose memory and speed are nearer a laptop's than a GPU's)."""

@@ -21,7 +21,7 @@ import hydra
 from omegaconf import DictConfig
 
 from nst_lightning.cli.config_errors import config_error
-from nst_lightning.config import config_dir
+from nst_lightning.config import config_dir, group_options
 from nst_lightning.errors import NSTError
 
 log = logging.getLogger("nst_lightning")
@@ -225,8 +225,6 @@ def _bases(path: Path) -> list[str]:
 
 def app_help(name: str, summary: str) -> str:
     """The ``--help`` text of a command: its own config groups and its documented keys with their comments."""
-    from nst_lightning.cli.presets import group_options  # imports torch: only when help is asked for
-
     conf = Path(config_dir())
     app_file = conf / f"{name}.yaml"
     lines = [f"{name}: {summary}", "", f"Usage: python {name}.py [group=option ...] [key=value ...]", ""]
