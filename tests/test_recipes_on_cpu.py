@@ -58,3 +58,18 @@ def test_auto_workers_are_half_the_cores_from_one_to_eight(monkeypatch):
         monkeypatch.setattr("os.sched_getaffinity", lambda pid, n=cores: set(range(n)), raising=False)
         assert resolve_num_workers("auto") == workers
     assert resolve_num_workers(3) == 3
+
+
+@pytest.mark.slow
+def test_finetune_from_the_shipped_model_ends_with_an_exported_model_and_a_preview(tmp_path, image_dir, style_path):
+    from nst_lightning.cli.train import run as train
+    from nst_lightning.inference import load_model
+
+    cfg = compose_train(
+        ["experiment=finetune", "style=custom", f"style.image={style_path}", "style.size=64", "loss=tiny",
+         f"data.root={image_dir}", "data.image_size=32", "data.val_size=32", "trainer.accelerator=cpu",
+         "trainer.max_steps=2", "trainer.val_check_interval=2", f"paths.output_dir={tmp_path / 'run'}"]
+    )  # fmt: skip
+    result = train(cfg)
+    assert result["global_step"] == 2 and Path(result["preview"]).is_file()
+    assert load_model(result["model"]).meta["transfer"]["init_from"]
