@@ -72,4 +72,4 @@ def test_finetune_from_the_shipped_model_ends_with_an_exported_model_and_a_previ
     )  # fmt: skip
     result = train(cfg)
     assert result["global_step"] == 2 and Path(result["preview"]).is_file()
-    assert load_model(result["model"]).meta["transfer"]["init_from"]
+    assert load_model(result["model"]).meta["transfer"]["init_provenance"]
