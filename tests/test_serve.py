@@ -100,18 +100,13 @@ def test_second_identical_request_is_a_cache_hit(server: httpx.Client) -> None:
     data = photo_bytes(120, 90, seed=2)
     hits, misses, model_runs = (metric(server, n) for n in ("nst_cache_hits_total", "nst_cache_misses_total",
                                                               "nst_model_seconds_count"))  # fmt: skip
-    start = time.perf_counter()
     first = post(server, data, strength="0.8")
-    miss_s = time.perf_counter() - start
-    start = time.perf_counter()
     second = post(server, data, strength="0.8")
-    hit_s = time.perf_counter() - start
     assert (first.headers["x-cache"], second.headers["x-cache"]) == ("miss", "hit")
     assert first.content == second.content
     assert metric(server, "nst_cache_hits_total") == hits + 1
     assert metric(server, "nst_cache_misses_total") == misses + 1
     assert metric(server, "nst_model_seconds_count") == model_runs + 1  # the model ran once
-    assert hit_s < miss_s, f"cache hit took {hit_s:.3f} s, the miss {miss_s:.3f} s"
     assert post(server, data, strength="0.7").headers["x-cache"] == "miss"  # other options, other key
 
 
@@ -132,18 +127,20 @@ def truncated_png() -> bytes:
 
 
 BAD_INPUTS = {
-    "not an image": (lambda: b"just some text, not pixels", "image/png", {}, 400, "not an image"),
+    "not an image": (lambda: b"just some text, not pixels", "image/png", {}, 415, "not an image in a format we read"),
+    "a format we do not read": (lambda: encode(Image.new("RGB", (20, 20)), "ICO"), "image/png", {}, 415, "format"),
     "truncated file": (truncated_png, "image/png", {}, 400, "truncated"),
     "wrong content type": (lambda: b"name,value\n", "text/csv", {}, 415, "must be an image"),
     "too large (by header)": (lambda: np.random.default_rng(0).bytes(600_000), "image/png", {}, 413, "larger than"),
     "too large (by body)": (lambda: np.random.default_rng(0).bytes(530_000), "image/png", {}, 413, "larger than"),
     "too many pixels": (lambda: encode(Image.new("L", (2000, 1001))), "image/png", {}, 413, "pixels"),
-    "too small": (lambda: photo_bytes(8, 8), "image/png", {}, 422, "at least 16"),
     "unknown style": (photo_bytes, "image/png", {"style": "van_gogh_ii"}, 422, "unknown style"),
     "strength above 1": (photo_bytes, "image/png", {"strength": "1.5"}, 422, "strength"),
     "strength not a number": (photo_bytes, "image/png", {"strength": "strong"}, 422, "strength"),
     "strength nan": (photo_bytes, "image/png", {"strength": "nan"}, 422, "strength"),
     "max_size too large": (photo_bytes, "image/png", {"max_size": "4096"}, 422, "max_size"),
+    "max_size 4000 digits": (photo_bytes, "image/png", {"max_size": "9" * 4000}, 422, "chars)"),
+    "style 4000 chars": (photo_bytes, "image/png", {"style": "x" * 4000}, 422, "chars)"),
     "max_size zero": (photo_bytes, "image/png", {"max_size": "0"}, 422, "max_size"),
     "bad preserve_color": (photo_bytes, "image/png", {"preserve_color": "maybe"}, 422, "preserve_color"),
     "bad format": (photo_bytes, "image/png", {"format": "gif"}, 422, "format"),
@@ -156,15 +153,30 @@ def test_bad_input_gets_a_clear_4xx(server: httpx.Client, case: str) -> None:
     response = post(server, make(), ctype, **fields)
     assert response.status_code == status, response.text
     assert words in response.json()["detail"]
+    assert len(response.text) < 400  # a long user value is cut, not echoed whole
     assert post(server, photo_bytes(64, 48, seed=4)).status_code == 200  # still serving
 
 
-def test_missing_image_field_and_missing_length(server: httpx.Client) -> None:
-    no_file = server.post("/stylize", data={"style": STYLE})
+def test_missing_image_field_and_a_chunked_upload(server: httpx.Client) -> None:
+    not_multipart = server.post("/stylize", data={"style": STYLE})
+    assert not_multipart.status_code == 415 and "field named 'image'" in not_multipart.json()["detail"]
+    no_file = server.post("/stylize", files={"other": ("p.png", b"x", "image/png")}, data={"style": STYLE})
     assert no_file.status_code == 422 and "field named 'image'" in no_file.json()["detail"]
-    chunked = server.post("/stylize", content=iter([b"--x\r\n"]), headers={"content-type": "multipart/form-data"})
-    assert chunked.status_code == 411
+    no_boundary = server.post("/stylize", content=iter([b"--x\r\n"]), headers={"content-type": "multipart/form-data"})
+    assert no_boundary.status_code == 400 and "boundary" in no_boundary.json()["detail"]
+    request = server.build_request("POST", "/stylize", files={"image": ("p.png", photo_bytes(), "image/png")},
+                                   data={"style": STYLE})  # fmt: skip
+    body = request.read()
+    chunked = server.post("/stylize", content=iter([body[:100], body[100:]]),
+                          headers={"content-type": request.headers["content-type"]})  # fmt: skip
+    assert chunked.status_code == 200  # no Content-Length: the body is counted as it arrives instead
     assert metric(server, "nst_errors_total") >= 2
+
+
+def test_tiny_image_is_padded_not_refused(server: httpx.Client) -> None:
+    response = post(server, photo_bytes(10, 10, seed=12))
+    assert response.status_code == 200
+    assert Image.open(io.BytesIO(response.content)).size == (10, 10)
 
 
 def test_alpha_and_16_bit_inputs(server: httpx.Client) -> None:

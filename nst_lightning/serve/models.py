@@ -19,12 +19,11 @@ import torch
 from PIL import Image
 
 from nst_lightning.errors import NSTError
-from nst_lightning.export.runtime import EagerRuntime, load_runtime
+from nst_lightning.export.runtime import EagerRuntime, load_runtime, normalize_runtime
 from nst_lightning.inference import pretrained_models, resolve_device, stylize
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("auto", "eager", "torchscript", "torch_export", "onnxruntime", "onnx")  # onnx = onnxruntime
 STYLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # A network maps B×3×H×W in [0, 1] to B×3×H×W in [0, 1] (an nn.Module or an exported runtime).
 Runner = Callable[[torch.Tensor], torch.Tensor]
@@ -40,27 +39,28 @@ class StyleModel:
     thumbnail: bytes = b""  # JPEG
 
 
-TILE_SIZE = 1024  # pixels: larger images run in overlapping tiles (bounded memory per request)
-
-
 def stylize_image(
-    runner: Runner, image: Image.Image, strength: float = 1.0, keep_color: bool = False, max_size: int | None = None
+    runner: Runner,
+    image: Image.Image,
+    strength: float = 1.0,
+    preserve_color: bool = False,
+    max_size: int | None = None,
+    tile_size: int | None = None,
 ) -> Image.Image:
-    """RGB PIL image → stylized RGB PIL image (longest side at most ``max_size``), through the one inference core
-    (:func:`nst_lightning.inference.stylize`). Images larger than ``TILE_SIZE`` are stylized in tiles, so a
-    request's peak memory is bounded by the tile, not by the upload."""
+    """RGB or RGBA PIL image → stylized image (longest side at most ``max_size``, alpha kept), through the one
+    inference core (:func:`nst_lightning.inference.stylize`, as ``stylize.py``). Outputs larger than
+    ``tile_size`` are stylized in tiles, so a request's model memory is bounded by the tile."""
     # The eager runtime's nn.Module lets tiling hook its instance norms; an exported runtime runs as is (it pads and
     # crops around its graph itself, so its inner module must never be called directly).
     model = runner.net if isinstance(runner, EagerRuntime) else runner
-    return stylize(image, model, strength=strength, preserve_color=keep_color, max_size=max_size, tile_size=TILE_SIZE)
+    return stylize(image, model, strength=strength, preserve_color=preserve_color, max_size=max_size,
+                   tile_size=tile_size)  # fmt: skip
 
 
 def load_runner(ckpt: Path, runtime: str, device: torch.device) -> Runner:
     """A callable B×3×H×W → B×3×H×W for the checkpoint in the asked runtime (non-eager runtimes convert the
     checkpoint in memory; see :func:`nst_lightning.export.runtime.load_runtime`)."""
-    if runtime not in RUNTIMES:
-        raise NSTError(f"unknown runtime={runtime!r}; use one of {', '.join(RUNTIMES)}")
-    return load_runtime(ckpt, runtime, device)
+    return load_runtime(ckpt, normalize_runtime(runtime), device)
 
 
 def find_checkpoints(styles: list[str] | None, models_dir: str | None) -> dict[str, Path]:
