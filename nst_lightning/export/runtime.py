@@ -226,6 +226,7 @@ def runtime_from_model(loaded: LoadedModel, runtime: str = "eager", device: str 
     if name == "torch_export":
         return TorchExportRuntime(graph.to_torch_export(net, info.contract), device, info, source)
     model, info.onnx_exporter = graph.to_onnx(net, info.contract)
+    info.set_padding(info.onnx_exporter == "dynamo")
     return OnnxRuntime(model, device, info, source)
 
 
@@ -233,8 +234,10 @@ def export_info(loaded: LoadedModel, exported_as: str) -> ExportInfo:
     """The metadata an exported file carries for ``loaded``."""
     contract = graph.size_contract(loaded.net)
     meta = {k: v for k, v in loaded.meta.items() if k != "source"}
-    return ExportInfo(exported_as, loaded.model_name, contract.multiple, contract.min_size,
+    info = ExportInfo(exported_as, loaded.model_name, contract.multiple, contract.min_size,
                       dict(loaded.model_kwargs), meta)  # fmt: skip
+    info.set_padding(exported_as in ("torch_export", "onnx", "onnxruntime"))  # the legacy ONNX exporter: see to_onnx
+    return info
 
 
 def load_runtime(source: str | Path, runtime: str | None = None, device: str | torch.device = "cpu") -> Runtime:
