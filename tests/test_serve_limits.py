@@ -417,3 +417,25 @@ def test_huge_16_bit_png_costs_bounded_memory(tmp_path: Path) -> None:
     # The 16-bit pixels alone are 79 MB; the old float64 path added ~1 GB. Generous bounds, not timings.
     assert figures["peak_mb"] - figures["idle_mb"] < 400
     assert figures["after_mb"] - figures["idle_mb"] < 150
+
+
+def test_quality_picks_the_fast_variant_per_request(styles: dict[str, StyleModel]) -> None:
+    both = {"two": StyleModel("two", lambda x: x.clone(), "test", fast=lambda x: 1 - x),
+            "one": StyleModel("one", lambda x: x.clone(), "test")}  # fmt: skip
+    settings = ServeSettings(runtime="eager", max_size=64, quality="fast")
+    photo = png(synthetic_photo(40, 30, 8))
+    with running_in_thread(create_app(settings, both)) as url, httpx.Client(base_url=url, timeout=30) as client:
+
+        def post(style: str, **fields: str) -> httpx.Response:
+            body, ctype = form(photo, style, **fields)
+            return client.post("/stylize", content=body, headers={"content-type": ctype})
+
+        fast, full = post("two"), post("two", quality="full")  # the service's default here is fast
+        assert (fast.headers["x-variant"], full.headers["x-variant"]) == ("fast", "full")
+        assert full.headers["x-cache"] == "miss"  # another variant, another cache entry
+        inverted = np.asarray(Image.open(io.BytesIO(fast.content)), dtype=int)
+        identity = np.asarray(Image.open(io.BytesIO(full.content)), dtype=int)
+        assert np.abs(inverted + identity - 255).max() <= 1
+        assert post("one").headers["x-variant"] == "full"  # no fast variant: the full network answers
+        assert post("two", quality="fastest").status_code == 422
+        assert client.get("/health").json()["fast"] == ["two"]

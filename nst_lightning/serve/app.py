@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -54,6 +55,7 @@ STYLIZE_OPENAPI = {
             "preserve_color": {"type": "boolean", "default": False},
             "max_size": {"type": "integer", "description": "longest output side (default: the service's max_size)"},
             "format": {"type": "string", "enum": ["png", "jpeg"], "default": "png"},
+            "quality": {"type": "string", "enum": ["full", "fast"], "description": "default: the service's quality"},
         }}}}},
     "responses": {"200": {"description": "the stylized image", "content": {"image/png": {}, "image/jpeg": {}}}},
 }  # fmt: skip
@@ -118,7 +120,8 @@ class Pipeline:
 
     def _compute(self, model: StyleModel, image: Image.Image, options: Options) -> bytes:
         try:
-            out = stylize_image(model.runner, image, options.strength, options.preserve_color, options.max_size,
+            _, runner = model.variant(options.quality)
+            out = stylize_image(runner, image, options.strength, options.preserve_color, options.max_size,
                                 self.settings.tile_size)  # fmt: skip
             return encode(out, options.format)
         except NSTError as exc:
@@ -147,9 +150,8 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
     cache.on_error = lambda exc: (metrics.cache_errors.inc(), log.warning("cache call failed: %s", exc))
     cache.on_skip = metrics.cache_skipped.inc
     if styles is None:
-        styles = load_styles(
-            settings.styles, settings.models_dir, settings.runtime, settings.device, settings.thumbnail_size
-        )
+        styles = load_styles(settings.styles, settings.models_dir, settings.runtime, settings.device,
+                             settings.thumbnail_size, settings.fast_runtime, settings.fast_models_dir)  # fmt: skip
     pipeline = Pipeline(settings, metrics)
 
     app = FastAPI(title="nst_lightning", summary="Neural style transfer as a service", docs_url="/docs")
@@ -172,10 +174,11 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
     async def health() -> dict[str, Any]:
         """Liveness, what is loaded, and ``degraded`` while the cache is skipped after failures."""
         runtimes = sorted({getattr(m.runner, "name", "eager") for m in styles.values()})  # what auto resolved to
+        fast = sorted(name for name, m in styles.items() if m.fast is not None)
         cache_state = "skipped" if cache.is_open else "ok"
         metrics.cache_open.set(int(cache.is_open))
         return {"status": "degraded" if cache.is_open else "ok", "styles": sorted(styles), "runtime": settings.runtime,
-                "runtimes": runtimes, "cache": settings.cache.kind, "cache_state": cache_state,
+                "runtimes": runtimes, "fast": fast, "cache": settings.cache.kind, "cache_state": cache_state,
                 "in_flight": pipeline.gate.count}  # fmt: skip
 
     @app.get("/styles")
@@ -197,7 +200,8 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
     @app.post("/stylize", openapi_extra=STYLIZE_OPENAPI)
     async def stylize(request: Request) -> Response:
         """Multipart form: ``image`` (file), ``style``, optional ``strength``, ``preserve_color``, ``max_size``,
-        ``format`` (png | jpeg). Returns the stylized image; header ``X-Cache`` says hit, shared or miss."""
+        ``format`` (png | jpeg), ``quality`` (full | fast). Returns the stylized image; header ``X-Cache`` says
+        hit, shared or miss, ``X-Variant`` which variant made it."""
         form = parse_form(await request.body(), request.headers.get("content-type"))
         upload = form.files.get("image")
         if upload is None:
@@ -208,7 +212,8 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
         style = form.fields.get("style", "")
         if style not in styles:
             raise BadRequest(422, f"unknown style {shorten(style)}; choose one of {', '.join(sorted(styles))}")
-        options = parse_options(form.fields, settings.max_size)
+        options = parse_options(form.fields, settings.max_size, settings.quality)
+        options = replace(options, quality=styles[style].variant(options.quality)[0])  # what will really run
         key = cache_key(hashlib.sha256(upload.data).hexdigest(), style, options.key())
         result = await anyio.to_thread.run_sync(cache.get, key)
         status = "hit"
@@ -220,7 +225,8 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
             status = "miss"
         {"hit": metrics.cache_hits, "shared": metrics.shared, "miss": metrics.cache_misses}[status].inc()
         filename = f"stylized_{style}.{'jpg' if options.format == 'jpeg' else 'png'}"
-        headers = {"X-Cache": status, "Content-Disposition": f'inline; filename="{filename}"'}
+        headers = {"X-Cache": status, "X-Variant": options.quality,
+                   "Content-Disposition": f'inline; filename="{filename}"'}  # fmt: skip
         return Response(result, media_type=OUTPUT_FORMATS[options.format], headers=headers)
 
     pending: dict[str, asyncio.Future[bytes]] = {}  # results being computed, by cache key

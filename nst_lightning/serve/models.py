@@ -37,6 +37,13 @@ class StyleModel:
     runner: Runner
     source: str
     thumbnail: bytes = b""  # JPEG
+    fast: Runner | None = None  # the fast variant (a student, or the network in a faster runtime), if any
+
+    def variant(self, quality: str) -> tuple[str, Runner]:
+        """The variant that runs for ``quality`` (``full`` when there is no fast one) and its runner."""
+        if quality == "fast" and self.fast is not None:
+            return "fast", self.fast
+        return "full", self.runner
 
 
 def stylize_image(
@@ -122,14 +129,32 @@ def make_thumbnail(model: StyleModel, size: int) -> bytes:
 
 
 def load_styles(
-    styles: list[str] | None, models_dir: str | None, runtime: str, device: str, thumbnail_size: int
+    styles: list[str] | None,
+    models_dir: str | None,
+    runtime: str,
+    device: str,
+    thumbnail_size: int,
+    fast_runtime: str | None = None,
+    fast_models_dir: str | None = None,
 ) -> dict[str, StyleModel]:
-    """Load every style once (the service calls this at startup)."""
+    """Load every style once (the service calls this at startup), with its fast variant: the student in
+    ``fast_models_dir`` named like the style if there is one, else the network in ``fast_runtime``, else none."""
     dev = resolve_device(device)
+    students: dict[str, Path] = {}
+    if fast_models_dir:
+        folder = Path(fast_models_dir).expanduser()
+        if not folder.is_dir():
+            raise NSTError(f"fast_models_dir={folder} is not a folder of checkpoints (*.pt, *.ckpt)")
+        students = {p.stem: p for p in sorted([*folder.glob("*.pt"), *folder.glob("*.ckpt")])}
     loaded = {}
     for name, path in find_checkpoints(styles, models_dir).items():
         model = StyleModel(name=name, runner=load_runner(path, runtime, dev), source=str(path))
+        if name in students:
+            model.fast = load_runner(students[name], runtime, dev)
+        elif fast_runtime:
+            model.fast = load_runner(path, fast_runtime, dev)
         model.thumbnail = make_thumbnail(model, thumbnail_size)
         loaded[name] = model
-        log.info("loaded style %s from %s (runtime=%s, device=%s)", name, path, runtime, dev)
+        fast = getattr(model.fast, "name", "none") if name not in students else f"student {students[name]}"
+        log.info("loaded style %s from %s (runtime=%s, fast=%s, device=%s)", name, path, runtime, fast, dev)
     return loaded

@@ -12,6 +12,7 @@ from typing import Any
 from nst_lightning.errors import NSTError
 
 CACHE_KINDS = ("memory", "disk", "redis", "none")
+QUALITIES = ("full", "fast")
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 
@@ -40,6 +41,9 @@ class ServeSettings:
     models_dir: str | None = None
     runtime: str = "auto"
     device: str = "cpu"
+    quality: str = "full"
+    fast_runtime: str | None = None
+    fast_models_dir: str | None = None
     max_upload_mb: float = 20.0
     max_pixels: int = 40_000_000
     max_size: int = 1024
@@ -78,6 +82,8 @@ class ServeSettings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise NSTError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.quality not in QUALITIES:
+            raise NSTError(f"quality must be one of {', '.join(QUALITIES)}, got {self.quality!r}")
         for name in ("max_queue", "shutdown_timeout_s"):
             if getattr(self, name) < 0:
                 raise NSTError(f"{name} must be 0 or more, got {getattr(self, name)}")

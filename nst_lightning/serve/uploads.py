@@ -17,9 +17,9 @@ from nst_lightning.errors import NSTError
 from nst_lightning.image import READ_FORMATS, open_image
 from nst_lightning.serve.errors import BadRequest
 from nst_lightning.serve.guard import shorten
+from nst_lightning.serve.settings import QUALITIES
 
 OUTPUT_FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg"}
-QUALITIES = ("full", "fast")
 
 __all__ = ["OUTPUT_FORMATS", "BadRequest", "Options", "check_content_type", "decode_upload", "parse_options"]
 
@@ -32,10 +32,11 @@ class Options:
     preserve_color: bool = False
     max_size: int = 1024
     format: str = "png"
+    quality: str = "full"  # the variant that runs (``full`` when a style has no fast variant)
 
     def key(self) -> dict[str, object]:
         return {"strength": self.strength, "preserve_color": self.preserve_color, "max_size": self.max_size,
-                "format": self.format}  # fmt: skip
+                "format": self.format, "quality": self.quality}  # fmt: skip
 
 
 def _bool(name: str, raw: str) -> bool:
@@ -47,8 +48,9 @@ def _bool(name: str, raw: str) -> bool:
     raise BadRequest(422, f"{name} must be true or false, got {shorten(raw)}")
 
 
-def parse_options(form: dict[str, str], max_size_limit: int) -> Options:
-    """Validate the text fields of the form; ``max_size`` defaults to (and may not exceed) the service limit."""
+def parse_options(form: dict[str, str], max_size_limit: int, quality: str = "full") -> Options:
+    """Validate the text fields of the form; ``max_size`` defaults to (and may not exceed) the service limit,
+    ``quality`` to the service's setting."""
     try:
         strength = float(form.get("strength") or 1.0)
     except ValueError:
@@ -65,7 +67,11 @@ def parse_options(form: dict[str, str], max_size_limit: int) -> Options:
     if fmt not in OUTPUT_FORMATS:
         raise BadRequest(422, f"format must be png or jpeg, got {shorten(fmt)}")
     fmt = "jpeg" if fmt == "jpg" else fmt
-    return Options(round(strength, 4), _bool("preserve_color", form.get("preserve_color") or ""), max_size, fmt)
+    quality = (form.get("quality") or quality).strip().lower()
+    if quality not in QUALITIES:
+        raise BadRequest(422, f"quality must be fast or full, got {shorten(quality)}")
+    keep = _bool("preserve_color", form.get("preserve_color") or "")
+    return Options(round(strength, 4), keep, max_size, fmt, quality)
 
 
 def check_content_type(content_type: str | None) -> None:
