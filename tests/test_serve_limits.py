@@ -439,3 +439,26 @@ def test_quality_picks_the_fast_variant_per_request(styles: dict[str, StyleModel
         assert post("one").headers["x-variant"] == "full"  # no fast variant: the full network answers
         assert post("two", quality="fastest").status_code == 422
         assert client.get("/health").json()["fast"] == ["two"]
+
+
+def test_an_upload_gives_the_pixels_stylize_py_writes(styles: dict[str, StyleModel], tmp_path: Path) -> None:
+    """The service decodes, resizes and stylizes with the library's own code: byte-for-byte the pixels of
+    ``stylize_file`` (what ``stylize.py`` runs) for a 16-bit PNG (reduced-size decoding), an RGBA PNG, a 10×10."""
+    from nst_lightning.inference import stylize_file
+
+    deep = (np.linspace(0, 65535, 300 * 200).reshape(200, 300)).astype(np.uint16)
+    rgba = synthetic_photo(90, 70, seed=9).convert("RGBA")
+    rgba.putalpha(Image.fromarray(np.tile(np.linspace(0, 255, 90, dtype=np.uint8), (70, 1))))
+    cases = {"deep.png": Image.fromarray(deep), "rgba.png": rgba, "tiny.png": synthetic_photo(10, 10, seed=10)}
+    settings = ServeSettings(runtime="eager", max_size=64, cache=CacheSettings("none"))
+    with running_in_thread(create_app(settings, styles)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        for name, img in cases.items():
+            img.save(tmp_path / name)
+            body, ctype = form((tmp_path / name).read_bytes(), strength="0.9")
+            served = Image.open(
+                io.BytesIO(client.post("/stylize", content=body, headers={"content-type": ctype}).content)
+            )
+            written = Image.open(stylize_file(STYLE, tmp_path / name, tmp_path / f"out_{name}", max_size=64,
+                                              strength=0.9))  # fmt: skip
+            assert served.mode == written.mode and served.size == written.size, name
+            assert np.array_equal(np.asarray(served), np.asarray(written)), name
