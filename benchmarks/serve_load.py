@@ -78,7 +78,7 @@ def start_server(extra: list[str]) -> tuple[subprocess.Popen[bytes], str]:
     cmd = [sys.executable, str(REPO / "serve.py"), f"port={port}", "log_level=warning", *extra]
     proc = subprocess.Popen(cmd, cwd=REPO)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 1200  # converting models in memory takes minutes on a loaded CPU
     while True:
         try:
             if httpx.get(url + "/health", timeout=2).status_code == 200:

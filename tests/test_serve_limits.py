@@ -462,3 +462,31 @@ def test_an_upload_gives_the_pixels_stylize_py_writes(styles: dict[str, StyleMod
                                               strength=0.9))  # fmt: skip
             assert served.mode == written.mode and served.size == written.size, name
             assert np.array_equal(np.asarray(served), np.asarray(written)), name
+
+
+@pytest.mark.slow
+def test_sigterm_is_not_blocked_by_a_stalled_upload() -> None:
+    from nst_lightning.serve.server import free_port
+
+    port = free_port()
+    args = [f"port={port}", "runtime=eager", "cache=none", "body_timeout_s=600", "shutdown_timeout_s=1"]
+    proc = subprocess.Popen([sys.executable, "serve.py", *args], cwd=REPO)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, "serve.py did not come up"
+                time.sleep(0.2)
+        body, ctype = form(png(synthetic_photo(32, 32, 1)))
+        with connect(f"http://127.0.0.1:{port}") as sock:
+            sock.sendall(upload_head(ctype, len(body), False) + body[:50])  # stalls for up to 600 s
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGTERM)
+            # It exits (uvicorn re-raises SIGTERM once shut down): the stalled request was dropped after 1 s.
+            assert proc.wait(timeout=120) in (0, -signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -145,8 +145,18 @@ class OnnxRuntime(Runtime):
                 raise NSTError(f"{source} was not exported by nst_lightning (no {graph.META_KEY} metadata)")
             info = ExportInfo.from_json(text, source)
         super().__init__(device, info.contract, info.model_name, {**info.meta, "source": source})
+        self.info = info
+        self.model_bytes = model if isinstance(model, bytes) else None  # kept when converted in memory
         self.input_name = self.session.get_inputs()[0].name
         self.onnx_exporter = info.onnx_exporter  # which torch.onnx exporter wrote it (dynamo or torchscript)
+
+    def to_int8(self) -> OnnxRuntime:
+        """The same model with int8 weights (:func:`quantize_int8`), without exporting it again."""
+        if self.model_bytes is None:
+            raise NSTError(f"{self.source}: only a model converted in memory can be quantized here")
+        runtime = OnnxRuntime(quantize_int8(self.model_bytes), self.device, self.info, self.source)
+        runtime.name = "onnxruntime_int8"
+        return runtime
 
     def _forward(self, padded: torch.Tensor) -> torch.Tensor:
         out = self.session.run(None, {self.input_name: padded.cpu().numpy()})[0]
@@ -228,11 +238,8 @@ def runtime_from_model(loaded: LoadedModel, runtime: str = "eager", device: str 
         return TorchExportRuntime(graph.to_torch_export(net, info.contract), device, info, source)
     model, info.onnx_exporter = graph.to_onnx(net, info.contract)
     info.set_padding(info.onnx_exporter == "dynamo")
-    if name == "onnxruntime_int8":
-        runtime = OnnxRuntime(quantize_int8(model), device, info, source)
-        runtime.name = name
-        return runtime
-    return OnnxRuntime(model, device, info, source)
+    runtime = OnnxRuntime(model, device, info, source)
+    return runtime.to_int8() if name == "onnxruntime_int8" else runtime
 
 
 def quantize_int8(model: bytes) -> bytes:

@@ -151,6 +151,8 @@ def load_styles(
         model = StyleModel(name=name, runner=load_runner(path, runtime, dev), source=str(path))
         if name in students:
             model.fast = load_runner(students[name], runtime, dev)
+        elif fast_runtime == "onnxruntime_int8" and getattr(model.runner, "model_bytes", None):
+            model.fast = model.runner.to_int8()  # type: ignore[attr-defined]  # the ONNX graph is exported once
         elif fast_runtime:
             model.fast = load_runner(path, fast_runtime, dev)
         model.thumbnail = make_thumbnail(model, thumbnail_size)
