@@ -1,15 +1,16 @@
 """Capture a transformation network as a TorchScript, torch.export or ONNX graph with dynamic size.
 
-The networks pad their input to a multiple of their total stride (4 for Johnson, 32 for the timm U-Nets) and
-crop the output back. That padding is shape-dependent Python (``math.ceil``, an ``if``), which a graph cannot
-keep for every size as written. So the torch.export and ONNX graphs are captured around :class:`SelfPadding`,
-which does the same reflection padding and crop with shape arithmetic a graph keeps (an index gather, no
-branch): **those files take any B×3×H×W with H, W ≥ ``SizeContract.min_size``** and give the eager network's
-result, with no project code around them (the network's own no-op padding check becomes a runtime assert that
-always holds). TorchScript (traced, deprecated) still takes **pre-padded** input: H and W multiples of
-``SizeContract.multiple``. :class:`nst_lightning.export.runtime.Runtime` pads before every graph anyway (a
-no-op for the self-padding ones), so any size from 1×1 works through it. The contract and the input/output
-description travel inside each exported file (``nst_lightning.json``; ONNX also has plain metadata keys).
+The networks pad their input to a multiple of their total stride (their ``size_multiple``: 4 for Johnson, 32 for
+the timm U-Nets; see :mod:`nst_lightning.models.base`) and crop the output back. That padding is shape-dependent
+Python (``math.ceil``, an ``if``), which a graph cannot keep for every size as written. So the torch.export and
+ONNX graphs are captured around :class:`SelfPadding`, which does the same reflection padding and crop with shape
+arithmetic a graph keeps (an index gather, no branch): **those files take any B×3×H×W with H, W ≥
+``SizeContract.min_size``** and give the eager network's result, with no project code around them (the
+network's own no-op padding check becomes a runtime assert that always holds). TorchScript (traced,
+deprecated) still takes **pre-padded** input: H and W multiples of ``SizeContract.multiple``.
+:class:`nst_lightning.export.runtime.Runtime` pads before every graph anyway (a no-op for the self-padding ones),
+so any size from 1×1 works through it. The contract and the input/output description travel inside each
+exported file (``nst_lightning.json``; ONNX also has plain metadata keys).
 
 Imports torch (and onnx for ONNX only): no Lightning, no Hydra.
 """
@@ -30,7 +31,6 @@ from torch import nn
 
 from nst_lightning.errors import NSTError
 from nst_lightning.models.blocks import pad_to_multiple
-from nst_lightning.models.johnson import JohnsonNet
 
 FORMATS = ("nst", "torchscript", "torch_export", "onnx")
 SUFFIXES = {"nst": ".pt", "torchscript": ".ts", "torch_export": ".pt2", "onnx": ".onnx"}
@@ -53,19 +53,20 @@ class SizeContract:
 
 
 def size_contract(net: nn.Module) -> SizeContract:
-    """The size contract of a network: Johnson (two stride-2 convs) or a timm U-Net (``net.multiple``).
+    """The size contract of a network, from the ``size_multiple`` it declares (its total stride).
 
-    The minimum is two blocks of the multiple: a 9×9 reflection pad needs more than 4 px, and instance norm
-    needs more than one position at the deepest stage.
+    The minimum is two blocks of the multiple: Johnson's 9×9 reflection pad needs more than 4 px, and instance
+    norm needs more than one position at the deepest stage.
+
+    Raises:
+        NSTError: the network does not declare a positive integer ``size_multiple``.
     """
-    if isinstance(net, JohnsonNet):
-        return SizeContract(multiple=4, min_size=8)
-    multiple = getattr(net, "multiple", None)
-    if isinstance(multiple, int) and multiple > 0:
+    multiple = getattr(net, "size_multiple", None)
+    if isinstance(multiple, int) and not isinstance(multiple, bool) and multiple > 0:
         return SizeContract(multiple=multiple, min_size=2 * multiple)
     raise NSTError(
         f"cannot export a {type(net).__name__}: its size multiple is unknown (give the network an integer "
-        "attribute `multiple`, its total stride)"
+        "attribute `size_multiple`, its total stride; see nst_lightning.models.base)"
     )
 
 
@@ -177,7 +178,7 @@ def _fail(fmt: str, net: nn.Module, exc: Exception) -> NSTError:
 
 
 def to_torchscript(net: nn.Module, contract: SizeContract) -> torch.jit.ScriptModule:
-    """Trace the network (torch.jit is deprecated in current PyTorch; kept because the design names it)."""
+    """Trace the network (torch.jit is deprecated in current PyTorch; kept for deployments that load TorchScript)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings about the (no-op) padding branch; deprecation

@@ -24,7 +24,7 @@ from torch import nn
 from nst_lightning.errors import NSTError
 from nst_lightning.export import graph
 from nst_lightning.export.graph import ExportInfo, SizeContract
-from nst_lightning.inference import LoadedModel, load_model, resolve_checkpoint, resolve_device
+from nst_lightning.inference.checkpoint import LoadedModel, load_model, resolve_checkpoint, resolve_device
 
 RUNTIMES = ("eager", "torchscript", "torch_export", "onnxruntime", "onnxruntime_int8")
 # Which runtime runs which file format ("checkpoint": a Lightning checkpoint or an nst_lightning .pt model).

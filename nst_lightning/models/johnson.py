@@ -14,11 +14,12 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from nst_lightning.models.base import TransformNet
 from nst_lightning.models.blocks import ConvNormAct, ResidualBlock, UpsampleConv, make_pad, pad_to_multiple
 from nst_lightning.models.registry import register_model
 
 
-class JohnsonNet(nn.Module):
+class JohnsonNet(TransformNet):
     """Maps B×3×H×W images in [0, 1] to stylized B×3×H×W images in [0, 1], for any H, W ≥ 1.
 
     Args:
@@ -31,6 +32,8 @@ class JohnsonNet(nn.Module):
             :class:`~nst_lightning.models.blocks.UpsampleConv`).
         padding: ``reflect`` (reference), ``replicate`` or ``zero``, for every convolution.
     """
+
+    size_multiple = 4  # two stride-2 convolutions
 
     def __init__(
         self,
@@ -63,7 +66,7 @@ class JohnsonNet(nn.Module):
         return ["encoder", *(f"residuals.{i}" for i in range(len(self.residuals))), "decoder"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        padded, (h, w) = pad_to_multiple(x, 4)
+        padded, (h, w) = pad_to_multiple(x, self.size_multiple)
         y = self.encoder(padded)
         if self.checkpointing and torch.is_grad_enabled():
             for block in self.residuals:

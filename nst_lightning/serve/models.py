@@ -20,7 +20,8 @@ from PIL import Image
 
 from nst_lightning.errors import NSTError
 from nst_lightning.export.runtime import EagerRuntime, load_runtime, normalize_runtime
-from nst_lightning.inference import pretrained_models, resolve_device, stylize
+from nst_lightning.image import is_image_file
+from nst_lightning.inference import DEFAULT_TILE_SIZE, pretrained_models, resolve_device, stylize
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def stylize_image(
     strength: float = 1.0,
     preserve_color: bool = False,
     max_size: int | None = None,
-    tile_size: int | None = None,
+    tile_size: int | None = DEFAULT_TILE_SIZE,
 ) -> Image.Image:
     """RGB or RGBA PIL image → stylized image (longest side at most ``max_size``, alpha kept), through the one
     inference core (:func:`nst_lightning.inference.stylize`, as ``stylize.py``). Outputs larger than
@@ -60,8 +61,9 @@ def stylize_image(
     # The eager runtime's nn.Module lets tiling hook its instance norms; an exported runtime runs as is (it pads and
     # crops around its graph itself, so its inner module must never be called directly).
     model = runner.net if isinstance(runner, EagerRuntime) else runner
-    return stylize(image, model, strength=strength, preserve_color=preserve_color, max_size=max_size,
-                   tile_size=tile_size)  # fmt: skip
+    return stylize(
+        image, model, strength=strength, preserve_color=preserve_color, max_size=max_size, tile_size=tile_size
+    )
 
 
 def load_runner(ckpt: Path, runtime: str, device: torch.device) -> Runner:
@@ -109,7 +111,7 @@ def style_painting(name: str) -> Path | None:
     if not data:
         return None
     for path in sorted((Path(data) / "styles").glob(f"{name}.*")):
-        if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"):
+        if is_image_file(path):
             return path
     return None
 
