@@ -63,9 +63,9 @@ def status_of(pid: int, key: str) -> int:
     return 0
 
 
-def folder_bytes(folder: Path) -> tuple[int, int]:
+def folder_bytes(folder: Path) -> tuple[list[str], int]:
     files = [p for p in folder.rglob("*") if p.is_file()]
-    return len(files), sum(p.stat().st_size for p in files)
+    return [str(p.relative_to(folder)) for p in files], sum(p.stat().st_size for p in files)
 
 
 class Redis:
@@ -244,10 +244,10 @@ def main() -> None:
         "minutes": args.minutes, "clients": args.clients, "requests": sum(results.values()), "by_kind": by_kind,
         "good_lost": lost, "server_500": server_500, "server_counters": counters,
         "rss_mb": {"start": start_rss // 1024, "peak": peak_rss, "final": final_rss}, "rss_samples": samples,
-        "open_fds": fds, "tmp_files": tmp_files, "tmp_bytes": tmp_bytes, "server_exit_status": server.returncode,
+        "open_fds": fds, "tmp_files": len(tmp_files), "tmp_names": tmp_files[:5], "tmp_bytes": tmp_bytes, "server_exit_status": server.returncode,
         "targets_held": {"zero_500": server_500 == 0, "zero_lost_good": lost == 0,
                          "final_rss_within_300mb": final_rss - start_rss // 1024 <= 300,
-                         "no_temp_files": tmp_files == 0},
+                         "no_temp_files": not tmp_files},
     }  # fmt: skip
     print(json.dumps(summary), flush=True)
     shutil.rmtree(work, ignore_errors=True)
@@ -279,7 +279,8 @@ def write_report(path: Path, s: dict) -> None:
         f"- server counters: {counters}",
         f"- RSS MB: start {rss['start']}, peak {rss['peak']}, final {rss['final']}; samples (s: MB): {samples}",
         f"- open fds at the end: {s['open_fds']}; files left in the server's TMPDIR: {s['tmp_files']} "
-        f"({s['tmp_bytes']} bytes); exit status after SIGTERM: {s['server_exit_status']}",
+        f"({s['tmp_bytes']} bytes{': ' + ', '.join(s['tmp_names']) if s['tmp_names'] else ''}); "
+        f"exit status after SIGTERM: {s['server_exit_status']} (uvicorn re-raises SIGTERM once shut down)",
         f"- targets: {targets}",
         "",
     ]

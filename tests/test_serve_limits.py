@@ -322,7 +322,8 @@ def test_metrics_count_every_outcome_of_a_scripted_mix(styles: dict[str, StyleMo
 def test_bodies_held_at_once_are_capped(styles: dict[str, StyleModel]) -> None:
     runner = GatedRunner()
     gated = {"gated": StyleModel("gated", runner, "test")}
-    settings = ServeSettings(runtime="eager", max_size=64, max_queue=8, max_uploads_held=2, cache=CacheSettings("none"))
+    settings = ServeSettings(runtime="eager", max_size=64, max_queue=8, max_uploads_held=2, max_upload_mb=LIMIT_MB,
+                             body_timeout_s=1.0, cache=CacheSettings("none"))  # fmt: skip
     with running_in_thread(create_app(settings, gated)) as url, httpx.Client(base_url=url, timeout=30) as client:
         runner.gate.clear()
         body, ctype = form(png(synthetic_photo(40, 30, 7)), "gated")
@@ -334,11 +335,19 @@ def test_bodies_held_at_once_are_capped(styles: dict[str, StyleModel]) -> None:
         while metric(client, "nst_uploads_held") < 2 and time.monotonic() < deadline:
             time.sleep(0.02)
         third = client.post("/stylize", content=body, headers={"content-type": ctype})  # identical, would share
+        with connect(url) as sock:  # busy, and stalled: the body it is refused with is still time-bounded
+            sock.sendall(upload_head(ctype, len(body), False) + body[:100])
+            stalled, _ = read_response(sock)
+        with connect(url) as sock:  # busy, and over the limit: still stopped at the limit
+            stream_until_answered(sock, upload_head("multipart/form-data; boundary=x", None, True), True)
+            huge, _ = read_response(sock)
         runner.gate.set()
         for t in threads:
             t.join()
         assert third.status_code == 503 and third.headers["retry-after"] == "1"
         assert "uploads in progress" in third.json()["detail"]
+        assert (stalled, huge) == (408, 413)
+        assert metric(client, "nst_rejected_total") == 1 and metric(client, "nst_errors_total", 'status="500"') == 0
 
 
 def test_disk_cache_leaves_no_temp_files(tmp_path: Path) -> None:

@@ -121,28 +121,27 @@ class Guard:
         if not _has_body(scope):
             await self.app(scope, receive, send)
             return
-        if self.held >= self.settings.max_uploads_held:
-            self.metrics.rejected.inc()
-            await self._read(scope, receive, keep=False)  # drained, not stored: the client gets its 503
-            await json_response(send, 503, f"the service is busy ({self.held} uploads in progress); retry shortly",
-                                {"retry-after": "1"})  # fmt: skip
-            return
-        self.held += 1
-        self.metrics.uploads_held.set(self.held)
         try:
+            if self.held >= self.settings.max_uploads_held:
+                await self._read(scope, receive, keep=False)  # drained, not stored (and bounded like any body)
+                self.metrics.rejected.inc()
+                await json_response(send, 503, f"the service is busy ({self.held} uploads in progress); retry shortly",
+                                    {"retry-after": "1"})  # fmt: skip
+                return
+            self.held += 1
+            self.metrics.uploads_held.set(self.held)
             try:
                 body = await self._read(scope, receive, keep=True)
-            except BodyRefused as exc:
-                await json_response(send, exc.status, exc.message, {"connection": "close"})
-                return
-            watcher = asyncio.ensure_future(_watch(receive, scope))
-            try:
-                await self.app(scope, _replay(body, receive), send)
+                watcher = asyncio.ensure_future(_watch(receive, scope))
+                try:
+                    await self.app(scope, _replay(body, receive), send)
+                finally:
+                    watcher.cancel()
             finally:
-                watcher.cancel()
-        finally:
-            self.held -= 1
-            self.metrics.uploads_held.set(self.held)
+                self.held -= 1
+                self.metrics.uploads_held.set(self.held)
+        except BodyRefused as exc:
+            await json_response(send, exc.status, exc.message, {"connection": "close"})
 
     async def _read(self, scope: Scope, receive: Receive, keep: bool) -> bytes:
         """The whole body (or b"" when ``keep`` is False), counted as it streams in, within the time limit.
