@@ -15,7 +15,7 @@ from typing import BinaryIO
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from nst_lightning.errors import NSTError
 
@@ -128,35 +128,26 @@ def open_image(
     return out
 
 
-# EXIF orientation tag value → the transpose that shows the image upright (as ``ImageOps.exif_transpose``).
-_ORIENTATION = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
 _STRIP_ROWS = 64  # output rows per strip when a mode is converted strip by strip before ``reduce``
 
 
 def reduce_factor(size: tuple[int, int], max_size: int | None) -> int:
     """The largest whole factor that keeps the longest side of ``size`` (width, height) at or above ``max_size``."""
-    return 1 if max_size is None else max(1, max(size) // max_size)
+    return 1 if max_size is None or max_size < 1 else max(1, max(size) // max_size)
 
 
 def _decode_reduced(img: Image.Image, max_size: int | None) -> Image.Image:
     """Decode an opened image (header read) upright, reduced by :func:`reduce_factor` when it is 2 or more."""
-    orientation = _ORIENTATION.get(img.getexif().get(0x0112, 1))
     factor = reduce_factor(img.size, max_size)
     if factor >= 2 and img.format in ("JPEG", "MPO"):
         img.draft(None, (-(-img.width // factor), -(-img.height // factor)))  # scaled DCT: never below that
         factor = reduce_factor(img.size, max_size)  # draft changed img.size to what the decoder will give
     img.load()
     if factor >= 2:
-        img = _reduce(img, factor)
-    return img.transpose(orientation) if orientation is not None else img
+        reduced = _reduce(img, factor)
+        reduced.info = dict(img.info)  # the EXIF / XMP orientation, for the transpose below
+        img = reduced
+    return ImageOps.exif_transpose(img)  # upright, with the orientation tag removed (applied once only)
 
 
 def _reduce(img: Image.Image, factor: int) -> Image.Image:
