@@ -41,6 +41,7 @@ from nst_lightning.serve.metrics import Metrics
 from nst_lightning.serve.models import StyleModel, load_styles, stylize_image
 from nst_lightning.serve.settings import ServeSettings
 from nst_lightning.serve.uploads import OUTPUT_FORMATS, Options, check_content_type, decode_upload, parse_options
+from nst_lightning.serve.zeroshot import ARBITRARY_STYLES, add_zeroshot_routes
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
@@ -182,9 +183,10 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
                 "in_flight": pipeline.gate.count}  # fmt: skip
 
     @app.get("/styles")
-    async def list_styles() -> dict[str, list[dict[str, str]]]:
-        """Names and thumbnail URLs of the styles this service runs."""
-        return {"styles": [{"name": n, "thumbnail": f"/styles/{n}/thumbnail.jpg"} for n in sorted(styles)]}
+    async def list_styles() -> dict[str, Any]:
+        """Names and thumbnail URLs of the styles this service runs; ``arbitrary``: any painting, zero-shot."""
+        named = [{"name": n, "thumbnail": f"/styles/{n}/thumbnail.jpg"} for n in sorted(styles)]
+        return {"styles": named, "arbitrary": ARBITRARY_STYLES}
 
     @app.get("/styles/{name}/thumbnail.jpg")
     async def thumbnail(name: str) -> Response:
@@ -214,7 +216,9 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
             raise BadRequest(422, f"unknown style {shorten(style)}; choose one of {', '.join(sorted(styles))}")
         options = parse_options(form.fields, settings.max_size, settings.quality)
         options = replace(options, quality=styles[style].variant(options.quality)[0])  # what will really run
-        key = cache_key(hashlib.sha256(upload.data).hexdigest(), style, options.key())
+        key = cache_key(
+            hashlib.sha256(upload.data).hexdigest(), style, {**options.key(), "tile_size": settings.tile_size}
+        )
         result = await anyio.to_thread.run_sync(cache.get, key)
         status = "hit"
         if result is None and key in pending:  # the same request is being computed: wait for that result
@@ -259,6 +263,14 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
             if future.cancelled():
                 return None
             raise
+
+    async def cache_get(key: str) -> bytes | None:
+        return await anyio.to_thread.run_sync(cache.get, key)
+
+    async def cache_put(key: str, value: bytes) -> None:
+        await anyio.to_thread.run_sync(cache.put, key, value)
+
+    app.state.zeroshot = add_zeroshot_routes(app, pipeline, cache_get, cache_put)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

@@ -30,6 +30,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small text fields, on top of the image itself
 
+IMAGES_PER_UPLOAD = {"/stylize/zeroshot": 2}  # routes whose form carries more than one image (photo + painting)
 MAX_ECHO = 80  # characters of a user-supplied value quoted back in an error message
 
 
@@ -82,7 +83,6 @@ class Guard:
         self.settings = settings
         self.metrics = metrics
         self.hosts = settings.hosts()
-        self.max_body = settings.max_upload_bytes + FORM_OVERHEAD
         self.held = 0  # request bodies in memory now
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -151,9 +151,17 @@ class Guard:
                 ``body_timeout_s`` (408).
             ClientGone: the client disconnected.
         """
+        images = IMAGES_PER_UPLOAD.get(scope["path"], 1)
+        max_body = images * self.settings.max_upload_bytes + FORM_OVERHEAD
+        size = (
+            f"{self.settings.max_upload_mb:g} MB"
+            if images == 1
+            else f"{images} images of {self.settings.max_upload_mb:g} MB"
+        )
+        refused = BodyRefused(413, f"the upload is larger than {size}")
         length = _header(scope, b"content-length")
-        if length is not None and (not length.strip().isdigit() or int(length) > self.max_body):
-            raise BodyRefused(413, f"the upload is larger than {self.settings.max_upload_mb:g} MB")
+        if length is not None and (not length.strip().isdigit() or int(length) > max_body):
+            raise refused
         chunks: list[bytes] = []
         total = 0
         deadline = time.monotonic() + self.settings.body_timeout_s
@@ -171,8 +179,8 @@ class Guard:
             chunk = message.get("body", b"")
             total += len(chunk)
             self.metrics.upload_bytes.inc(len(chunk))
-            if total > self.max_body:
-                raise BodyRefused(413, f"the upload is larger than {self.settings.max_upload_mb:g} MB")
+            if total > max_body:
+                raise refused
             if keep and chunk:
                 chunks.append(chunk)
             if not message.get("more_body", False):

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from nst_lightning.errors import NSTError
+from nst_lightning.export.runtime import normalize_runtime
+from nst_lightning.inference import DEFAULT_TILE_SIZE, check_options
 
 CACHE_KINDS = ("memory", "disk", "redis", "none")
 QUALITIES = ("full", "fast")
@@ -47,7 +49,7 @@ class ServeSettings:
     max_upload_mb: float = 20.0
     max_pixels: int = 40_000_000
     max_size: int = 1024
-    tile_size: int = 1024
+    tile_size: int | None = DEFAULT_TILE_SIZE
     max_concurrency: int = 1
     max_queue: int = 8
     max_uploads_held: int = 16
@@ -70,7 +72,6 @@ class ServeSettings:
             "max_upload_mb",
             "max_pixels",
             "max_size",
-            "tile_size",
             "max_concurrency",
             "max_uploads_held",
             "decode_workers",
@@ -82,6 +83,10 @@ class ServeSettings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise NSTError(f"{name} must be positive, got {getattr(self, name)}")
+        normalize_runtime(self.runtime)  # an unknown runtime name fails here, with the library's list
+        if self.fast_runtime is not None:
+            normalize_runtime(self.fast_runtime)
+        check_options(tile_size=self.tile_size)
         if self.quality not in QUALITIES:
             raise NSTError(f"quality must be one of {', '.join(QUALITIES)}, got {self.quality!r}")
         for name in ("max_queue", "shutdown_timeout_s"):
