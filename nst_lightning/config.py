@@ -3,8 +3,11 @@ resolvers they use (registered on import: everything that composes ``conf/`` imp
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
+
+from omegaconf import OmegaConf
 
 
 def config_dir() -> str:
@@ -12,8 +15,6 @@ def config_dir() -> str:
     repo_conf = Path(__file__).resolve().parent.parent / "conf"
     if (repo_conf / "train.yaml").exists():
         return str(repo_conf)
-    from importlib.resources import files
-
     return str(files("nst_lightning.conf"))
 
 
@@ -47,7 +48,6 @@ def register_resolvers() -> None:
     PATH, or the embedded sample's REL when PATH holds no data (``experiment=quick``); ``${nst.gpu_or_cpu:G,C}``:
     the recipe's value for the device that trains (:func:`gpu_or_cpu`). Each imports what it needs when a
     configuration is resolved, so that composing one (and its errors) stays quick."""
-    from omegaconf import OmegaConf
 
     for name, resolver in (("nst.data_dir", _data_dir), ("nst.data_or_sample", _data_or_sample),
                            ("nst.gpu_or_cpu", gpu_or_cpu)):  # fmt: skip

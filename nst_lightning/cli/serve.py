@@ -6,18 +6,20 @@ import logging
 
 from omegaconf import DictConfig, OmegaConf
 
+from nst_lightning.serve import ServeSettings, create_app
+from nst_lightning.serve.server import check_port, serve_forever
+
 log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> None:
     """Load the models once, then serve until interrupted (Ctrl-C or SIGTERM)."""
-    from nst_lightning.serve import ServeSettings, create_app
-    from nst_lightning.serve.server import check_port, serve_forever
-
     values: dict = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     log_level = str(values.pop("log_level"))
     settings = ServeSettings.from_mapping(values)
     check_port(settings.host, settings.port)
     app = create_app(settings)
     log.info("serving %s on http://%s:%d/", ", ".join(sorted(app.state.styles)), settings.host, settings.port)
-    serve_forever(app, settings.host, settings.port, log_level)
+    if settings.hosts() is None and settings.allowed_hosts is None:
+        log.warning("host=%s accepts any Host header; set allowed_hosts=[NAME] to the names clients use", settings.host)
+    serve_forever(app, settings, log_level)

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nst_lightning.cli.presets import config_loss, style_image_path
 from nst_lightning.training import fault
-from nst_lightning.training.callbacks import ema_callbacks
+from nst_lightning.training.callbacks import BatchNormReestimation, ema_callbacks
 from nst_lightning.training.deliver import export_and_preview
 from nst_lightning.training.module import StyleTransferModule
 from nst_lightning.training.precision import PrecisionChoice, resolve_precision, warn_if_emulated
@@ -87,7 +87,8 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
     datamodule = hydra.utils.instantiate(cfg.data)
     module = build_module(cfg, str(style_path))
     loggers = _instantiate_all(cfg, "logger")
-    callbacks = _instantiate_all(cfg, "callbacks") + ema_callbacks(cfg.ema) + list(extra_callbacks or [])
+    callbacks = [*_instantiate_all(cfg, "callbacks"), *ema_callbacks(cfg.ema), BatchNormReestimation(),
+                 *(extra_callbacks or [])]  # fmt: skip
     if not cfg.trainer.enable_progress_bar:  # Lightning refuses a progress callback then
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     # Atomic checkpoint writes (and the SLURM environment): nst_lightning.training.fault.trainer_plugins.

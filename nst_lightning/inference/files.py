@@ -43,7 +43,7 @@ def stylize_file(
     """
     dst = Path(dst)
     check_output_suffix(dst)
-    img = open_image(src, max_pixels)
+    img = open_image(src, max_pixels, max_size)  # reduced-size decoding when the output is much smaller
     options = dict(strength=strength, preserve_color=preserve_color, tile_size=tile_size, tile_overlap=tile_overlap)
     out = stylize(img, model, max_size=max_size, device=device, **options)
     return save_pil(out, dst)
