@@ -4,6 +4,13 @@
     python benchmarks/serve_load.py                                   # starts serve.py, 4 clients, 32 requests
     python benchmarks/serve_load.py --clients 8 --requests 64 --size 512 --distinct 16 -- max_concurrency=2
     python benchmarks/serve_load.py --url http://127.0.0.1:8000 --pid 12345   # a server already running
+    python benchmarks/serve_load.py --matrix --requests 6 --clients 2   # eager vs full vs fast, 256 and 512 px
+
+``--matrix`` starts two servers (``runtime=eager``; ``runtime=onnxruntime fast_runtime=onnxruntime_int8``), all
+requests misses (``cache=none``), and reports for 256 and 512 px the eager baseline, the full network (ONNX
+Runtime) and the fast variant (``quality=fast``), each with its req/s ratio to the same run's eager baseline,
+and the eval objective (the checkpoint's own perceptual loss, as ``evaluate.py``) of full and fast on
+``--quality-images`` photos from ``$NST_DATA_DIR/eval`` at 512 px.
 
 Without ``--url`` it starts ``serve.py`` on a free loopback port (extra ``key=value`` arguments after ``--`` go
 to it) and stops it at the end. Only loopback URLs are accepted. Images are synthetic; ``--distinct`` of them
@@ -71,7 +78,7 @@ def start_server(extra: list[str]) -> tuple[subprocess.Popen[bytes], str]:
     cmd = [sys.executable, str(REPO / "serve.py"), f"port={port}", "log_level=warning", *extra]
     proc = subprocess.Popen(cmd, cwd=REPO)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 1200  # converting models in memory takes minutes on a loaded CPU
     while True:
         try:
             if httpx.get(url + "/health", timeout=2).status_code == 200:
@@ -82,6 +89,77 @@ def start_server(extra: list[str]) -> tuple[subprocess.Popen[bytes], str]:
             proc.kill()
             raise SystemExit(f"serve.py did not start (exit status {proc.poll()})")
         time.sleep(0.2)
+
+
+def stylized(url: str, style: str, image: bytes, fields: dict[str, str]) -> bytes:
+    response = httpx.post(url + "/stylize", files={"image": ("p.jpg", image, "image/jpeg")},
+                          data={"style": style, **fields}, timeout=600)  # fmt: skip
+    response.raise_for_status()
+    return response.content
+
+
+def objectives(url: str, style: str, count: int, size: int) -> dict[str, float] | None:
+    """Mean eval objective of the full and the fast variant on ``count`` photos of $NST_DATA_DIR/eval."""
+    data = os.environ.get("NST_DATA_DIR")
+    if not data or not (Path(data) / "eval").is_dir() or count <= 0:
+        return None
+    from nst_lightning.cli.presets import checkpoint_style_image
+    from nst_lightning.evaluation.evaluate import list_images, loss_from_meta, score
+    from nst_lightning.image import open_rgb, pil_to_tensor, scale_to_max_size
+    from nst_lightning.inference import load_model
+    from nst_lightning.styles import set_style_targets
+
+    meta = load_model(style).meta
+    loss = loss_from_meta(meta)
+    set_style_targets(loss, [(checkpoint_style_image(meta, None, data), meta.get("style_size"))])
+    totals = {"full": 0.0, "fast": 0.0}
+    folder = Path(data) / "eval" / "content"
+    photos = list_images(folder if folder.is_dir() else Path(data) / "eval", count)
+    for path in photos:
+        content_img = scale_to_max_size(open_rgb(path), size)
+        buf = io.BytesIO()
+        content_img.save(buf, format="PNG")
+        content = pil_to_tensor(content_img).unsqueeze(0)
+        for quality in totals:
+            out = Image.open(
+                io.BytesIO(stylized(url, style, buf.getvalue(), {"quality": quality, "max_size": str(size)}))
+            )
+            totals[quality] += score(loss, pil_to_tensor(out).unsqueeze(0), content)["objective"] / len(photos)
+    return {f"objective_{k}": round(v, 4) for k, v in totals.items()} | {
+        "objective_fast_over_full": round(totals["fast"] / totals["full"], 4),
+        "objective_images": len(photos),
+    }
+
+
+def matrix(args: argparse.Namespace) -> list[dict]:
+    """Eager baseline, full and fast variants at 256 and 512 px, all misses, from the same run."""
+    rows: list[dict] = []
+    servers = {"eager": ["runtime=eager", "cache=none"],
+               "ort": ["runtime=onnxruntime", "fast_runtime=onnxruntime_int8", "cache=none"]}  # fmt: skip
+    plan = [("eager_full", "eager", "full"), ("full", "ort", "full"), ("fast", "ort", "fast")]
+    for server, extra in servers.items():
+        proc, url = start_server([*extra, *args.server_args])
+        try:
+            for label, _, quality in (p for p in plan if p[1] == server):
+                for size in (256, 512):
+                    images = [synthetic_jpeg(size, 1000 * size + seed) for seed in range(args.requests)]
+                    row = run_load(url, args.style, images, args.requests, args.clients, {"quality": quality})
+                    rows.append({"variant": label, "size": size, **row})
+                    print(json.dumps(rows[-1]), flush=True)
+            if server == "ort":
+                quality = objectives(url, args.style, args.quality_images, 512)
+                if quality is not None:
+                    rows.append({"variant": "quality", "size": 512, **quality})
+                    print(json.dumps(rows[-1]), flush=True)
+            rows.append({"variant": f"server_{server}", "peak_rss_mb": peak_rss_mb(proc.pid)})
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+    eager = {r["size"]: r["requests_per_s"] for r in rows if r["variant"] == "eager_full"}
+    for r in rows:
+        if r["variant"] in ("full", "fast"):
+            r["x_eager_req_per_s"] = round(r["requests_per_s"] / eager[r["size"]], 2)
+    return rows
 
 
 def run_load(url: str, style: str, images: list[bytes], requests: int, clients: int, fields: dict[str, str]) -> dict:
@@ -147,8 +225,17 @@ def main() -> None:
     parser.add_argument("--distinct", type=int, default=None, help="distinct images (default: requests // 2)")
     parser.add_argument("--style", default="starry_night")
     parser.add_argument("--strength", default="1.0")
+    parser.add_argument("--matrix", action="store_true", help="eager vs full vs fast at 256 and 512 px (see above)")
+    parser.add_argument("--quality-images", type=int, default=4, help="--matrix: eval photos for the objective")
     parser.add_argument("server_args", nargs="*", help="key=value settings for serve.py (after --)")
     args = parser.parse_args()
+    if args.matrix:
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), platform.processor())  # fmt: skip
+        print(json.dumps({"settings": vars(args) | {"cpu": cpu, "cpu_count": os.cpu_count()}}), flush=True)
+        rows = matrix(args)
+        print(json.dumps({"summary": [r for r in rows if r["variant"] in ("full", "fast", "quality")]}), flush=True)
+        return
     if args.url and urlparse(args.url).hostname not in LOOPBACK:
         raise SystemExit(f"--url must be on loopback ({', '.join(sorted(LOOPBACK))}), got {args.url}")
     distinct = max(1, min(args.distinct or args.requests // 2, args.requests))

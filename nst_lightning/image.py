@@ -25,12 +25,24 @@ NO_ALPHA_SUFFIXES = (".jpg", ".jpeg", ".bmp")
 # error above 179 M). Tiled inference keeps network memory bounded, but the decoded image and the output
 # still take about 12 bytes per pixel.
 DEFAULT_MAX_PIXELS = 8192 * 8192
+# Pillow formats that are decoded at all (``Image.open(..., formats=)``: no other plugin parses the bytes).
+# JPEG includes MPO, the multi-picture JPEG that many phones and cameras write (its first picture is read);
+# HEIF is added when pillow-heif is installed.
+READ_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 ImageSource = str | Path | bytes | BinaryIO
 # ImageNet statistics: the input normalisation of VGG-19 and of timm's pretrained encoders.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 log = logging.getLogger(__name__)
+
+try:  # optional: HEIF/HEIC photos (pip install pillow-heif)
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    READ_FORMATS = (*READ_FORMATS, "HEIF")
+except ImportError:
+    pass
 
 
 def is_image_file(path: Path) -> bool:
@@ -69,12 +81,21 @@ def check_pixel_count(size: tuple[int, int], max_pixels: int | None, name: str) 
         )
 
 
-def open_image(src: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+def open_image(
+    src: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS, max_size: int | None = None
+) -> Image.Image:
     """Decode an image file (path, bytes or binary file object) as an RGB or RGBA PIL image.
 
-    The pixel count is checked against ``max_pixels`` from the header, before anything is decoded (a
-    decompression bomb is refused without allocating it). EXIF orientation is applied; 16-bit and float images
-    are scaled to 8 bits (not clipped); transparency becomes an alpha channel (RGBA).
+    Only the formats in :data:`READ_FORMATS` are tried. The pixel count is checked against ``max_pixels`` from
+    the header, before anything is decoded (a decompression bomb is refused without allocating it). EXIF
+    orientation is applied; 16-bit and float images are scaled to 8 bits (not clipped); transparency becomes an
+    alpha channel (RGBA).
+
+    With ``max_size``, an image whose longest side is at least twice ``max_size`` is decoded at reduced size
+    first (JPEG: the decoder's own 1/2, 1/4, 1/8 scaling; others: a box-filter ``reduce`` by a whole factor,
+    strip by strip for modes that need a conversion first), keeping its longest side at or above ``max_size``;
+    the caller's resize to ``max_size`` then starts from a small image. Peak memory is then the decoded file in
+    its own mode plus the reduced copy, never a float copy of the full image.
 
     Raises:
         NSTError: missing, empty, not an image, truncated, no pixels, or too many pixels.
@@ -91,16 +112,56 @@ def open_image(src: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS) ->
         with warnings.catch_warnings():
             # Pillow warns above its own limit; ours (checked below, before decoding) is the one that decides.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(fp) as img:  # lazy: only the header has been read here
+            with Image.open(fp, formats=READ_FORMATS) as img:  # lazy: only the header has been read here
                 check_pixel_count(img.size, max_pixels, name)
-                img = ImageOps.exif_transpose(img)  # decodes
-                out = to_rgb_or_rgba(img)
+                out = to_rgb_or_rgba(_decode_reduced(img, max_size))
     except Image.DecompressionBombError as exc:
         raise NSTError(f"{name} has too many pixels to be decoded safely ({exc})") from exc
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except UnidentifiedImageError as exc:
+        raise NSTError(
+            f"cannot read {name}: it is not an image in one of the formats read here ({', '.join(READ_FORMATS)})"
+        ) from exc
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise NSTError(f"cannot read {name} as an image ({exc}); is it a valid jpg/png/webp file?") from exc
     if out.width == 0 or out.height == 0:
         raise NSTError(f"image {name} has no pixels ({out.width}×{out.height})")
+    return out
+
+
+_STRIP_ROWS = 64  # output rows per strip when a mode is converted strip by strip before ``reduce``
+
+
+def reduce_factor(size: tuple[int, int], max_size: int | None) -> int:
+    """The largest whole factor that keeps the longest side of ``size`` (width, height) at or above ``max_size``."""
+    return 1 if max_size is None or max_size < 1 else max(1, max(size) // max_size)
+
+
+def _decode_reduced(img: Image.Image, max_size: int | None) -> Image.Image:
+    """Decode an opened image (header read) upright, reduced by :func:`reduce_factor` when it is 2 or more."""
+    factor = reduce_factor(img.size, max_size)
+    if factor >= 2 and img.format in ("JPEG", "MPO"):
+        img.draft(None, (-(-img.width // factor), -(-img.height // factor)))  # scaled DCT: never below that
+        factor = reduce_factor(img.size, max_size)  # draft changed img.size to what the decoder will give
+    img.load()
+    if factor >= 2:
+        reduced = _reduce(img, factor)
+        reduced.info = dict(img.info)  # the EXIF / XMP orientation, for the transpose below
+        img = reduced
+    return ImageOps.exif_transpose(img)  # upright, with the orientation tag removed (applied once only)
+
+
+def _reduce(img: Image.Image, factor: int) -> Image.Image:
+    """Box-filter ``img`` down by ``factor``; modes ``reduce`` cannot take are converted strip by strip."""
+    target = {"1": "L", "P": "RGBA" if "transparency" in img.info else "RGB"}.get(img.mode)
+    if img.mode.startswith("I;16"):
+        target = "I"
+    if target is None:
+        return img.reduce(factor)
+    out = Image.new(target, (-(-img.width // factor), -(-img.height // factor)))
+    step = _STRIP_ROWS * factor
+    for top in range(0, img.height, step):
+        strip = img.crop((0, top, img.width, min(img.height, top + step))).convert(target)
+        out.paste(strip.reduce(factor), (0, top // factor))
     return out
 
 
@@ -121,10 +182,17 @@ def to_rgb_or_rgba(img: Image.Image) -> Image.Image:
 
 
 def _to_uint8(array: np.ndarray, mode: str) -> np.ndarray:
-    """Single-channel 16-bit (``I;16*``, ``I``: 0..65535) or float (``F``: 0..1, else 0..max) → uint8."""
-    values = np.nan_to_num(array.astype(np.float64))
-    top = max(1.0, float(values.max(initial=0.0))) if mode == "F" else 65535.0
-    return np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    """Single-channel 16-bit (``I;16*``, ``I``: 0..65535) or float (``F``: 0..1, else 0..max) → uint8.
+
+    Integer images are rounded in integer arithmetic (v·255/65535 = v/257, never a tie) and floats stay float32:
+    no float64 copy of a large image.
+    """
+    if mode == "F":
+        values = np.nan_to_num(array.astype(np.float32, copy=False))
+        top = max(1.0, float(values.max(initial=0.0)))
+        return np.clip(values * np.float32(255.0 / top) + np.float32(0.5), 0, 255).astype(np.uint8)
+    values = np.clip(array, 0, 65535).astype(np.uint32)
+    return ((values * 2 + 257) // 514).astype(np.uint8)
 
 
 def split_alpha(img: Image.Image) -> tuple[Image.Image, Image.Image | None]:

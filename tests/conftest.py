@@ -4,8 +4,14 @@ an entry script in a subprocess."""
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -125,3 +131,58 @@ class ObjectiveRecorder(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.values.append(float(outputs["loss"]))
+
+
+@dataclass
+class RedisServer:
+    """A real redis-server started by a test: its URL and process (to stop, kill or SIGSTOP it)."""
+
+    url: str
+    proc: subprocess.Popen
+
+
+def start_redis(folder: Path, port: int | None = None) -> RedisServer:
+    """redis-server on a free (or the given) loopback port in ``folder``, without persistence; skips the test when
+    the binary is missing (CI installs it)."""
+    import redis
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server)")
+    if port is None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--save", "",
+         "--appendonly", "no", "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            return RedisServer(f"redis://127.0.0.1:{port}/0", proc)
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = start_redis(tmp_path)
+    try:
+        yield server
+    finally:
+        server.proc.send_signal(signal.SIGCONT)  # in case the test stopped it
+        server.proc.terminate()
+        server.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The URL of a real redis-server on a free loopback port (see :func:`start_redis`)."""
+    return redis_server.url

@@ -6,7 +6,6 @@ import logging
 
 from omegaconf import DictConfig, OmegaConf
 
-from nst_lightning.cli.app import hydra_app
 from nst_lightning.serve import ServeSettings, create_app
 from nst_lightning.serve.server import check_port, serve_forever
 
@@ -21,7 +20,6 @@ def run(cfg: DictConfig) -> None:
     check_port(settings.host, settings.port)
     app = create_app(settings)
     log.info("serving %s on http://%s:%d/", ", ".join(sorted(app.state.styles)), settings.host, settings.port)
-    serve_forever(app, settings.host, settings.port, log_level)
-
-
-main = hydra_app("serve", run, summary="serve the style networks over HTTP: REST API, result cache, web page")
+    if settings.hosts() is None and settings.allowed_hosts is None:
+        log.warning("host=%s accepts any Host header; set allowed_hosts=[NAME] to the names clients use", settings.host)
+    serve_forever(app, settings, log_level)

@@ -60,6 +60,7 @@ def export(
         torch.export.save(program, str(out), extra_files={graph.META_KEY: info.to_json()})
     else:
         model, info.onnx_exporter = graph.to_onnx(net, info.contract, onnx_exporter)
+        info.set_padding(info.onnx_exporter == "dynamo")
         out.write_bytes(graph.with_onnx_metadata(model, info))
     return out
 

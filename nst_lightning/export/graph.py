@@ -2,12 +2,15 @@
 
 The networks pad their input to a multiple of their total stride (their ``size_multiple``: 4 for Johnson, 32 for
 the timm U-Nets; see :mod:`nst_lightning.models.base`) and crop the output back. That padding is shape-dependent
-Python (``math.ceil``, an ``if``), which a graph cannot keep for every size: tracing would bake one padding in,
-and torch.export refuses it. So the captured graph takes **pre-padded** input: B×3×H×W with H and W multiples
-of ``SizeContract.multiple`` and at least ``SizeContract.min_size`` (batch, H and W are dynamic).
-:class:`nst_lightning.export.runtime.Runtime` pads before the graph and crops after it, with the network's own
-padding function, so it gives the eager network's result on any size. The contract travels inside each exported
-file (``nst_lightning.json``).
+Python (``math.ceil``, an ``if``), which a graph cannot keep for every size as written. So the torch.export and
+ONNX graphs are captured around :class:`SelfPadding`, which does the same reflection padding and crop with shape
+arithmetic a graph keeps (an index gather, no branch): **those files take any B×3×H×W with H, W ≥
+``SizeContract.min_size``** and give the eager network's result, with no project code around them (the
+network's own no-op padding check becomes a runtime assert that always holds). TorchScript (traced,
+deprecated) still takes **pre-padded** input: H and W multiples of ``SizeContract.multiple``.
+:class:`nst_lightning.export.runtime.Runtime` pads before every graph anyway (a no-op for the self-padding ones),
+so any size from 1×1 works through it. The contract and the input/output description travel inside each
+exported file (``nst_lightning.json``; ONNX also has plain metadata keys).
 
 Imports torch (and onnx for ONNX only): no Lightning, no Hydra.
 """
@@ -67,6 +70,46 @@ def size_contract(net: nn.Module) -> SizeContract:
     )
 
 
+class SelfPadding(nn.Module):
+    """``net`` with its reflection padding to ``contract.multiple`` and the crop back done in graph-friendly ops.
+
+    B×3×H×W (H, W ≥ ``contract.min_size``, any value) → B×3×H×W. The padded size is
+    ``multiple · ceil(H / multiple)``; rows and columns beyond H, W repeat the image mirrored (reflect mode, as
+    :func:`nst_lightning.models.blocks.pad_to_multiple`), gathered by index so no shape-dependent branch is
+    traced; the network then sees a multiple of its stride and pads nothing itself.
+    """
+
+    def __init__(self, net: nn.Module, contract: SizeContract) -> None:
+        super().__init__()
+        self.net = net
+        self.multiple = contract.multiple
+
+    @staticmethod
+    def _reflect_index(n: Any, size: Any) -> torch.Tensor:
+        """Indices 0..n-1, then n-2, n-3, ... (reflection without the edge) up to ``size`` entries."""
+        index = torch.arange(size)
+        return torch.where(index < n, index, 2 * (n - 1) - index)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2], x.shape[-1]
+        m = self.multiple
+        padded = x.index_select(2, self._reflect_index(h, (h + m - 1) // m * m))
+        padded = padded.index_select(3, self._reflect_index(w, (w + m - 1) // m * m))
+        out = self.net(padded)
+        return out.index_select(2, torch.arange(h)).index_select(3, torch.arange(w))
+
+
+def io_description(contract: SizeContract, pads_inside: bool) -> dict[str, Any]:
+    """What an exported graph takes and gives, for clients without this package (stored in the file)."""
+    if pads_inside:
+        sizes = f"any H, W >= {contract.min_size} (the graph pads and crops itself)"
+    else:
+        sizes = f"H, W multiples of {contract.multiple}, >= {contract.min_size} (reflect-pad bottom/right, crop after)"
+    tensor = {"layout": "NCHW", "dtype": "float32", "channels": "RGB", "range": [0.0, 1.0]}
+    return {"input": {"name": INPUT_NAME, **tensor, "sizes": sizes},
+            "output": {"name": OUTPUT_NAME, **tensor, "sizes": "same as the input"}}  # fmt: skip
+
+
 @dataclass
 class ExportInfo:
     """Metadata stored inside an exported file: enough to pad inputs and to say what the model is."""
@@ -79,10 +122,17 @@ class ExportInfo:
     meta: dict[str, Any] = field(default_factory=dict)
     onnx_exporter: str | None = None
     format: str = META_FORMAT
+    pads_inside: bool = False  # the graph pads to its multiple and crops itself (torch.export, ONNX)
+    io: dict[str, Any] = field(default_factory=dict)  # see :func:`io_description`
 
     @property
     def contract(self) -> SizeContract:
         return SizeContract(self.multiple, self.min_size)
+
+    def set_padding(self, pads_inside: bool) -> None:
+        """Record whether the graph pads itself, and describe its input and output accordingly."""
+        self.pads_inside = pads_inside
+        self.io = io_description(self.contract, pads_inside)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), default=str)
@@ -98,18 +148,23 @@ class ExportInfo:
             raise NSTError(f"{source}: unreadable nst_lightning metadata ({exc}); re-export the model") from exc
 
 
-def example_input(contract: SizeContract, batch: int = 2) -> torch.Tensor:
-    """A B×3×H×W example with H ≠ W, both valid and above the minimum (no 0/1 or H = W specialisation)."""
+def example_input(contract: SizeContract, batch: int = 2, padded: bool = True) -> torch.Tensor:
+    """A B×3×H×W example with H ≠ W, both above the minimum (no 0/1 or H = W specialisation); multiples of the
+    contract's multiple when ``padded``, else sizes that need padding."""
     m = contract.multiple
-    return torch.rand(batch, 3, contract.min_size + m, contract.min_size + 2 * m)
+    h, w = contract.min_size + m, contract.min_size + 2 * m
+    return torch.rand(batch, 3, h, w) if padded else torch.rand(batch, 3, h + m // 2 + 1, w + 1)
 
 
-def _dynamic_dims(contract: SizeContract) -> dict[int, Any]:
-    """torch.export dims: batch ≥ 1, H = multiple·h and W = multiple·w with h, w ≥ min_size / multiple."""
+def _dynamic_dims(contract: SizeContract, padded: bool = True) -> dict[int, Any]:
+    """torch.export dims: batch ≥ 1; H, W ≥ min_size, multiples of the contract's multiple when ``padded``."""
     from torch.export import Dim
 
-    lo, hi = contract.min_size // contract.multiple, 32768 // contract.multiple
     batch = Dim("batch", min=1, max=1024)
+    if not padded:
+        h, w = Dim("height", min=contract.min_size, max=32768), Dim("width", min=contract.min_size, max=32768)
+        return {0: batch, 2: h, 3: w}
+    lo, hi = contract.min_size // contract.multiple, 32768 // contract.multiple
     h, w = Dim("h_blocks", min=lo, max=hi), Dim("w_blocks", min=lo, max=hi)
     return {0: batch, 2: contract.multiple * h, 3: contract.multiple * w}
 
@@ -133,9 +188,17 @@ def to_torchscript(net: nn.Module, contract: SizeContract) -> torch.jit.ScriptMo
 
 
 def to_torch_export(net: nn.Module, contract: SizeContract) -> torch.export.ExportedProgram:
-    """``torch.export.export`` with dynamic batch and H, W as multiples of the contract's multiple."""
+    """``torch.export.export`` of :class:`SelfPadding` around ``net``: dynamic batch, any H, W ≥ min_size.
+
+    The network's own padding check (a no-op after :class:`SelfPadding`) is kept as a runtime assert rather
+    than a guard that symbolic shapes cannot prove (``prefer_deferred_runtime_asserts_over_guards``)."""
     try:
-        return torch.export.export(net, (example_input(contract),), dynamic_shapes=({**_dynamic_dims(contract)},))
+        return torch.export.export(
+            SelfPadding(net, contract).eval(),
+            (example_input(contract, padded=False),),
+            dynamic_shapes=({**_dynamic_dims(contract, padded=False)},),
+            prefer_deferred_runtime_asserts_over_guards=True,
+        )
     except Exception as exc:
         raise _fail("torch_export", net, exc) from exc
 
@@ -157,8 +220,9 @@ def _quiet_loggers(*names: str) -> Iterator[None]:
 def to_onnx(net: nn.Module, contract: SizeContract, exporter: str = "auto") -> tuple[bytes, str]:
     """Serialized ONNX model (dynamic batch, height, width) and the exporter that made it.
 
-    ``exporter``: ``dynamo`` (``torch.onnx.export(..., dynamo=True)``, needs onnxscript), ``torchscript``
-    (the legacy tracer-based exporter) or ``auto`` (dynamo, falling back to the legacy one if it fails).
+    ``exporter``: ``dynamo`` (the :func:`to_torch_export` program, which pads and crops itself, converted by
+    ``torch.onnx.export``; needs onnxscript), ``torchscript`` (the legacy tracer-based exporter; its graph takes
+    pre-padded input) or ``auto`` (dynamo, falling back to the legacy one if it fails).
     """
     errors: list[str] = []
     if exporter in ("auto", "dynamo"):
@@ -166,10 +230,8 @@ def to_onnx(net: nn.Module, contract: SizeContract, exporter: str = "auto") -> t
             with warnings.catch_warnings(), _quiet_loggers("onnxscript", "onnx_ir", "torch.onnx"):
                 warnings.simplefilter("ignore")
                 program = torch.onnx.export(
-                    net,
-                    (example_input(contract),),
+                    to_torch_export(net, contract),
                     dynamo=True,
-                    dynamic_shapes=({**_dynamic_dims(contract)},),
                     input_names=[INPUT_NAME],
                     output_names=[OUTPUT_NAME],
                     opset_version=ONNX_OPSET,
@@ -204,9 +266,14 @@ def to_onnx(net: nn.Module, contract: SizeContract, exporter: str = "auto") -> t
 
 
 def with_onnx_metadata(model_bytes: bytes, info: ExportInfo) -> bytes:
-    """Add the export metadata as an ONNX model property (readable by onnxruntime's model metadata)."""
+    """Add the export metadata as ONNX model properties (onnxruntime: ``session.get_modelmeta()
+    .custom_metadata_map``): the full ``nst_lightning.json`` and plain keys a client reads without this package."""
     import onnx
 
     model = onnx.load_from_string(model_bytes)
-    onnx.helper.set_model_props(model, {META_KEY: info.to_json()})
+    sizes = info.io.get("input", {}).get("sizes", "")
+    plain = {"layout": "NCHW", "channels": "RGB", "dtype": "float32", "input_range": "0..1", "output_range": "0..1",
+             "sizes": sizes, "style": str(info.meta.get("style_name", ""))}  # fmt: skip
+    onnx.helper.set_model_props(model, {META_KEY: info.to_json(), **plain})
+    model.doc_string = f"nst_lightning {info.model_name}: B×3×H×W RGB float32 in [0, 1] → the same; {sizes}"
     return model.SerializeToString()

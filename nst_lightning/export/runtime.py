@@ -3,6 +3,7 @@
     runtime = load_runtime("starry_night")                        # eager, shipped model
     runtime = load_runtime("model.onnx")                          # format detected from the file
     runtime = load_runtime("starry_night", runtime="onnxruntime") # checkpoint converted in memory
+    runtime = load_runtime("starry_night", runtime="onnxruntime_int8")  # the same, int8 weights
     out = runtime(images)   # B×3×H×W float in [0, 1] → B×3×H×W float32 in [0, 1] on runtime.device
 
 Every runtime pads the input as the network does (see :mod:`nst_lightning.export.graph`) and crops the
@@ -25,7 +26,7 @@ from nst_lightning.export import graph
 from nst_lightning.export.graph import ExportInfo, SizeContract
 from nst_lightning.inference.checkpoint import LoadedModel, load_model, resolve_checkpoint, resolve_device
 
-RUNTIMES = ("eager", "torchscript", "torch_export", "onnxruntime")
+RUNTIMES = ("eager", "torchscript", "torch_export", "onnxruntime", "onnxruntime_int8")
 # Which runtime runs which file format ("checkpoint": a Lightning checkpoint or an nst_lightning .pt model).
 RUNTIME_OF_FORMAT = {"checkpoint": "eager", "torchscript": "torchscript", "torch_export": "torch_export",
                      "onnx": "onnxruntime"}  # fmt: skip
@@ -144,8 +145,18 @@ class OnnxRuntime(Runtime):
                 raise NSTError(f"{source} was not exported by nst_lightning (no {graph.META_KEY} metadata)")
             info = ExportInfo.from_json(text, source)
         super().__init__(device, info.contract, info.model_name, {**info.meta, "source": source})
+        self.info = info
+        self.model_bytes = model if isinstance(model, bytes) else None  # kept when converted in memory
         self.input_name = self.session.get_inputs()[0].name
         self.onnx_exporter = info.onnx_exporter  # which torch.onnx exporter wrote it (dynamo or torchscript)
+
+    def to_int8(self) -> OnnxRuntime:
+        """The same model with int8 weights (:func:`quantize_int8`), without exporting it again."""
+        if self.model_bytes is None:
+            raise NSTError(f"{self.source}: only a model converted in memory can be quantized here")
+        runtime = OnnxRuntime(quantize_int8(self.model_bytes), self.device, self.info, self.source)
+        runtime.name = "onnxruntime_int8"
+        return runtime
 
     def _forward(self, padded: torch.Tensor) -> torch.Tensor:
         out = self.session.run(None, {self.input_name: padded.cpu().numpy()})[0]
@@ -226,15 +237,36 @@ def runtime_from_model(loaded: LoadedModel, runtime: str = "eager", device: str 
     if name == "torch_export":
         return TorchExportRuntime(graph.to_torch_export(net, info.contract), device, info, source)
     model, info.onnx_exporter = graph.to_onnx(net, info.contract)
-    return OnnxRuntime(model, device, info, source)
+    info.set_padding(info.onnx_exporter == "dynamo")
+    runtime = OnnxRuntime(model, device, info, source)
+    return runtime.to_int8() if name == "onnxruntime_int8" else runtime
+
+
+def quantize_int8(model: bytes) -> bytes:
+    """ONNX Runtime dynamic quantization: int8 weights, activations quantized per call (no calibration set).
+
+    Measured on the development CPU (AVX2, no VNNI): about as fast as fp32 and about one 8-bit level off on
+    average (benchmarks/serve_load.py); worth it where the CPU has int8 dot-product instructions.
+    """
+    import tempfile
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as folder:
+        src, dst = Path(folder) / "model.onnx", Path(folder) / "int8.onnx"
+        src.write_bytes(model)
+        quantize_dynamic(src, dst, weight_type=QuantType.QUInt8)
+        return dst.read_bytes()
 
 
 def export_info(loaded: LoadedModel, exported_as: str) -> ExportInfo:
     """The metadata an exported file carries for ``loaded``."""
     contract = graph.size_contract(loaded.net)
     meta = {k: v for k, v in loaded.meta.items() if k != "source"}
-    return ExportInfo(exported_as, loaded.model_name, contract.multiple, contract.min_size,
+    info = ExportInfo(exported_as, loaded.model_name, contract.multiple, contract.min_size,
                       dict(loaded.model_kwargs), meta)  # fmt: skip
+    info.set_padding(exported_as in ("torch_export", "onnx", "onnxruntime"))  # the legacy ONNX exporter: see to_onnx
+    return info
 
 
 def load_runtime(source: str | Path, runtime: str | None = None, device: str | torch.device = "cpu") -> Runtime:

@@ -46,7 +46,7 @@ def stylize_file(
     """
     dst = Path(dst)
     check_output_suffix(dst)
-    img = open_image(src, max_pixels)
+    img = open_image(src, max_pixels, max_size)  # reduced-size decoding when the output is much smaller
     options = dict(strength=strength, preserve_color=preserve_color, tile_size=tile_size, tile_overlap=tile_overlap,
                    input_noise=input_noise, input_noise_smooth_only=input_noise_smooth_only)  # fmt: skip
     out = stylize(img, model, max_size=max_size, device=device, **options)

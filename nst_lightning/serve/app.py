@@ -1,7 +1,13 @@
 """The FastAPI app: ``POST /stylize``, ``GET /styles``, ``GET /health``, ``GET /metrics`` and the web page at ``/``.
 
-Model calls run in a small thread pool (``max_concurrency`` workers) so the event loop keeps answering; at most
-``max_queue`` more requests wait for a worker, further ones get 503 at once, which bounds memory under load.
+One stylize request goes through these bounded stages, each with its own limit (see ``docs/serve.md``):
+
+1. :class:`~nst_lightning.serve.guard.Guard`: Host check; the body is read and counted as it streams, within
+   ``max_upload_mb`` and ``body_timeout_s``, while at most ``max_uploads_held`` bodies are in memory.
+2. The form and options are checked; a cache hit (or an identical request in flight) answers at once.
+3. :meth:`Pipeline.decode`: the upload is decoded and checked in a pool of ``decode_workers`` threads, at reduced
+   size, before it may take a model slot (junk never waits for, or holds, a model).
+4. :class:`ModelGate`: ``max_concurrency`` model calls run, ``max_queue`` more wait; beyond that 503.
 """
 
 from __future__ import annotations
@@ -11,10 +17,11 @@ import hashlib
 import io
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio.to_thread
 from fastapi import FastAPI, Request
@@ -22,40 +29,37 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
-from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nst_lightning.errors import NSTError
-from nst_lightning.serve.cache import ResultCache, cache_key, make_cache
+from nst_lightning.serve.cache import CircuitBreaker, cache_key, make_cache
+from nst_lightning.serve.errors import BadRequest
+from nst_lightning.serve.form import parse_form
+from nst_lightning.serve.guard import Guard, shorten
+from nst_lightning.serve.memory import release_memory
 from nst_lightning.serve.metrics import Metrics
 from nst_lightning.serve.models import StyleModel, load_styles, stylize_image
 from nst_lightning.serve.settings import ServeSettings
-from nst_lightning.serve.uploads import (
-    OUTPUT_FORMATS,
-    BadRequest,
-    Options,
-    check_content_type,
-    decode_image,
-    parse_options,
-)
+from nst_lightning.serve.uploads import OUTPUT_FORMATS, Options, check_content_type, decode_upload, parse_options
 from nst_lightning.serve.zeroshot import ARBITRARY_STYLES, add_zeroshot_routes
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
+T = TypeVar("T")
 # The form of POST /stylize, for /docs (the endpoint reads the form itself, to check limits in its own order).
 STYLIZE_OPENAPI = {
     "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
         "type": "object", "required": ["image", "style"], "properties": {
-            "image": {"type": "string", "format": "binary", "description": "the photo (png, jpeg, webp)"},
+            "image": {"type": "string", "format": "binary", "description": "the photo (png, jpeg, webp, ...)"},
             "style": {"type": "string", "description": "a name from GET /styles"},
             "strength": {"type": "number", "minimum": 0, "maximum": 1, "default": 1},
             "preserve_color": {"type": "boolean", "default": False},
             "max_size": {"type": "integer", "description": "longest output side (default: the service's max_size)"},
             "format": {"type": "string", "enum": ["png", "jpeg"], "default": "png"},
+            "quality": {"type": "string", "enum": ["full", "fast"], "description": "default: the service's quality"},
         }}}}},
     "responses": {"200": {"description": "the stylized image", "content": {"image/png": {}, "image/jpeg": {}}}},
 }  # fmt: skip
-FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small text fields, on top of the image itself
 
 
 class ModelGate:
@@ -71,7 +75,7 @@ class ModelGate:
         self.count -= 1
         self.metrics.in_flight.set(self.count)
 
-    async def run(self, fn: Callable[..., bytes], *args: Any) -> bytes:
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
         if self.count >= self.limit:
             self.metrics.rejected.inc()
             raise BadRequest(503, f"the service is busy ({self.count} requests running or queued); retry shortly")
@@ -85,7 +89,7 @@ class ModelGate:
 
 
 def encode(image: Image.Image, fmt: str) -> bytes:
-    """RGB or RGBA PIL image → PNG (alpha kept) or JPEG (alpha dropped) bytes."""
+    """RGB or RGBA PIL image → PNG (alpha kept) or JPEG (RGB only) bytes."""
     buf = io.BytesIO()
     if fmt == "png":
         image.save(buf, format="PNG", compress_level=4)
@@ -94,32 +98,45 @@ def encode(image: Image.Image, fmt: str) -> bytes:
     return buf.getvalue()
 
 
-def compute(model: StyleModel, data: bytes, options: Options, settings: ServeSettings) -> bytes:
-    """Decode, stylize and encode one upload (runs in a model worker thread)."""
-    image = decode_image(data, settings.max_pixels)
-    try:
-        out = stylize_image(model.runner, image, options.strength, options.preserve_color, options.max_size,
-                            settings.tile_size)  # fmt: skip
-    except NSTError as exc:
-        raise BadRequest(422, str(exc)) from None
-    return encode(out, options.format)
+class Pipeline:
+    """Decode and compute, each in its own bounded thread pool (the work behind a cache miss)."""
 
+    def __init__(self, settings: ServeSettings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.decoder = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="nst-decode")
+        self.gate = ModelGate(settings.max_concurrency, settings.max_queue, metrics)
 
-def _route(request: Request) -> str:
-    route = request.scope.get("route")
-    return getattr(route, "path", "other")
+    def _decode(self, data: bytes, max_size: int) -> Image.Image:
+        start = time.perf_counter()
+        try:
+            return decode_upload(data, self.settings.max_pixels, max_size)
+        finally:
+            self.metrics.decode_seconds.observe(time.perf_counter() - start)
+            if self.settings.trim_memory:
+                release_memory()  # the full-size decode is gone now
 
+    async def decode(self, data: bytes, max_size: int) -> Image.Image:
+        return await asyncio.wrap_future(self.decoder.submit(self._decode, data, max_size))
 
-def _refuse_upload(request: Request, max_upload: int) -> JSONResponse | None:
-    """411/413 for an upload to ``POST /stylize`` judged from its headers alone, before its body is read."""
-    if request.method != "POST" or request.url.path != "/stylize":
-        return None
-    length = request.headers.get("content-length")
-    if length is None:
-        return _error(411, "send a Content-Length header with the upload")
-    if not length.isdigit() or int(length) > max_upload + FORM_OVERHEAD:
-        return _error(413, f"the upload is larger than {max_upload / 2**20:g} MB")
-    return None
+    def _compute(self, model: StyleModel, image: Image.Image, options: Options) -> bytes:
+        try:
+            _, runner = model.variant(options.quality)
+            out = stylize_image(runner, image, options.strength, options.preserve_color, options.max_size,
+                                self.settings.tile_size)  # fmt: skip
+            return encode(out, options.format)
+        except NSTError as exc:
+            raise BadRequest(422, str(exc)) from None
+        finally:
+            del image
+            if self.settings.trim_memory:
+                release_memory()
+
+    async def compute(self, model: StyleModel, image: Image.Image, options: Options) -> bytes:
+        start = time.perf_counter()
+        result = await self.gate.run(self._compute, model, image, options)
+        self.metrics.model_seconds.labels(model.name).observe(time.perf_counter() - start)
+        return result
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -128,36 +145,19 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = None) -> FastAPI:
     """Build the service. ``styles`` lets tests share loaded models; by default they are loaded here, once."""
-    cache: ResultCache = make_cache(settings.cache)  # first: an unreachable Redis fails before models load
-    if styles is None:
-        styles = load_styles(
-            settings.styles, settings.models_dir, settings.runtime, settings.device, settings.thumbnail_size
-        )
     metrics = Metrics()
-    gate = ModelGate(settings.max_concurrency, settings.max_queue, metrics)
-    max_upload = int(settings.max_upload_mb * 1024 * 1024)
+    backend = make_cache(settings.cache)  # first: an unreachable Redis fails before models load
+    cache = CircuitBreaker(backend, settings.cache.breaker_failures, settings.cache.breaker_open_s)
+    cache.on_error = lambda exc: (metrics.cache_errors.inc(), log.warning("cache call failed: %s", exc))
+    cache.on_skip = metrics.cache_skipped.inc
+    if styles is None:
+        styles = load_styles(settings.styles, settings.models_dir, settings.runtime, settings.device,
+                             settings.thumbnail_size, settings.fast_runtime, settings.fast_models_dir)  # fmt: skip
+    pipeline = Pipeline(settings, metrics)
 
     app = FastAPI(title="nst_lightning", summary="Neural style transfer as a service", docs_url="/docs")
     app.state.settings, app.state.styles, app.state.metrics, app.state.cache = settings, styles, metrics, cache
-
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        start = time.perf_counter()
-        refused = _refuse_upload(request, max_upload)
-        if refused is None:
-            try:
-                response = await call_next(request)
-            except Exception:
-                metrics.requests.labels(_route(request), 500).inc()
-                metrics.errors.labels(_route(request), 500).inc()
-                raise
-        route = "/stylize" if refused is not None else _route(request)
-        response = refused or response
-        metrics.requests.labels(route, response.status_code).inc()
-        metrics.latency.labels(route).observe(time.perf_counter() - start)
-        if response.status_code >= 400:
-            metrics.errors.labels(route, response.status_code).inc()
-        return response
+    app.add_middleware(Guard, settings=settings, metrics=metrics)  # type: ignore[arg-type]
 
     @app.exception_handler(BadRequest)
     async def bad_request(_: Request, exc: BadRequest) -> JSONResponse:
@@ -171,17 +171,16 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         return _error(422, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
 
-    @app.exception_handler(Exception)
-    async def server_error(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error")
-        return _error(500, f"internal error ({type(exc).__name__}); the service keeps running")
-
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        """Liveness and what is loaded."""
+        """Liveness, what is loaded, and ``degraded`` while the cache is skipped after failures."""
         runtimes = sorted({getattr(m.runner, "name", "eager") for m in styles.values()})  # what auto resolved to
-        return {"status": "ok", "styles": sorted(styles), "runtime": settings.runtime, "runtimes": runtimes,
-                "cache": settings.cache.kind, "in_flight": gate.count}  # fmt: skip
+        fast = sorted(name for name, m in styles.items() if m.fast is not None)
+        cache_state = "skipped" if cache.is_open else "ok"
+        metrics.cache_open.set(int(cache.is_open))
+        return {"status": "degraded" if cache.is_open else "ok", "styles": sorted(styles), "runtime": settings.runtime,
+                "runtimes": runtimes, "fast": fast, "cache": settings.cache.kind, "cache_state": cache_state,
+                "in_flight": pipeline.gate.count}  # fmt: skip
 
     @app.get("/styles")
     async def list_styles() -> dict[str, Any]:
@@ -192,57 +191,58 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
     @app.get("/styles/{name}/thumbnail.jpg")
     async def thumbnail(name: str) -> Response:
         if name not in styles:
-            raise BadRequest(404, f"unknown style {name!r}; see GET /styles")
+            raise BadRequest(404, f"unknown style {shorten(name)}; see GET /styles")
         return Response(styles[name].thumbnail, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/metrics")
     async def prometheus() -> Response:
+        metrics.cache_open.set(int(cache.is_open))
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.post("/stylize", openapi_extra=STYLIZE_OPENAPI)
     async def stylize(request: Request) -> Response:
         """Multipart form: ``image`` (file), ``style``, optional ``strength``, ``preserve_color``, ``max_size``,
-        ``format`` (png | jpeg). Returns the stylized image; header ``X-Cache`` says hit or miss."""
-        form = await request.form(max_files=1, max_fields=10)
-        upload = form.get("image")
-        if not isinstance(upload, UploadFile):
+        ``format`` (png | jpeg), ``quality`` (full | fast). Returns the stylized image; header ``X-Cache`` says
+        hit, shared or miss, ``X-Variant`` which variant made it."""
+        form = parse_form(await request.body(), request.headers.get("content-type"))
+        upload = form.files.get("image")
+        if upload is None:
             raise BadRequest(422, "send the photo as a multipart/form-data file field named 'image'")
         check_content_type(upload.content_type)
-        fields = {k: v for k, v in form.items() if isinstance(v, str)}
-        style = fields.get("style", "")
-        if style not in styles:
-            raise BadRequest(422, f"unknown style {style!r}; choose one of {', '.join(sorted(styles))} (GET /styles)")
-        options = parse_options(fields, settings.max_size)
-        data = await upload.read(max_upload + 1)
-        if len(data) > max_upload:
+        if len(upload.data) > settings.max_upload_bytes:
             raise BadRequest(413, f"the image is larger than {settings.max_upload_mb:g} MB")
-        key = cache_key(hashlib.sha256(data).hexdigest(), style, {**options.key(), "tile_size": settings.tile_size})
-        result = await _cache_get(key)
+        style = form.fields.get("style", "")
+        if style not in styles:
+            raise BadRequest(422, f"unknown style {shorten(style)}; choose one of {', '.join(sorted(styles))}")
+        options = parse_options(form.fields, settings.max_size, settings.quality)
+        options = replace(options, quality=styles[style].variant(options.quality)[0])  # what will really run
+        key = cache_key(
+            hashlib.sha256(upload.data).hexdigest(), style, {**options.key(), "tile_size": settings.tile_size}
+        )
+        result = await anyio.to_thread.run_sync(cache.get, key)
         status = "hit"
         if result is None and key in pending:  # the same request is being computed: wait for that result
             result = await _join(pending[key])
             status = "shared"
         if result is None:
-            metrics.cache_misses.inc()
-            result = await _compute_once(key, style, data, options)
+            result = await _compute_once(key, styles[style], upload.data, options)
             status = "miss"
-        else:
-            metrics.cache_hits.inc()
+        {"hit": metrics.cache_hits, "shared": metrics.shared, "miss": metrics.cache_misses}[status].inc()
         filename = f"stylized_{style}.{'jpg' if options.format == 'jpeg' else 'png'}"
-        headers = {"X-Cache": status, "Content-Disposition": f'inline; filename="{filename}"'}
+        headers = {"X-Cache": status, "X-Variant": options.quality,
+                   "Content-Disposition": f'inline; filename="{filename}"'}  # fmt: skip
         return Response(result, media_type=OUTPUT_FORMATS[options.format], headers=headers)
 
     pending: dict[str, asyncio.Future[bytes]] = {}  # results being computed, by cache key
 
-    async def _compute_once(key: str, style: str, data: bytes, options: Options) -> bytes:
-        """Run the model for ``key``; identical requests arriving meanwhile wait for this result."""
+    async def _compute_once(key: str, model: StyleModel, data: bytes, options: Options) -> bytes:
+        """Decode and run the model for ``key``; identical requests arriving meanwhile wait for this result."""
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         pending[key] = future
         try:
-            start = time.perf_counter()
-            result = await gate.run(compute, styles[style], data, options, settings)
-            metrics.model_seconds.labels(style).observe(time.perf_counter() - start)
-            await _cache_put(key, result)
+            image = await pipeline.decode(data, options.max_size)
+            result = await pipeline.compute(model, image, options)
+            await anyio.to_thread.run_sync(cache.put, key, result)
             future.set_result(result)
             return result
         except BaseException as exc:
@@ -264,22 +264,13 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
                 return None
             raise
 
-    async def _cache_get(key: str) -> bytes | None:
-        try:
-            return await anyio.to_thread.run_sync(cache.get, key)
-        except Exception as exc:  # a cache outage must not fail requests
-            metrics.cache_errors.inc()
-            log.warning("cache get failed: %s", exc)
-            return None
+    async def cache_get(key: str) -> bytes | None:
+        return await anyio.to_thread.run_sync(cache.get, key)
 
-    async def _cache_put(key: str, value: bytes) -> None:
-        try:
-            await anyio.to_thread.run_sync(cache.put, key, value)
-        except Exception as exc:
-            metrics.cache_errors.inc()
-            log.warning("cache put failed: %s", exc)
+    async def cache_put(key: str, value: bytes) -> None:
+        await anyio.to_thread.run_sync(cache.put, key, value)
 
-    app.state.zeroshot = add_zeroshot_routes(app, gate.run, _cache_get, _cache_put, encode)
+    app.state.zeroshot = add_zeroshot_routes(app, pipeline, cache_get, cache_put)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

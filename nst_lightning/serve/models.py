@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from nst_lightning.errors import NSTError
-from nst_lightning.export.runtime import EagerRuntime, load_runtime
+from nst_lightning.export.runtime import EagerRuntime, load_runtime, normalize_runtime
 from nst_lightning.image import is_image_file
 from nst_lightning.inference import DEFAULT_TILE_SIZE, pretrained_models, resolve_device, stylize
 
@@ -38,6 +38,13 @@ class StyleModel:
     runner: Runner
     source: str
     thumbnail: bytes = b""  # JPEG
+    fast: Runner | None = None  # the fast variant (a student, or the network in a faster runtime), if any
+
+    def variant(self, quality: str) -> tuple[str, Runner]:
+        """The variant that runs for ``quality`` (``full`` when there is no fast one) and its runner."""
+        if quality == "fast" and self.fast is not None:
+            return "fast", self.fast
+        return "full", self.runner
 
 
 def stylize_image(
@@ -48,9 +55,9 @@ def stylize_image(
     max_size: int | None = None,
     tile_size: int | None = DEFAULT_TILE_SIZE,
 ) -> Image.Image:
-    """RGB (or RGBA) PIL image → stylized RGB (or RGBA, alpha kept) PIL image (longest side at most ``max_size``),
-    through the one inference core (:func:`nst_lightning.inference.stylize`). Images larger than ``tile_size``
-    are stylized in tiles, so a request's peak memory is bounded by the tile, not by the upload."""
+    """RGB or RGBA PIL image → stylized image (longest side at most ``max_size``, alpha kept), through the one
+    inference core (:func:`nst_lightning.inference.stylize`, as ``stylize.py``). Outputs larger than
+    ``tile_size`` are stylized in tiles, so a request's model memory is bounded by the tile."""
     # The eager runtime's nn.Module lets tiling hook its instance norms; an exported runtime runs as is (it pads and
     # crops around its graph itself, so its inner module must never be called directly).
     model = runner.net if isinstance(runner, EagerRuntime) else runner
@@ -62,7 +69,7 @@ def stylize_image(
 def load_runner(ckpt: Path, runtime: str, device: torch.device) -> Runner:
     """A callable B×3×H×W → B×3×H×W for the checkpoint in the asked runtime (non-eager runtimes convert the
     checkpoint in memory; see :func:`nst_lightning.export.runtime.load_runtime`)."""
-    return load_runtime(ckpt, runtime, device)
+    return load_runtime(ckpt, normalize_runtime(runtime), device)
 
 
 def find_checkpoints(styles: list[str] | None, models_dir: str | None) -> dict[str, Path]:
@@ -124,14 +131,34 @@ def make_thumbnail(model: StyleModel, size: int) -> bytes:
 
 
 def load_styles(
-    styles: list[str] | None, models_dir: str | None, runtime: str, device: str, thumbnail_size: int
+    styles: list[str] | None,
+    models_dir: str | None,
+    runtime: str,
+    device: str,
+    thumbnail_size: int,
+    fast_runtime: str | None = None,
+    fast_models_dir: str | None = None,
 ) -> dict[str, StyleModel]:
-    """Load every style once (the service calls this at startup)."""
+    """Load every style once (the service calls this at startup), with its fast variant: the student in
+    ``fast_models_dir`` named like the style if there is one, else the network in ``fast_runtime``, else none."""
     dev = resolve_device(device)
+    students: dict[str, Path] = {}
+    if fast_models_dir:
+        folder = Path(fast_models_dir).expanduser()
+        if not folder.is_dir():
+            raise NSTError(f"fast_models_dir={folder} is not a folder of checkpoints (*.pt, *.ckpt)")
+        students = {p.stem: p for p in sorted([*folder.glob("*.pt"), *folder.glob("*.ckpt")])}
     loaded = {}
     for name, path in find_checkpoints(styles, models_dir).items():
         model = StyleModel(name=name, runner=load_runner(path, runtime, dev), source=str(path))
+        if name in students:
+            model.fast = load_runner(students[name], runtime, dev)
+        elif fast_runtime == "onnxruntime_int8" and getattr(model.runner, "model_bytes", None):
+            model.fast = model.runner.to_int8()  # type: ignore[attr-defined]  # the ONNX graph is exported once
+        elif fast_runtime:
+            model.fast = load_runner(path, fast_runtime, dev)
         model.thumbnail = make_thumbnail(model, thumbnail_size)
         loaded[name] = model
-        log.info("loaded style %s from %s (runtime=%s, device=%s)", name, path, runtime, dev)
+        fast = getattr(model.fast, "name", "none") if name not in students else f"student {students[name]}"
+        log.info("loaded style %s from %s (runtime=%s, fast=%s, device=%s)", name, path, runtime, fast, dev)
     return loaded

@@ -1,17 +1,78 @@
-"""Run the app with uvicorn: in the foreground (``serve.py``) or in a background thread (tests, notebooks)."""
+"""Run the app with uvicorn: in the foreground (``serve.py``) or in a background thread (tests, notebooks).
+
+The uvicorn settings that bound a connection come from :class:`ServeSettings`: the request headers must arrive
+within ``header_timeout_s`` (uvicorn has no such timeout itself: :class:`HeaderTimeoutProtocol` adds it) and be
+at most ``max_header_kb``; on shutdown, requests still running after ``shutdown_timeout_s`` are dropped.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
+import h11
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from nst_lightning.errors import NSTError
+from nst_lightning.serve.settings import ServeSettings
+
+
+class HeaderTimeoutProtocol(H11Protocol):
+    """uvicorn's h11 protocol, closing a connection whose request line and headers do not all arrive within
+    ``header_timeout`` seconds of the connection (or of the previous response): a client trickling header
+    bytes cannot hold a connection open."""
+
+    header_timeout = 10.0  # set per server by :func:`make_config`
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def _arm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+        self._header_timer = self.loop.call_later(self.header_timeout, self._header_timeout_expired)
+
+    def _header_timeout_expired(self) -> None:
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()  # the request's headers never came complete
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+        super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm()  # the next request on this kept-alive connection gets the same time for its headers
+
+
+def make_config(app: FastAPI, settings: ServeSettings, log_level: str = "info", **overrides: Any) -> uvicorn.Config:
+    """The uvicorn config for ``app`` with the connection limits of ``settings``."""
+    protocol = type("ServeProtocol", (HeaderTimeoutProtocol,), {"header_timeout": settings.header_timeout_s})
+    values: dict[str, Any] = dict(
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        http=protocol,
+        h11_max_incomplete_event_size=settings.max_header_kb * 1024,
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
+        timeout_keep_alive=5,
+    )
+    values.update(overrides)
+    return uvicorn.Config(app, **values)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -30,17 +91,21 @@ def check_port(host: str, port: int) -> None:
         raise NSTError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another port=N") from exc
 
 
-def serve_forever(app: FastAPI, host: str, port: int, log_level: str = "info") -> None:
-    """Serve until interrupted (Ctrl-C / SIGTERM stop it cleanly)."""
-    check_port(host, port)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+def serve_forever(app: FastAPI, settings: ServeSettings, log_level: str = "info") -> None:
+    """Serve until interrupted (Ctrl-C / SIGTERM stop it, dropping requests after ``shutdown_timeout_s``)."""
+    check_port(settings.host, settings.port)
+    uvicorn.Server(make_config(app, settings, log_level)).run()
 
 
 @contextmanager
 def running_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int | None = None) -> Iterator[str]:
-    """Start ``app`` on a free loopback port in a daemon thread; yields its base URL; stops it on exit."""
+    """Start ``app`` on a free loopback port in a daemon thread; yields its base URL; stops it on exit.
+
+    The connection limits are those of the app's settings (``app.state.settings``)."""
     port = port or free_port(host)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+    settings: ServeSettings = app.state.settings
+    config = make_config(app, settings, "warning", host=host, port=port, lifespan="off")
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -52,4 +117,4 @@ def running_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int | None = 
         yield f"http://{host}:{port}"
     finally:
         server.should_exit = True
-        thread.join(timeout=10)
+        thread.join(timeout=settings.shutdown_timeout_s + 10)

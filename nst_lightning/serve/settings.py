@@ -1,4 +1,8 @@
-"""Service settings: one dataclass, filled from ``conf/serve.yaml`` (or directly in tests)."""
+"""Service settings: one dataclass, filled from ``conf/serve.yaml`` (or directly in tests and notebooks).
+
+``conf/serve.yaml`` (with ``conf/cache/*.yaml``) is where each default lives and what it means; the Python
+defaults here exist for callers without Hydra, and ``tests/test_serve_limits.py`` checks that they equal the YAML.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,9 @@ from nst_lightning.export.runtime import normalize_runtime
 from nst_lightning.inference import DEFAULT_TILE_SIZE, check_options
 
 CACHE_KINDS = ("memory", "disk", "redis", "none")
+QUALITIES = ("full", "fast")
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
 @dataclass
@@ -17,28 +24,42 @@ class CacheSettings:
     """Result cache: ``memory`` (bounded LRU), ``disk`` (bounded folder), ``redis`` (shared) or ``none``."""
 
     kind: str = "memory"
-    max_mb: float = 256.0  # memory and disk: evict least recently used results beyond this many MB
-    dir: str | None = None  # disk: folder of cached results (default: $NST_CACHE_DIR/serve)
-    url: str | None = None  # redis: redis://host:port/db
-    ttl_s: int = 86400  # redis: seconds a result is kept (0 = no expiry)
+    max_mb: float = 256.0
+    dir: str | None = None
+    url: str | None = None
+    ttl_s: int = 86400
+    timeout_s: float = 0.5
+    breaker_failures: int = 3
+    breaker_open_s: float = 30.0
 
 
 @dataclass
 class ServeSettings:
-    """Everything the app needs; see ``conf/serve.yaml`` for what each key means."""
+    """Everything the app needs; ``conf/serve.yaml`` says what each key means and protects."""
 
     host: str = "127.0.0.1"
     port: int = 8000
-    styles: list[str] | None = None  # shipped model names to load (None = all shipped models)
-    models_dir: str | None = None  # extra checkpoints (*.pt, *.ckpt): the file stem is the style name
-    runtime: str = "auto"  # auto = the fastest measured runtime for the device (ONNX Runtime on CPU)
+    styles: list[str] | None = None
+    models_dir: str | None = None
+    runtime: str = "auto"
     device: str = "cpu"
+    quality: str = "full"
+    fast_runtime: str | None = None
+    fast_models_dir: str | None = None
     max_upload_mb: float = 20.0
-    max_pixels: int = 40_000_000  # refused before decoding
-    max_size: int = 1024  # default and upper bound of the ``max_size`` option (longest output side)
-    tile_size: int | None = DEFAULT_TILE_SIZE  # larger outputs are stylized in tiles (None: never tile)
-    max_concurrency: int = 1  # model calls running at once
-    max_queue: int = 8  # requests waiting for a model slot; more get 503
+    max_pixels: int = 40_000_000
+    max_size: int = 1024
+    tile_size: int | None = DEFAULT_TILE_SIZE
+    max_concurrency: int = 1
+    max_queue: int = 8
+    max_uploads_held: int = 16
+    decode_workers: int = 1
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    shutdown_timeout_s: float = 10.0
+    max_header_kb: int = 16
+    allowed_hosts: list[str] | None = None
+    trim_memory: bool = True
     thumbnail_size: int = 160
     cache: CacheSettings = field(default_factory=CacheSettings)
 
@@ -47,13 +68,44 @@ class ServeSettings:
             raise NSTError(f"unknown cache={self.cache.kind!r}; use one of {', '.join(CACHE_KINDS)}")
         if self.cache.kind == "redis" and not self.cache.url:
             raise NSTError("cache=redis needs an address: cache.url=redis://HOST:PORT/0")
-        for name in ("max_upload_mb", "max_pixels", "max_size", "max_concurrency", "thumbnail_size"):
+        positive = (
+            "max_upload_mb",
+            "max_pixels",
+            "max_size",
+            "max_concurrency",
+            "max_uploads_held",
+            "decode_workers",
+            "header_timeout_s",
+            "body_timeout_s",
+            "max_header_kb",
+            "thumbnail_size",
+        )
+        for name in positive:
             if getattr(self, name) <= 0:
                 raise NSTError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.max_queue < 0:
-            raise NSTError(f"max_queue must be 0 or more, got {self.max_queue}")
         normalize_runtime(self.runtime)  # an unknown runtime name fails here, with the library's list
+        if self.fast_runtime is not None:
+            normalize_runtime(self.fast_runtime)
         check_options(tile_size=self.tile_size)
+        if self.quality not in QUALITIES:
+            raise NSTError(f"quality must be one of {', '.join(QUALITIES)}, got {self.quality!r}")
+        for name in ("max_queue", "shutdown_timeout_s"):
+            if getattr(self, name) < 0:
+                raise NSTError(f"{name} must be 0 or more, got {getattr(self, name)}")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    def hosts(self) -> tuple[str, ...] | None:
+        """Host header names accepted (lower case, no port); None = any (``allowed_hosts=['*']``, or a wildcard
+        bind address without ``allowed_hosts``)."""
+        if self.allowed_hosts is not None:
+            names = tuple(h.lower().strip("[]") for h in self.allowed_hosts)
+            return None if "*" in names else names
+        if self.host in WILDCARD_HOSTS:
+            return None
+        return (self.host.lower().strip("[]"), *LOCAL_HOSTS)
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> ServeSettings:

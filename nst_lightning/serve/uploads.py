@@ -1,32 +1,27 @@
-"""Checks on what a client sends to ``POST /stylize``: options, content type, size and pixel count.
+"""What a client sends to ``POST /stylize``: the options, the content type, and the image decoded by the
+library's own reader (:func:`nst_lightning.image.open_image`, the one ``stylize.py`` uses), so an upload gives
+the same pixels as the same file given to ``stylize.py``.
 
-Every problem raises :class:`BadRequest` with an HTTP status and a message for the user; nothing here
-decodes pixels before the pixel count is known to be within the limit. The pixels are decoded by the library
-(:func:`nst_lightning.image.open_image`), so an upload gives the same image as ``stylize.py`` on the same file.
+Every problem raises :class:`BadRequest` with an HTTP status and a message for the user; no pixels are
+decoded before the pixel count is known to be within the limit, and only the formats the library reads are
+parsed at all.
 """
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from nst_lightning.errors import NSTError
-from nst_lightning.image import open_image
+from nst_lightning.image import READ_FORMATS, open_image
+from nst_lightning.serve.errors import BadRequest
+from nst_lightning.serve.guard import shorten
+from nst_lightning.serve.settings import QUALITIES
 
-IMAGE_FORMATS = {"PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF"}
 OUTPUT_FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg"}
-MIN_SIDE = 16  # the smallest max_size option (smaller images are fine: the library pads them)
 
-
-class BadRequest(Exception):
-    """A client error: ``status`` (4xx) and a message that says what to change."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+__all__ = ["OUTPUT_FORMATS", "BadRequest", "Options", "check_content_type", "decode_upload", "parse_options"]
 
 
 @dataclass(frozen=True)
@@ -37,10 +32,11 @@ class Options:
     preserve_color: bool = False
     max_size: int = 1024
     format: str = "png"
+    quality: str = "full"  # the variant that runs (``full`` when a style has no fast variant)
 
     def key(self) -> dict[str, object]:
         return {"strength": self.strength, "preserve_color": self.preserve_color, "max_size": self.max_size,
-                "format": self.format}  # fmt: skip
+                "format": self.format, "quality": self.quality}  # fmt: skip
 
 
 def _bool(name: str, raw: str) -> bool:
@@ -49,61 +45,60 @@ def _bool(name: str, raw: str) -> bool:
         return True
     if value in ("0", "false", "no", "off", ""):
         return False
-    raise BadRequest(422, f"{name} must be true or false, got {raw!r}")
+    raise BadRequest(422, f"{name} must be true or false, got {shorten(raw)}")
 
 
-def parse_options(form: dict[str, str], max_size_limit: int) -> Options:
-    """Validate the text fields of the form; ``max_size`` defaults to (and may not exceed) the service limit."""
+def parse_options(form: dict[str, str], max_size_limit: int, quality: str = "full") -> Options:
+    """Validate the text fields of the form; ``max_size`` defaults to (and may not exceed) the service limit,
+    ``quality`` to the service's setting."""
     try:
         strength = float(form.get("strength") or 1.0)
     except ValueError:
-        raise BadRequest(422, f"strength must be a number in [0, 1], got {form.get('strength')!r}") from None
+        raise BadRequest(422, f"strength must be a number in [0, 1], got {shorten(form.get('strength'))}") from None
     if not 0.0 <= strength <= 1.0:  # also refuses nan
-        raise BadRequest(422, f"strength must be in [0, 1], got {strength}")
-    raw_size = form.get("max_size") or str(max_size_limit)
-    try:
-        max_size = int(raw_size)
-    except ValueError:
-        raise BadRequest(422, f"max_size must be a whole number of pixels, got {raw_size!r}") from None
-    if not MIN_SIDE <= max_size <= max_size_limit:
-        raise BadRequest(422, f"max_size must be between {MIN_SIDE} and {max_size_limit} pixels, got {max_size}")
+        raise BadRequest(422, f"strength must be in [0, 1], got {shorten(strength)}")
+    raw_size = (form.get("max_size") or str(max_size_limit)).strip()
+    if not raw_size.isdigit() or len(raw_size) > 6:
+        raise BadRequest(422, f"max_size must be a whole number of pixels, got {shorten(raw_size)}")
+    max_size = int(raw_size)
+    if not 1 <= max_size <= max_size_limit:
+        raise BadRequest(422, f"max_size must be between 1 and {max_size_limit} pixels, got {max_size}")
     fmt = (form.get("format") or "png").strip().lower()
     if fmt not in OUTPUT_FORMATS:
-        raise BadRequest(422, f"format must be png or jpeg, got {fmt!r}")
+        raise BadRequest(422, f"format must be png or jpeg, got {shorten(fmt)}")
     fmt = "jpeg" if fmt == "jpg" else fmt
-    return Options(round(strength, 4), _bool("preserve_color", form.get("preserve_color") or ""), max_size, fmt)
+    quality = (form.get("quality") or quality).strip().lower()
+    if quality not in QUALITIES:
+        raise BadRequest(422, f"quality must be fast or full, got {shorten(quality)}")
+    keep = _bool("preserve_color", form.get("preserve_color") or "")
+    return Options(round(strength, 4), keep, max_size, fmt, quality)
 
 
 def check_content_type(content_type: str | None) -> None:
     """Only image uploads (or untyped binary, as some clients send) are accepted."""
     ctype = (content_type or "application/octet-stream").split(";")[0].strip().lower()
     if not (ctype.startswith("image/") or ctype == "application/octet-stream"):
-        raise BadRequest(415, f"the image field must be an image (png, jpeg, webp), not {ctype}")
+        raise BadRequest(415, f"the image field must be an image (png, jpeg, webp), not {shorten(ctype)}")
 
 
-def decode_image(data: bytes, max_pixels: int) -> Image.Image:
-    """Upload bytes → an RGB image, or RGBA when it has transparency, decoded as the library decodes a file
-    (:func:`nst_lightning.image.open_image`: EXIF orientation applied, 16-bit scaled, transparency as alpha),
-    after checking its format and pixel count from the header.
+def decode_upload(data: bytes, max_pixels: int, max_size: int) -> Image.Image:
+    """Upload bytes → RGB or RGBA image, decoded at reduced size for ``max_size`` (see ``open_image``).
+
+    Raises:
+        BadRequest: empty (400), not a format we read (415), too many pixels (413), truncated or corrupt (400).
     """
     if not data:
         raise BadRequest(400, "the uploaded image is empty")
     try:
-        with Image.open(io.BytesIO(data)) as header:  # reads the header only
-            fmt, (width, height) = header.format, header.size
-    except Image.DecompressionBombError:
-        raise BadRequest(413, f"the image has too many pixels (limit {max_pixels:,})") from None
-    except UnidentifiedImageError:
-        raise BadRequest(400, "the upload is not an image we can read; send a png, jpeg or webp file") from None
-    except Exception as exc:
-        raise BadRequest(400, f"the upload is not an image we can read (png, jpeg, webp): {exc}") from None
-    if fmt not in IMAGE_FORMATS:
-        raise BadRequest(415, f"image format {fmt} is not supported; send png, jpeg or webp")
-    if width * height > max_pixels:
+        return open_image(data, max_pixels=max_pixels, max_size=max_size)
+    except NSTError as exc:
+        message = str(exc)
+        if "megapixels" in message or "too many pixels" in message:
+            raise BadRequest(413, f"{message.replace('the image', 'the upload', 1)}") from None
+        if "formats read here" in message:
+            raise BadRequest(
+                415, f"the upload is not an image in a format we read ({', '.join(READ_FORMATS)})"
+            ) from None
         raise BadRequest(
-            413, f"the image has {width}×{height} = {width * height:,} pixels; the limit is {max_pixels:,}"
-        )
-    try:
-        return open_image(data, max_pixels)
-    except NSTError as exc:  # truncated or corrupt data
-        raise BadRequest(400, f"the image is truncated or corrupt and cannot be decoded: {exc}") from None
+            400, f"the upload is not an image we can read, or it is truncated or corrupt: {message}"
+        ) from None

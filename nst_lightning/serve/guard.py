@@ -1,0 +1,213 @@
+"""The ASGI layer in front of the app: Host check, request bodies bounded in bytes, time and number, and every
+outcome counted once.
+
+Every request body is read here, before any route sees it: bytes are counted as they arrive (a chunked body
+and a lying ``Content-Length`` alike), so the limit holds before the bytes are stored; the whole body must
+arrive within ``body_timeout_s``; and at most ``max_uploads_held`` bodies are held in memory at once (reading,
+decoding, queued, running or waiting on a shared result: a body's slot is released when its response is sent).
+Routes get the body replayed from memory, so an endpoint that takes uploads needs no limits of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from nst_lightning.serve.metrics import ABORTED, Metrics
+from nst_lightning.serve.settings import ServeSettings
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small text fields, on top of the image itself
+
+IMAGES_PER_UPLOAD = {"/stylize/zeroshot": 2}  # routes whose form carries more than one image (photo + painting)
+MAX_ECHO = 80  # characters of a user-supplied value quoted back in an error message
+
+
+def shorten(value: object, limit: int = MAX_ECHO) -> str:
+    """``repr`` of a user value, cut to ``limit`` characters (an error message never echoes a huge input)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 12]}…({len(text)} chars)"
+
+
+class ClientGone(Exception):
+    """The client closed the connection before its request was complete."""
+
+
+class BodyRefused(Exception):
+    """The body broke a limit: answer ``status`` with ``message`` and close the connection."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _host_name(host: str) -> str:
+    """``example.org:8000`` → ``example.org``; ``[::1]:8000`` → ``::1``."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+async def json_response(send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Guard:
+    """ASGI middleware: Host allow-list, bounded bodies, outcome metrics and a JSON 500 for bugs."""
+
+    def __init__(self, app: ASGIApp, settings: ServeSettings, metrics: Metrics) -> None:
+        self.app = app
+        self.settings = settings
+        self.metrics = metrics
+        self.hosts = settings.hosts()
+        self.held = 0  # request bodies in memory now
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status: list[int] = []  # the status sent, once the response has started
+        scope["nst.status"] = status
+
+        async def send_tracked(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status.append(int(message["status"]))
+            await send(message)
+
+        try:
+            await self._handle(scope, receive, send_tracked)
+        except ClientGone:
+            pass
+        except Exception:
+            log.exception("unexpected error in %s %s", scope.get("method"), scope.get("path"))
+            if not status:
+                await json_response(send_tracked, 500, "internal error; the service keeps running")
+        route = getattr(scope.get("route"), "path", None) or ("/stylize" if scope["path"] == "/stylize" else "other")
+        code = ABORTED if scope.get("nst.gone") or not status else status[0]
+        if code == ABORTED:
+            self.metrics.client_aborted.inc()
+        self.metrics.observe(route, code, time.perf_counter() - start)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        host = _header(scope, b"host")
+        if self.hosts is not None and (host is None or _host_name(host) not in self.hosts):
+            await json_response(send, 400, f"host {shorten(host)} is not served here (allowed_hosts)",
+                                {"connection": "close"})  # fmt: skip
+            return
+        if not _has_body(scope):
+            await self.app(scope, receive, send)
+            return
+        try:
+            if self.held >= self.settings.max_uploads_held:
+                await self._read(scope, receive, keep=False)  # drained, not stored (and bounded like any body)
+                self.metrics.rejected.inc()
+                await json_response(send, 503, f"the service is busy ({self.held} uploads in progress); retry shortly",
+                                    {"retry-after": "1"})  # fmt: skip
+                return
+            self.held += 1
+            self.metrics.uploads_held.set(self.held)
+            try:
+                body = await self._read(scope, receive, keep=True)
+                watcher = asyncio.ensure_future(_watch(receive, scope))
+                try:
+                    await self.app(scope, _replay(body, receive), send)
+                finally:
+                    watcher.cancel()
+            finally:
+                self.held -= 1
+                self.metrics.uploads_held.set(self.held)
+        except BodyRefused as exc:
+            await json_response(send, exc.status, exc.message, {"connection": "close"})
+
+    async def _read(self, scope: Scope, receive: Receive, keep: bool) -> bytes:
+        """The whole body (or b"" when ``keep`` is False), counted as it streams in, within the time limit.
+
+        Raises:
+            BodyRefused: over ``max_body`` (413, before the extra bytes are stored) or slower than
+                ``body_timeout_s`` (408).
+            ClientGone: the client disconnected.
+        """
+        images = IMAGES_PER_UPLOAD.get(scope["path"], 1)
+        max_body = images * self.settings.max_upload_bytes + FORM_OVERHEAD
+        size = (
+            f"{self.settings.max_upload_mb:g} MB"
+            if images == 1
+            else f"{images} images of {self.settings.max_upload_mb:g} MB"
+        )
+        refused = BodyRefused(413, f"the upload is larger than {size}")
+        length = _header(scope, b"content-length")
+        if length is not None and (not length.strip().isdigit() or int(length) > max_body):
+            raise refused
+        chunks: list[bytes] = []
+        total = 0
+        deadline = time.monotonic() + self.settings.body_timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(remaining, 0.0))
+            except TimeoutError:
+                self.metrics.timeouts.inc()
+                raise BodyRefused(
+                    408, f"the upload did not arrive within {self.settings.body_timeout_s:g} s; send it faster"
+                ) from None
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            self.metrics.upload_bytes.inc(len(chunk))
+            if total > max_body:
+                raise refused
+            if keep and chunk:
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def _has_body(scope: Scope) -> bool:
+    length = _header(scope, b"content-length")
+    return _header(scope, b"transfer-encoding") is not None or (length is not None and length.strip() != "0")
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives ``body`` once, then passes on what the server says (a disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _watch(receive: Receive, scope: Scope) -> None:
+    """Mark the request ``nst.gone`` when its client disconnects before the response has started."""
+    message = await receive()
+    if message["type"] == "http.disconnect" and not scope["nst.status"]:
+        scope["nst.gone"] = True
