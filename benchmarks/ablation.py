@@ -16,7 +16,7 @@ per-image L-BFGS@k from the photo on the same objective (``--lbfgs 50``). The tr
     # a custom pair
     python benchmarks/ablation.py --base experiment=quick --variant "baseline:" \\
         --variant "bilinear: model.upsample=bilinear" --steps 100 --out /tmp/abl
-    # dry run on CPU in seconds (what scripts/gpu_ablation.sh DRY_RUN=1 uses)
+    # dry run on CPU in seconds (what scripts/gpu_release.sh's dry run uses)
     python benchmarks/ablation.py --preset gpu --tiny --steps 3 --out /tmp/abl_dry --eval-size 32
 """
 
@@ -70,6 +70,7 @@ PRESETS: dict[str, dict[str, tuple[str, str]]] = {
     # One GPU, equal time: 256-px crops of 320-px photos, batch 16, bf16, channels-last (experiment=starry_night).
     "gpu": {
         "baseline": ("", "experiment=starry_night (the shipped recipe)"),
+        "seed1": ("seed=1", "the baseline with another seed: the noise floor"),
         "bilinear": ("model.upsample=bilinear", "bilinear resize-conv"),
         "pixel_shuffle": ("model.upsample=pixel_shuffle", "sub-pixel conv, ICNR init"),
         "tv": ("style.tv_weight=1e-5", "total-variation weight 1e-5"),

@@ -190,7 +190,8 @@ def test_library_and_stylize_yaml_tile_by_the_same_default():
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose("stylize")
     paths_defaults = {k: p.default for k, p in inspect.signature(stylize_paths).parameters.items()}
-    for key in ("strength", "preserve_color", "max_size", "tile_size", "tile_overlap", "max_pixels", "suffix"):
+    for key in ("strength", "preserve_color", "max_size", "tile_size", "tile_overlap", "max_pixels", "suffix",
+                "input_noise", "input_noise_smooth_only"):  # fmt: skip
         assert cfg[key] == paths_defaults[key], key
     for fn in (stylize, stylize_file):
         assert inspect.signature(fn).parameters["tile_size"].default == DEFAULT_TILE_SIZE

@@ -42,6 +42,8 @@ def run(cfg: DictConfig) -> list[Path]:
         max_pixels=cfg.max_pixels,
         device=cfg.device,
         progress=True,
+        input_noise=cfg.input_noise,
+        input_noise_smooth_only=cfg.input_noise_smooth_only,
     )
     if not report.ok:
         raise NSTError(report.summary())

@@ -18,6 +18,7 @@ from nst_lightning.image import (
     open_image,
     save_pil,
 )
+from nst_lightning.inference.noise import DEFAULT_SIGMA, DEFAULT_SMOOTH_ONLY, InputNoise, resolve_input_noise
 from nst_lightning.inference.stylize import DEFAULT_TILE_SIZE, ModelLike, check_options, prepare_model, stylize
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,8 @@ def stylize_file(
     tile_overlap: int | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     device: str | torch.device | None = None,
+    input_noise: float | InputNoise = DEFAULT_SIGMA,
+    input_noise_smooth_only: bool = DEFAULT_SMOOTH_ONLY,
 ) -> Path:
     """Stylize one image file into ``dst`` (format from its suffix; alpha kept where the format can hold it).
 
@@ -44,7 +47,8 @@ def stylize_file(
     dst = Path(dst)
     check_output_suffix(dst)
     img = open_image(src, max_pixels, max_size)  # reduced-size decoding when the output is much smaller
-    options = dict(strength=strength, preserve_color=preserve_color, tile_size=tile_size, tile_overlap=tile_overlap)
+    options = dict(strength=strength, preserve_color=preserve_color, tile_size=tile_size, tile_overlap=tile_overlap,
+                   input_noise=input_noise, input_noise_smooth_only=input_noise_smooth_only)  # fmt: skip
     out = stylize(img, model, max_size=max_size, device=device, **options)
     return save_pil(out, dst)
 
@@ -118,6 +122,8 @@ def stylize_paths(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     device: str | torch.device | None = None,
     progress: bool = False,
+    input_noise: float | InputNoise = DEFAULT_SIGMA,
+    input_noise_smooth_only: bool = DEFAULT_SMOOTH_ONLY,
 ) -> StylizeReport:
     """Stylize an image file or a folder tree of images (see :func:`plan_outputs` for where outputs go).
 
@@ -129,9 +135,11 @@ def stylize_paths(
     """
     check_options(strength=strength, max_size=max_size, tile_size=tile_size, tile_overlap=tile_overlap)
     pairs = plan_outputs(Path(src), Path(dst), suffix)
+    noise = resolve_input_noise(input_noise, input_noise_smooth_only)  # a bad value fails before any file is read
     runner = prepare_model(model, device)
     single = Path(src).is_file()
-    options = dict(strength=strength, preserve_color=preserve_color, tile_size=tile_size, tile_overlap=tile_overlap)
+    options = dict(strength=strength, preserve_color=preserve_color, tile_size=tile_size, tile_overlap=tile_overlap,
+                   input_noise=noise)  # fmt: skip
     report = StylizeReport()
     for path, out in _progress(pairs, progress and len(pairs) > 1):
         try:

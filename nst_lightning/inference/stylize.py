@@ -24,6 +24,7 @@ from torch import nn
 from nst_lightning.errors import NSTError
 from nst_lightning.image import fit_size, preserve_color, resize_tensor, split_alpha, to_float
 from nst_lightning.inference.checkpoint import LoadedModel, load_model, resolve_checkpoint, resolve_device
+from nst_lightning.inference.noise import DEFAULT_SIGMA, DEFAULT_SMOOTH_ONLY, InputNoise, resolve_input_noise
 from nst_lightning.inference.tiling import GlobalNormStats, stylize_tiled
 from nst_lightning.models.blocks import pad_to_multiple
 
@@ -158,6 +159,7 @@ class _Options:
     tile_size: int | None
     tile_overlap: int | None
     tile_stats_size: int | None = None
+    noise: InputNoise = InputNoise(0.0)  # added to the network's input only (post() blends with the clean photo)
 
     def post(self, styled: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
         """Pixel-wise finishing of float B×3×H×W images: colour preservation, then the blend with the content."""
@@ -173,7 +175,7 @@ def _run(content: torch.Tensor, runner: Stylizer, opts: _Options) -> torch.Tenso
     height, width = content.shape[-2:]
     if opts.tile_size is None or max(height, width) <= opts.tile_size:
         x = to_float(content.to(runner.device))
-        return opts.post(runner(x), x).clamp_(0, 1)
+        return opts.post(runner(opts.noise.add(x)), x).clamp_(0, 1)
     stats = None
     if runner.module is not None:  # a network with statistics other than norm layers' provides them itself
         own = getattr(runner.module, "tile_statistics", None)
@@ -185,7 +187,16 @@ def _run(content: torch.Tensor, runner: Stylizer, opts: _Options) -> torch.Tenso
         )
     overlap = auto_overlap(opts.tile_size, opts.tile_overlap)
     outs = [
-        stylize_tiled(runner, content[i : i + 1].cpu(), opts.tile_size, overlap, stats, opts.post, opts.tile_stats_size)
+        stylize_tiled(
+            runner,
+            content[i : i + 1].cpu(),
+            opts.tile_size,
+            overlap,
+            stats,
+            opts.post,
+            opts.tile_stats_size,
+            opts.noise,
+        )
         for i in range(content.shape[0])
     ]
     return torch.cat(outs).clamp_(0, 1)
@@ -235,6 +246,8 @@ def stylize(
     tile_overlap: int | None = None,
     device: str | torch.device | None = None,
     tile_stats_size: int | None = None,
+    input_noise: float | InputNoise = DEFAULT_SIGMA,
+    input_noise_smooth_only: bool = DEFAULT_SMOOTH_ONLY,
 ) -> Image.Image | torch.Tensor:
     """Stylize one image (PIL) or a batch (tensor) with ``model``.
 
@@ -257,6 +270,10 @@ def stylize(
         tile_stats_size: longest side of the downscaled whole-image pass that gives the instance-norm layers
             their statistics when tiling (default ``tile_size``; larger is closer to the untiled result and
             needs the memory of a tile of that size).
+        input_noise: strength of the seeded Gaussian noise added to the network's input, so that smooth regions
+            (skies) get the style's texture instead of stripes (:mod:`.noise`); 0 turns it off. An
+            :class:`~nst_lightning.inference.noise.InputNoise` also sets the seed.
+        input_noise_smooth_only: add it only where the photo is smooth (a mask from the local gradient).
 
     Raises:
         NSTError: an option out of range, an unusable image or model.
@@ -264,7 +281,8 @@ def stylize(
     check_options(strength=strength, max_size=max_size, tile_size=tile_size, tile_overlap=tile_overlap)
     if tile_stats_size is not None and not (_is_int(tile_stats_size) and tile_stats_size >= 1):
         raise NSTError(f"tile_stats_size must be a positive number of pixels, got {tile_stats_size!r}")
-    opts = _Options(float(strength), bool(preserve_color), max_size, tile_size, tile_overlap, tile_stats_size)
+    noise = resolve_input_noise(input_noise, input_noise_smooth_only)
+    opts = _Options(float(strength), bool(preserve_color), max_size, tile_size, tile_overlap, tile_stats_size, noise)
     if style_image is not None:
         if model is not None:
             raise NSTError("give either a model or a style_image (zero-shot), not both")

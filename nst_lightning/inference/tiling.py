@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nst_lightning.image import fit_size, to_float
+from nst_lightning.inference.noise import InputNoise
 from nst_lightning.models.base import norm_layers, normalize_with
 
 Span = tuple[int, int]  # [start, stop) along one axis
@@ -182,6 +183,7 @@ def stylize_tiled(
     norm_stats: GlobalNormStats | None = None,
     post: PostProcess | None = None,
     stats_size: int | None = None,
+    noise: InputNoise | None = None,
 ) -> torch.Tensor:
     """Stylize a 1×3×H×W image (uint8 or float, on the CPU) tile by tile; returns float 1×3×H×W on the CPU.
 
@@ -195,17 +197,20 @@ def stylize_tiled(
         post: ``post(stylized_tile, content_tile)`` applied to each tile before blending (both float in [0, 1]);
             must be pixel-wise (strength, colour preservation) so that it commutes with the blending.
         stats_size: longest side of the statistics pass (its memory is that of one tile of this size).
+        noise: input noise added before the network: each tile gets the whole image's noise field at its place
+            (and the whole image's smoothness mask), so the tiles agree; the statistics pass gets it too.
     """
     _, _, height, width = image.shape
     layout = TileLayout.create(height, width, tile_size, overlap)
     if norm_stats:
         with norm_stats.record():
-            run(downscale(image, stats_size or tile_size))
+            small = downscale(image, stats_size or tile_size)
+            run(noise.add(small) if noise is not None else small)
     out = torch.zeros(1, 3, height, width)
     with norm_stats.apply() if norm_stats else _nothing():
         for (y0, y1, x0, x1), weight in layout.tiles():
             content = to_float(image[..., y0:y1, x0:x1])
-            styled = run(content).float().cpu()
+            styled = run(noise.add(content, y0, x0, context=image) if noise is not None else content).float().cpu()
             if post is not None:
                 styled = post(styled, content)
             out[..., y0:y1, x0:x1].addcmul_(styled, weight)

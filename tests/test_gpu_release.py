@@ -1,0 +1,114 @@
+"""scripts/gpu_release.sh: the winner rule, the gates, the resume plan, and the CPU rehearsal of every phase."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import synthetic_photo
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _release_module():
+    spec = importlib.util.spec_from_file_location("gpu_release", REPO / "scripts" / "gpu_release.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_release"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+gr = _release_module()
+
+
+def _row(name, objective, verdict, stripe=0.05, overrides=None):
+    return {"name": name, "eval_objective": objective, "verdict": verdict, "stripe_rms": stripe,
+            "overrides": overrides if overrides is not None else [f"{name}=1"]}  # fmt: skip
+
+
+def test_winner_is_the_lowest_objective_beyond_the_noise_floor_without_more_checkerboard():
+    rows = [
+        _row("baseline", 10.0, "reference", overrides=[]),
+        _row("seed1", 9.6, "noise floor (seed only)"),
+        _row("ema", 9.0, "objective better (-10.0%); checkerboard within noise (×1.10)"),
+        _row("bilinear", 8.0, "objective better (-20.0%); checkerboard more (×4.00)"),
+        _row("tv", 8.5, "objective better (-15.0%); checkerboard within noise (×1.00)", stripe=0.09),
+        _row("cosine", 9.8, "objective within noise (-2.0%); checkerboard less (×0.5)"),
+    ]
+    assert gr.pick_winner(rows) == {"name": "ema", "overrides": ["ema=1"], "measured": True}
+    assert gr.pick_winner(rows[:2] + rows[3:])["name"] == "baseline"  # nothing else qualifies
+    assert gr.pick_winner([_row("baseline", None, "failed", overrides=[])])["measured"] is False
+
+
+def test_gates_for_styles_students_and_replacements():
+    manifest = {"models": {"starry_night": {"ratio_256": 1.6}}}
+    ok = {"bytes": 3_400_000, "fp16_parity": 0.004, "ratio_256": 1.25}
+    assert gr.gates("starry_night", ok, {}, manifest) == []
+    assert gr.gates("starry_night", {**ok, "ratio_256": 1.45}, {}, manifest)  # above 1.40
+    assert gr.gates("starry_night", {**ok, "ratio_256": 1.39}, {}, {"models": {"starry_night": {"ratio_256": 1.3}}})
+    assert gr.gates("candy", {**ok, "fp16_parity": 0.05}, {}, manifest)
+    assert gr.gates("candy", {**ok, "bytes": 5_000_000}, {}, manifest)
+    assert gr.gates("multistyle", {**ok, "bytes": 5_000_000}, {}, manifest) == []
+    teacher = {"candy": {"ratio_256": 1.2}}
+    assert gr.gates("candy_student", {**ok, "ratio_256": 1.3}, teacher, manifest) == []
+    assert gr.gates("candy_student", {**ok, "ratio_256": 1.4}, teacher, manifest)  # > 1.10 × the teacher's
+
+
+def test_plan_skips_what_ships_and_passes_and_fine_tunes_from_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(gr, "PRETRAINED", tmp_path)
+    monkeypatch.setattr(gr, "finetune_is_faster", lambda: True)
+    (tmp_path / "starry_night.pt").write_bytes(b"x")
+    manifest = {"models": {"starry_night": {"file": "starry_night.pt", "passed": True, "ratio_256": 1.2}}}
+    session = gr.Session(tmp_path / "out", tmp_path / "work", 60, gr.GPU, dry=False)
+    plan = gr.plan_training(session, {"name": "ema", "overrides": ["ema.decay=0.999"]}, manifest)
+    guarded = {"multistyle", "decoder"}  # trained only where that work exists
+    names = {k: [j["name"] for j in plan[k] if j["name"] not in guarded] for k in ("wave_a", "wave_b", "wave_c")}
+    four = ("the_scream", "the_wave", "candy", "mosaic")
+    assert "starry_night" not in sum(names.values(), []) and plan["skipped_shipped"] == ["starry_night"]
+    # starry_night ships: its student and the four fine-tunes from it start at once, their students after them
+    assert set(names["wave_a"]) == {"starry_night_student", *four}
+    assert all(j["init_from_starry"] and "ema.decay=0.999" in j["overrides"] for j in plan["wave_a"][:4])
+    assert set(names["wave_b"]) == {f"{s}_student" for s in four} and names["wave_c"] == []
+    fresh = gr.plan_training(session, {"name": "baseline", "overrides": []}, gr.load_manifest())
+    # the shipped starry_night failed its gates: trained again
+    assert [j["name"] for j in fresh["wave_a"] if j["name"] not in guarded] == ["starry_night"]
+    assert set(j["name"] for j in fresh["wave_b"]) == {*four, "starry_night_student"}
+    assert len(fresh["wave_c"]) == 4
+
+
+def _tiny_data(root: Path) -> Path:
+    for sub, count in (("train", 8), ("eval/content", 1)):
+        (root / sub).mkdir(parents=True)
+        for i in range(count):
+            synthetic_photo(64, 48, seed=i + 10 * len(sub)).save(root / sub / f"p{i}.jpg")
+    (root / "styles").mkdir()
+    for i, style in enumerate(gr.STYLES):
+        synthetic_photo(64, 64, seed=100 + i).save(root / "styles" / f"{style}.jpg")
+    return root
+
+
+@pytest.mark.slow
+def test_dry_run_runs_every_phase_and_brings_back_at_most_8_small_files(tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "DRY_RUN": "1", "PYTHON": sys.executable, "NST_DATA_DIR": str(_tiny_data(tmp_path / "d"))}
+    done = subprocess.run(["bash", "scripts/gpu_release.sh", str(out)], cwd=REPO, env=env, timeout=1500,
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert {"plan", "pick", "train", "check", "ship"} <= {r["phase"] for r in rows}
+    trained = {r["name"] for r in rows if r["phase"] == "train" and r.get("model")}
+    assert {*gr.DRY.styles, *(f"{s}_student" for s in gr.DRY.styles)} <= trained
+    checked = {r["name"]: r for r in rows if r["phase"] == "check" and "ratio_32" in r}
+    assert "starry_night" in checked and checked["starry_night"]["ratio_48"] > 0
+    assert any(r["name"].startswith("throughput_x") and r.get("aggregate_images_per_s") for r in rows)
+    release = json.loads((out / "release.json").read_text())
+    assert set(release["models"]) == {r["name"] for r in rows if r["phase"] == "check" and "bytes" in r}
+    files = [p for p in out.iterdir() if p.name != "work"]
+    assert {"runs.jsonl", "release.json", "session.log", "logs.tgz"} <= {p.name for p in files}
+    assert len(files) <= 8 and all(p.stat().st_size <= 16 * 2**20 for p in files)
