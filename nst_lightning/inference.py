@@ -12,6 +12,7 @@ an exported model file (``{"format": "nst_lightning.model", "model_name", "model
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -41,6 +42,7 @@ from nst_lightning.image import preserve_color as keep_content_color
 from nst_lightning.losses.config import LossConfig
 from nst_lightning.models import create_model
 from nst_lightning.models.blocks import pad_to_multiple
+from nst_lightning.models.conditional import num_styles, resolve_style
 from nst_lightning.tiling import GlobalNormStats, stylize_tiled
 
 EXPORT_FORMAT = "nst_lightning.model"
@@ -56,7 +58,14 @@ log = logging.getLogger(__name__)
 
 
 # Checkpoint hyper-parameters that say where a network's weights came from (kept in exports; docs/transfer.md).
-TRANSFER_HPARAMS = ("init_provenance", "freeze", "teacher", "distill_pixel_weight", "distill_feature_weight")
+TRANSFER_HPARAMS = ("init_provenance", "freeze", "teacher", "distill_pixel_weight", "distill_feature_weight",
+                    "add_style_provenance")  # fmt: skip
+
+
+def style_names_of_meta(meta: dict[str, Any]) -> list[str]:
+    """The styles a checkpoint holds, in order: a multi-style network's list, else its one style's name."""
+    styles = meta.get("styles") or []
+    return [str(s["name"]) for s in styles] or [str(meta.get("style_name") or "style")]
 
 
 def pretrained_models() -> dict[str, Path]:
@@ -128,6 +137,7 @@ def load_model(ckpt: str | Path, device: str | torch.device = "cpu") -> LoadedMo
             # evaluated on its own loss); checkpoints from before LossConfig kept its fields at the top level.
             "loss": hp["loss"] if "loss" in hp else {k: hp[k] for k in LossConfig.field_names() if k in hp},
             "transfer": {k: hp[k] for k in TRANSFER_HPARAMS if hp.get(k)},  # where the weights came from
+            "styles": hp.get("styles"),  # a multi-style network's styles and their loss settings, in order
         }
     else:
         raise NSTError(f"{path} is not an nst_lightning checkpoint (no model name or state dict in it)")
@@ -136,6 +146,7 @@ def load_model(ckpt: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     net = create_model(name, **kwargs)
     net.load_state_dict({k: v.float() for k, v in state.items()})
     net.eval().requires_grad_(False).to(device)
+    net.style_names = style_names_of_meta(meta)  # what stylize(style=NAME) chooses from
     meta = {**meta, "source": str(path)}
     return LoadedModel(net=net, model_name=name, model_kwargs=kwargs, meta=meta)
 
@@ -175,10 +186,12 @@ class Stylizer:
     device: torch.device
     dtype: torch.dtype = torch.float32
     module: nn.Module | None = None  # the eager network, whose instance-norm layers tiling can hook
+    style: torch.Tensor | None = None  # a multi-style network's S style weights (None: its default, style 0)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         padded, (h, w) = pad_to_multiple(images, 1, min_size=MIN_SIDE)
-        out = self.fn(padded.to(self.device, self.dtype))
+        x = padded.to(self.device, self.dtype)
+        out = self.fn(x) if self.style is None else self.fn(x, self.style.to(self.device).expand(x.shape[0], -1))
         if not isinstance(out, torch.Tensor) or out.shape != padded.shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise NSTError(
@@ -232,6 +245,27 @@ def prepare_model(model: ModelLike, device: str | torch.device | None = None) ->
         f"cannot use a {type(model).__name__} as a model; pass a checkpoint path, a shipped model name, "
         "a LoadedModel, an nn.Module or a callable mapping B×3×H×W images to B×3×H×W images"
     )
+
+
+def choose_style(
+    runner: Stylizer, style: str | int | None = None, style_mix: dict[str, float] | None = None
+) -> Stylizer:
+    """``runner`` with a multi-style network's style (name or index) or blend (``{name: weight}``) chosen.
+
+    A single-style network accepts only its own name (or 0) and runs as before.
+
+    Raises:
+        NSTError: both given, an unknown style (the message lists the network's), or bad mix weights.
+    """
+    if style is None and not style_mix:
+        return runner
+    model = runner.module if runner.module is not None else runner.fn
+    names = getattr(model, "style_names", None)
+    count = num_styles(model) if isinstance(model, nn.Module) else len(names or [None])
+    if not names or len(names) != count:
+        names = [str(i) for i in range(count)]
+    weights = resolve_style(names, style, style_mix)
+    return runner if count == 1 else dataclasses.replace(runner, style=weights)
 
 
 def _is_int(value: Any) -> bool:
@@ -358,6 +392,8 @@ def stylize(
     tile_overlap: int | None = None,
     device: str | torch.device | None = None,
     tile_stats_size: int | None = None,
+    style: str | int | None = None,
+    style_mix: dict[str, float] | None = None,
 ) -> Image.Image | torch.Tensor:
     """Stylize one image (PIL) or a batch (tensor) with ``model``.
 
@@ -377,15 +413,18 @@ def stylize(
         tile_stats_size: longest side of the downscaled whole-image pass that gives the instance-norm layers
             their statistics when tiling (default ``tile_size``; larger is closer to the untiled result and
             needs the memory of a tile of that size).
+        style: a multi-style network's style, by name or index (default: style 0).
+        style_mix: a blend of its styles, ``{name: weight}`` (weights normalised to sum 1): the convex combination
+            of the styles' instance-norm scales and shifts.
 
     Raises:
-        NSTError: an option out of range, an unusable image or model.
+        NSTError: an option out of range, an unusable image or model, an unknown style.
     """
     check_options(strength=strength, max_size=max_size, tile_size=tile_size, tile_overlap=tile_overlap)
     if tile_stats_size is not None and not (_is_int(tile_stats_size) and tile_stats_size >= 1):
         raise NSTError(f"tile_stats_size must be a positive number of pixels, got {tile_stats_size!r}")
     opts = _Options(float(strength), bool(preserve_color), max_size, tile_size, tile_overlap, tile_stats_size)
-    runner = prepare_model(model, device)
+    runner = choose_style(prepare_model(model, device), style, style_mix)
     if isinstance(image, Image.Image):
         return _stylize_pil(image, runner, opts)
     if isinstance(image, torch.Tensor):

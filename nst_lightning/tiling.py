@@ -10,7 +10,8 @@ Instance norm normalises each tile by its own statistics, so a dark tile next to
 with different contrast and colour. :class:`GlobalNormStats` fixes this without touching the model classes: a
 first pass over the whole image, downscaled to fit in one tile, records every instance-norm layer's per-channel
 mean and variance (forward pre-hooks), and the tile pass then normalises with those fixed statistics (forward
-hooks that replace the layer's output).
+hooks that replace the layer's output). A multi-style network's statistics depend on its style: both passes run
+with the chosen style, and each conditional layer applies that style's scale and shift to the fixed statistics.
 
 Tensors are B×C×H×W (B = 1 for the tiled path), RGB, float in [0, 1] (or uint8 in [0, 255] for the input).
 """
@@ -26,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nst_lightning.models.conditional import ConditionalInstanceNorm2d
 from nst_lightning.models.timm_unet import InstanceNormAct
 
 Span = tuple[int, int]  # [start, stop) along one axis
@@ -112,7 +114,7 @@ def norm_layers(module: nn.Module) -> list[nn.Module]:
     """The layers that normalise each image by its own statistics (instance norm without running stats)."""
     layers = []
     for m in module.modules():
-        if isinstance(m, InstanceNormAct) or (
+        if isinstance(m, (InstanceNormAct, ConditionalInstanceNorm2d)) or (
             isinstance(m, nn.InstanceNorm2d) and not (m.track_running_stats and not m.training)
         ):
             layers.append(m)
@@ -160,6 +162,8 @@ class GlobalNormStats:
         shape = (1, -1, 1, 1)
         scale = torch.rsqrt(var + layer.eps).view(shape)
         y = (x.float() - mean.view(shape)) * scale
+        if isinstance(layer, ConditionalInstanceNorm2d):  # the style's scale and shift (recorded in its own style)
+            return layer.modulate(y.to(x.dtype))
         if layer.weight is not None:
             y = y * layer.weight.float().view(shape) + layer.bias.float().view(shape)
         y = y.to(x.dtype)

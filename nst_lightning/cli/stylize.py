@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from nst_lightning.cli.app import hydra_app
 from nst_lightning.errors import NSTError
-from nst_lightning.inference import stylize_paths
+from nst_lightning.inference import choose_style, prepare_model, stylize_paths
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +24,15 @@ def run(cfg: DictConfig) -> list[Path]:
         raise NSTError("no checkpoint given: use ckpt=PATH")
     if not cfg.get("input"):
         raise NSTError("no input given: use input=FILE_OR_FOLDER")
+    model = cfg.ckpt
+    style, mix = cfg.get("style"), cfg.get("style_mix")
+    if style is not None or mix:  # a multi-style network: the style is chosen once, for every image
+        mix = OmegaConf.to_container(mix) if OmegaConf.is_config(mix) else mix
+        if mix is not None and not isinstance(mix, dict):
+            raise NSTError(f"style_mix must be a mapping {{NAME: WEIGHT, ...}}, got {mix!r}")
+        model = choose_style(prepare_model(cfg.ckpt, cfg.get("device")), style, mix)
     report = stylize_paths(
-        cfg.ckpt,
+        model,
         cfg.input,
         cfg.output,
         suffix=cfg.get("suffix"),

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from nst_lightning import fault
 from nst_lightning.callbacks import ema_callbacks
 from nst_lightning.cli.app import hydra_app
+from nst_lightning.cli.multistyle import build_multistyle_module, is_multistyle
 from nst_lightning.cli.presets import config_loss, style_image_path
 from nst_lightning.lit_module import StyleTransferModule
 from nst_lightning.precision import PrecisionChoice, resolve_precision
@@ -25,8 +26,11 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 
 
-def build_module(cfg: DictConfig, style_image: str) -> StyleTransferModule:
-    """The LightningModule from primitive values of ``cfg.model``, ``cfg.loss``, ``cfg.style``, ``cfg.optim``."""
+def build_module(
+    cfg: DictConfig, style_image: str | None, module_class: Any = StyleTransferModule
+) -> StyleTransferModule:
+    """The LightningModule from primitive values of ``cfg.model``, ``cfg.loss``, ``cfg.style``, ``cfg.optim``
+    (``module_class``: a subclass with its own arguments bound, e.g. the multi-style module)."""
     model = OmegaConf.to_container(cfg.model, resolve=True)
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
     assert isinstance(model, dict) and isinstance(optim, dict)
@@ -36,7 +40,7 @@ def build_module(cfg: DictConfig, style_image: str) -> StyleTransferModule:
     compile_mode = str(model.pop("compile_mode", "default"))
     freeze = model.pop("freeze", None)
     distill = OmegaConf.to_container(cfg.distill, resolve=True) if cfg.get("distill") else {}
-    return StyleTransferModule(
+    return module_class(
         model_name=name,
         model_kwargs=model,
         channels_last=channels_last,
@@ -89,7 +93,7 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
     log.info("precision %s, channels_last=%s (%s)", choice.precision, choice.channels_last, choice.reason)
     style_path = style_image_path(cfg.style)
     datamodule = hydra.utils.instantiate(cfg.data)
-    module = build_module(cfg, str(style_path))
+    module = build_multistyle_module(cfg, build_module) if is_multistyle(cfg) else build_module(cfg, str(style_path))
     loggers = _instantiate_all(cfg.get("logger"))
     callbacks = _instantiate_all(cfg.get("callbacks")) + ema_callbacks(cfg.get("ema")) + list(extra_callbacks or [])
     # Atomic checkpoint writes (and the SLURM environment): nst_lightning.fault.trainer_plugins.

@@ -27,6 +27,7 @@ from torch import nn
 
 from nst_lightning.errors import NSTError
 from nst_lightning.models.blocks import pad_to_multiple
+from nst_lightning.models.conditional import num_styles
 from nst_lightning.models.johnson import JohnsonNet
 
 FORMATS = ("nst", "torchscript", "torch_export", "onnx")
@@ -34,6 +35,7 @@ SUFFIXES = {"nst": ".pt", "torchscript": ".ts", "torch_export": ".pt2", "onnx": 
 META_KEY = "nst_lightning.json"  # extra file (TorchScript, .pt2) or metadata property (ONNX)
 META_FORMAT = "nst_lightning.exported"
 INPUT_NAME, OUTPUT_NAME = "image", "stylized"
+STYLE_INPUT_NAME = "style"  # multi-style networks: B×S style weights (one-hot picks a style; see models/conditional)
 ONNX_OPSET = 18
 
 
@@ -103,6 +105,18 @@ def example_input(contract: SizeContract, batch: int = 2) -> torch.Tensor:
     return torch.rand(batch, 3, contract.min_size + m, contract.min_size + 2 * m)
 
 
+def example_inputs(net: nn.Module, contract: SizeContract) -> tuple[torch.Tensor, ...]:
+    """The graph's inputs: the image, plus B×S style weights for a multi-style network (a blend, so that no
+    style is special-cased)."""
+    image = example_input(contract)
+    count = num_styles(net)
+    return (image,) if count == 1 else (image, torch.full((image.shape[0], count), 1.0 / count))
+
+
+def input_names(net: nn.Module) -> list[str]:
+    return [INPUT_NAME] if num_styles(net) == 1 else [INPUT_NAME, STYLE_INPUT_NAME]
+
+
 def _dynamic_dims(contract: SizeContract) -> dict[int, Any]:
     """torch.export dims: batch ≥ 1, H = multiple·h and W = multiple·w with h, w ≥ min_size / multiple."""
     from torch.export import Dim
@@ -111,6 +125,12 @@ def _dynamic_dims(contract: SizeContract) -> dict[int, Any]:
     batch = Dim("batch", min=1, max=1024)
     h, w = Dim("h_blocks", min=lo, max=hi), Dim("w_blocks", min=lo, max=hi)
     return {0: batch, 2: contract.multiple * h, 3: contract.multiple * w}
+
+
+def _dynamic_shapes(net: nn.Module, contract: SizeContract) -> tuple[dict[int, Any], ...]:
+    """Per input: the image's dims, and the style weights' batch (the same dim as the image's)."""
+    dims = _dynamic_dims(contract)
+    return (dims,) if num_styles(net) == 1 else (dims, {0: dims[0]})
 
 
 def _fail(fmt: str, net: nn.Module, exc: Exception) -> NSTError:
@@ -126,7 +146,7 @@ def to_torchscript(net: nn.Module, contract: SizeContract) -> torch.jit.ScriptMo
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings about the (no-op) padding branch; deprecation
-            return torch.jit.trace(net, example_input(contract), check_trace=False, _store_inputs=False)
+            return torch.jit.trace(net, example_inputs(net, contract), check_trace=False, _store_inputs=False)
     except Exception as exc:
         raise _fail("torchscript", net, exc) from exc
 
@@ -134,7 +154,7 @@ def to_torchscript(net: nn.Module, contract: SizeContract) -> torch.jit.ScriptMo
 def to_torch_export(net: nn.Module, contract: SizeContract) -> torch.export.ExportedProgram:
     """``torch.export.export`` with dynamic batch and H, W as multiples of the contract's multiple."""
     try:
-        return torch.export.export(net, (example_input(contract),), dynamic_shapes=({**_dynamic_dims(contract)},))
+        return torch.export.export(net, example_inputs(net, contract), dynamic_shapes=_dynamic_shapes(net, contract))
     except Exception as exc:
         raise _fail("torch_export", net, exc) from exc
 
@@ -166,10 +186,10 @@ def to_onnx(net: nn.Module, contract: SizeContract, exporter: str = "auto") -> t
                 warnings.simplefilter("ignore")
                 program = torch.onnx.export(
                     net,
-                    (example_input(contract),),
+                    example_inputs(net, contract),
                     dynamo=True,
-                    dynamic_shapes=({**_dynamic_dims(contract)},),
-                    input_names=[INPUT_NAME],
+                    dynamic_shapes=_dynamic_shapes(net, contract),
+                    input_names=input_names(net),
                     output_names=[OUTPUT_NAME],
                     opset_version=ONNX_OPSET,
                     verbose=False,
@@ -182,18 +202,19 @@ def to_onnx(net: nn.Module, contract: SizeContract, exporter: str = "auto") -> t
     if exporter not in ("auto", "dynamo", "torchscript"):
         raise NSTError(f"unknown ONNX exporter {exporter!r}; use auto, dynamo or torchscript")
     axes = {0: "batch", 2: "height", 3: "width"}
+    style_axes = {STYLE_INPUT_NAME: {0: "batch"}} if num_styles(net) > 1 else {}
     buffer = io.BytesIO()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 net,
-                (example_input(contract),),
+                example_inputs(net, contract),
                 buffer,
                 dynamo=False,
-                input_names=[INPUT_NAME],
+                input_names=input_names(net),
                 output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
+                dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes, **style_axes},
                 opset_version=17,
             )
     except Exception as exc:

@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from nst_lightning.models.blocks import ConvNormAct, ResidualBlock, UpsampleConv, make_pad, pad_to_multiple
+from nst_lightning.models.conditional import StyleArg, bind_style, make_conditional
 from nst_lightning.models.registry import register_model
 
 
@@ -30,6 +31,8 @@ class JohnsonNet(nn.Module):
         upsample: decoder upsampling, ``nearest`` (reference), ``bilinear`` or ``pixel_shuffle`` (see
             :class:`~nst_lightning.models.blocks.UpsampleConv`).
         padding: ``reflect`` (reference), ``replicate`` or ``zero``, for every convolution.
+        num_styles: styles held by the network (conditional instance norm, see
+            :mod:`~nst_lightning.models.conditional`); 1 is the ordinary single-style network.
     """
 
     def __init__(
@@ -40,6 +43,7 @@ class JohnsonNet(nn.Module):
         checkpointing: bool = False,
         upsample: str = "nearest",
         padding: str = "reflect",
+        num_styles: int = 1,
     ) -> None:
         super().__init__()
         self.checkpointing = checkpointing
@@ -56,13 +60,19 @@ class JohnsonNet(nn.Module):
             make_pad(padding, 4),
             nn.Conv2d(c1, 3, 9),
         )
+        self.num_styles = num_styles
+        if num_styles > 1:
+            make_conditional(self, num_styles)
 
     def stage_names(self) -> list[str]:
         """Stages in forward order, for freezing (``model.freeze``): the downsampling stem, each residual
         block, the upsampling decoder."""
         return ["encoder", *(f"residuals.{i}" for i in range(len(self.residuals))), "decoder"]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, style: StyleArg = None) -> torch.Tensor:
+        """``style``: a multi-style network's style(s), see :data:`~nst_lightning.models.conditional.StyleArg`."""
+        if self.num_styles > 1:
+            bind_style(self, style, x.shape[0], x.device)
         padded, (h, w) = pad_to_multiple(x, 4)
         y = self.encoder(padded)
         if self.checkpointing and torch.is_grad_enabled():

@@ -1,0 +1,1 @@
+"""Training: where Lightning meets the networks and losses."""
