@@ -37,12 +37,12 @@ def _painting(folder: Path, name: str, seed: int) -> Path:
 @pytest.fixture(scope="module")
 def paintings(tmp_path_factory) -> list[Path]:
     folder = tmp_path_factory.mktemp("paintings")
-    return [_painting(folder, name, seed) for seed, name in enumerate(["waves", "swirls", "dots"])]
+    return [_painting(folder, name, seed) for seed, name in enumerate(["the_wave", "candy", "udnie"])]
 
 
 @pytest.fixture(scope="module")
 def multi_ckpt(tmp_path_factory, image_dir, style_path, paintings) -> Path:
-    """A 4-step two-style johnson_tiny checkpoint (styles ``waves`` and ``swirls``)."""
+    """A 4-step two-style johnson_tiny checkpoint (styles ``the_wave`` and ``candy``)."""
     styles = f"styles=[{paintings[0]},{paintings[1]}]"
     cfg = tiny_train_cfg(tmp_path_factory.mktemp("multi"), image_dir, style_path, [styles, "style.style_weight=30"])
     return Path(train(cfg)["last_ckpt"])
@@ -114,23 +114,23 @@ def test_resolve_style_names_indices_and_mixes():
 def test_multistyle_checkpoint_lists_its_styles_and_chooses_and_blends(multi_ckpt, paintings):
     raw = torch.load(multi_ckpt, map_location="cpu", weights_only=True)
     styles = raw["hyper_parameters"]["styles"]
-    assert [s["name"] for s in styles] == ["waves", "swirls"]
+    assert [s["name"] for s in styles] == ["the_wave", "candy"]
     assert styles[0]["style_weight"] == 30.0 and styles[0]["image"] == str(paintings[0]) and "size" in styles[0]
     assert raw["hyper_parameters"]["model_kwargs"]["num_styles"] == 2
     loaded = load_model(multi_ckpt)
-    assert num_styles(loaded.net) == 2 and loaded.net.style_names == ["waves", "swirls"]
+    assert num_styles(loaded.net) == 2 and loaded.net.style_names == ["the_wave", "candy"]
 
     photo = synthetic_photo(40, 36, seed=3)
-    pixels = {name: np.asarray(stylize(photo, loaded, style=name), dtype=np.int16) for name in ("waves", "swirls")}
-    assert np.abs(pixels["waves"] - pixels["swirls"]).mean() > 0  # each style its own output
-    assert np.array_equal(np.asarray(stylize(photo, loaded)), pixels["waves"])  # default: the first style
-    for name, mix in (("waves", {"waves": 1, "swirls": 0}), ("swirls", {"waves": 0.0, "swirls": 1.0})):
+    pixels = {name: np.asarray(stylize(photo, loaded, style=name), dtype=np.int16) for name in ("the_wave", "candy")}
+    assert np.abs(pixels["the_wave"] - pixels["candy"]).mean() > 0  # each style its own output
+    assert np.array_equal(np.asarray(stylize(photo, loaded)), pixels["the_wave"])  # default: the first style
+    for name, mix in (("the_wave", {"the_wave": 1, "candy": 0}), ("candy", {"the_wave": 0.0, "candy": 1.0})):
         assert np.array_equal(np.asarray(stylize(photo, loaded, style_mix=mix)), pixels[name])
     x = torch.rand(1, 3, 40, 36)
-    a, b = (stylize(x, loaded, style=s) for s in ("waves", "swirls"))
-    half = stylize(x, loaded, style_mix={"waves": 0.5, "swirls": 0.5})
+    a, b = (stylize(x, loaded, style=s) for s in ("the_wave", "candy"))
+    half = stylize(x, loaded, style_mix={"the_wave": 0.5, "candy": 0.5})
     assert (half - a).abs().mean() < (a - b).abs().mean() and (half - b).abs().mean() < (a - b).abs().mean()
-    with pytest.raises(NSTError, match="waves, swirls"):
+    with pytest.raises(NSTError, match="the_wave, candy"):
         stylize(photo, loaded, style="nope")
 
 
@@ -139,23 +139,24 @@ def test_training_logs_each_style(multi_ckpt):
 
     events = EventAccumulator(str(multi_ckpt.parent.parent)).Reload()
     tags = set(events.Tags()["scalars"])
-    assert {"train/style/waves", "train/style/swirls", "val/style/waves", "val/style/swirls"} <= tags
+    assert {"train/style/the_wave", "train/style/candy", "val/style/the_wave", "val/style/candy"} <= tags
 
 
 def test_stylize_cli_picks_and_blends(multi_ckpt, tmp_path):
-    from omegaconf import OmegaConf
+    from hydra import compose, initialize_config_dir
 
     from nst_lightning.cli.stylize import run as stylize_cli
+    from nst_lightning.config import config_dir
 
     src = tmp_path / "photo.png"
     synthetic_photo(40, 36, seed=5).save(src)
     outs = {}
-    for label, extra in {"one": {"style": "swirls"}, "mix": {"style_mix": {"waves": 0, "swirls": 1}},
-                         "first": {}}.items():  # fmt: skip
-        cfg = OmegaConf.create({"ckpt": str(multi_ckpt), "input": str(src), "output": str(tmp_path / f"{label}.png"),
-                                "device": "cpu", "tile_size": None, **extra})  # fmt: skip
-        stylize_cli(cfg)
-        outs[label] = np.asarray(Image.open(tmp_path / f"{label}.png"))
+    for label, extra in {"one": ["style=candy"], "mix": ["style_mix={the_wave: 0, candy: 1}"], "first": []}.items():
+        out = tmp_path / f"{label}.png"
+        common = [f"ckpt={multi_ckpt}", f"input={src}", f"output={out}", "device=cpu", "tile_size=null"]
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            stylize_cli(compose("stylize", overrides=[*common, *extra]))
+        outs[label] = np.asarray(Image.open(out))
     assert np.array_equal(outs["one"], outs["mix"]) and not np.array_equal(outs["one"], outs["first"])
 
 
@@ -167,24 +168,24 @@ def test_exports_take_the_style_weights_as_an_input(multi_ckpt, tmp_path, fmt):
 
     loaded = load_model(multi_ckpt)
     path = export(loaded, fmt, tmp_path / f"model{SUFFIXES[fmt]}")
-    runtime = load_runtime(path, style_mix={"waves": 0.3, "swirls": 0.7})
-    eager = load_runtime(multi_ckpt, style_mix={"waves": 0.3, "swirls": 0.7})
-    assert runtime.style_names == ["waves", "swirls"]
+    runtime = load_runtime(path, style_mix={"the_wave": 0.3, "candy": 0.7})
+    eager = load_runtime(multi_ckpt, style_mix={"the_wave": 0.3, "candy": 0.7})
+    assert runtime.style_names == ["the_wave", "candy"]
     x = torch.rand(2, 3, 45, 37)
     assert (runtime(x) - eager(x)).abs().max() < 1e-4
     per_image = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # a style per image, through the graph's input
     assert (runtime(x, per_image) - eager(x, per_image)).abs().max() < 1e-4
-    one = stylize(x, runtime, style="swirls")
-    assert (one - stylize(x, loaded, style="swirls")).abs().max() < 1e-4
+    one = stylize(x, runtime, style="candy")
+    assert (one - stylize(x, loaded, style="candy")).abs().max() < 1e-4
 
 
 def test_tiling_records_each_styles_statistics(multi_ckpt):
     loaded = load_model(multi_ckpt)
     _random_styles(loaded.net)  # styles far apart (4 training steps leave them close)
     x = torch.nn.functional.interpolate(torch.rand(1, 3, 15, 14), size=(150, 140), mode="bilinear")
-    whole = {s: stylize(x, loaded, style=s) for s in ("waves", "swirls")}
-    tiled = stylize(x, loaded, style="swirls", tile_size=64, tile_overlap=16, tile_stats_size=150)
-    assert (tiled - whole["swirls"]).abs().mean() < 0.5 * (tiled - whole["waves"]).abs().mean()
+    whole = {s: stylize(x, loaded, style=s) for s in ("the_wave", "candy")}
+    tiled = stylize(x, loaded, style="candy", tile_size=64, tile_overlap=16, tile_stats_size=150)
+    assert (tiled - whole["candy"]).abs().mean() < 0.5 * (tiled - whole["the_wave"]).abs().mean()
 
 
 # -- adding a style ---------------------------------------------------------------------------------------------
@@ -206,8 +207,8 @@ def test_add_style_trains_only_the_new_scales_and_keeps_old_styles_bit_identical
 ):
     result = _add_style(tmp_path, image_dir, multi_ckpt, paintings[2])
     raw = torch.load(result["last_ckpt"], map_location="cpu", weights_only=True)
-    assert [s["name"] for s in raw["hyper_parameters"]["styles"]] == ["waves", "swirls", "dots"]
-    assert raw["hyper_parameters"]["add_style_provenance"]["styles"] == ["waves", "swirls"]
+    assert [s["name"] for s in raw["hyper_parameters"]["styles"]] == ["the_wave", "candy", "udnie"]
+    assert raw["hyper_parameters"]["add_style_provenance"]["styles"] == ["the_wave", "candy"]
     old, new = load_model(multi_ckpt), load_model(result["last_ckpt"])
     assert num_styles(new.net) == 3
     x = torch.rand(2, 3, 40, 44)
@@ -227,12 +228,63 @@ def test_add_style_trains_only_the_new_scales_and_keeps_old_styles_bit_identical
 def test_a_single_style_network_becomes_style_0(tiny_ckpt, tmp_path, image_dir, style_path, paintings):
     result = _add_style(tmp_path, image_dir, tiny_ckpt, paintings[2], steps=1)
     single, multi = load_model(tiny_ckpt), load_model(result["last_ckpt"])
-    assert multi.net.style_names == [single.meta["style_name"], "dots"]
+    assert multi.net.style_names == [single.meta["style_name"], "udnie"]
     x = torch.rand(1, 3, 40, 44)
     with torch.no_grad():
         torch.testing.assert_close(multi.net(x, torch.tensor([0])), single.net(x), atol=1e-5, rtol=0)
 
 
 def test_add_style_needs_a_start_and_a_new_name(multi_ckpt, tmp_path, image_dir, style_path, paintings):
-    with pytest.raises(NSTError, match="already has a style named 'waves'"):
+    with pytest.raises(NSTError, match="already has a style named 'the_wave'"):
         _add_style(tmp_path, image_dir, multi_ckpt, paintings[0])
+
+
+# -- evaluation and the service ---------------------------------------------------------------------------------
+def test_evaluate_scores_each_style_on_its_own_objective(multi_ckpt, image_dir, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from nst_lightning.cli.evaluate import run as evaluate_cli
+    from nst_lightning.config import config_dir
+
+    common = [f"ckpt={multi_ckpt}", f"eval_dir={image_dir}", "size=32", "lbfgs_iterations=[2]", "max_images=1",
+              f"output_dir={tmp_path}", "device=cpu", "grid_cell=32", "tensorboard=false"]  # fmt: skip
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        every, one = compose("evaluate", overrides=common), compose("evaluate", overrides=[*common, "style=candy"])
+    reports = evaluate_cli(every)
+    assert sorted(reports) == ["candy", "the_wave"] and reports["candy"]["style"] == "candy"
+    assert (tmp_path / "the_wave" / "report.json").exists() and (tmp_path / "candy" / "grid.png").exists()
+    objective = {s: r["summary"]["mean"]["network"]["objective"] for s, r in reports.items()}
+    assert objective["the_wave"] != objective["candy"]
+    assert list(evaluate_cli(one)) == ["candy"]
+
+
+def test_service_serves_each_style_and_blends(multi_ckpt, tmp_path):
+    import shutil
+
+    import httpx
+
+    from nst_lightning.serve import ServeSettings, create_app
+    from nst_lightning.serve.models import load_styles
+    from nst_lightning.serve.server import running_in_thread
+
+    shutil.copy(multi_ckpt, tmp_path / "duo.ckpt")
+    styles = load_styles([], str(tmp_path), "eager", "cpu", thumbnail_size=32)
+    assert sorted(styles) == ["duo", "duo.candy", "duo.the_wave"]
+    photo = tmp_path / "photo.png"
+    synthetic_photo(48, 40, seed=2).save(photo)
+    app = create_app(ServeSettings(runtime="eager", max_size=64), styles)
+    with running_in_thread(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        listing = client.get("/styles").json()
+        assert listing["networks"] == {"duo": ["the_wave", "candy"]}
+        entry = {s["name"]: s for s in listing["styles"]}["duo.candy"]
+        assert entry["network"] == "duo" and entry["style"] == "candy"
+
+        def post(**fields: str) -> httpx.Response:
+            return client.post("/stylize", files={"image": ("p.png", photo.read_bytes(), "image/png")}, data=fields)
+
+        one, mixed, first = post(style="duo.candy"), post(style="duo", style_mix='{"candy": 1}'), post(style="duo")
+        assert one.status_code == mixed.status_code == first.status_code == 200
+        assert one.content == mixed.content != first.content
+        for bad in ('{"nope": 1}', "[1]", '{"the_wave": -1}', '{"the_wave": 0}'):
+            response = post(style="duo", style_mix=bad)
+            assert response.status_code == 422, (bad, response.text)

@@ -14,6 +14,14 @@ from nst_lightning.inference import choose_style, prepare_model, stylize_paths
 log = logging.getLogger(__name__)
 
 
+def chosen_style(value: object) -> str | int | None:
+    """``style=NAME`` on the command line: Hydra loads the preset of that name (``conf/style/NAME.yaml``), whose
+    ``name`` is the style; a plain value (tests, the library) is taken as it is."""
+    if OmegaConf.is_config(value):
+        return value.get("name")  # type: ignore[union-attr]
+    return value  # type: ignore[return-value]
+
+
 def run(cfg: DictConfig) -> list[Path]:
     """Stylize ``cfg.input`` (file or folder) with ``cfg.ckpt`` into ``cfg.output``; returns written files.
 
@@ -25,7 +33,7 @@ def run(cfg: DictConfig) -> list[Path]:
     if not cfg.get("input"):
         raise NSTError("no input given: use input=FILE_OR_FOLDER")
     model = cfg.ckpt
-    style, mix = cfg.get("style"), cfg.get("style_mix")
+    style, mix = chosen_style(cfg.get("style")), cfg.get("style_mix")
     if style is not None or mix:  # a multi-style network: the style is chosen once, for every image
         mix = OmegaConf.to_container(mix) if OmegaConf.is_config(mix) else mix
         if mix is not None and not isinstance(mix, dict):

@@ -37,6 +37,7 @@ from nst_lightning.serve.uploads import (
     check_content_type,
     decode_image,
     parse_options,
+    parse_style_mix,
 )
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ STYLIZE_OPENAPI = {
         "type": "object", "required": ["image", "style"], "properties": {
             "image": {"type": "string", "format": "binary", "description": "the photo (png, jpeg, webp)"},
             "style": {"type": "string", "description": "a name from GET /styles"},
+            "style_mix": {"type": "string", "description": 'a multi-style network: JSON {"style": weight, ...}'},
             "strength": {"type": "number", "minimum": 0, "maximum": 1, "default": 1},
             "preserve_color": {"type": "boolean", "default": False},
             "max_size": {"type": "integer", "description": "longest output side (default: the service's max_size)"},
@@ -96,11 +98,15 @@ def encode(image: Image.Image, alpha: Image.Image | None, fmt: str) -> bytes:
     return buf.getvalue()
 
 
-def compute(model: StyleModel, data: bytes, options: Options, max_pixels: int) -> bytes:
+def compute(
+    model: StyleModel, data: bytes, options: Options, max_pixels: int, style_mix: dict[str, float] | None = None
+) -> bytes:
     """Decode, stylize and encode one upload (runs in a model worker thread)."""
     decoded = decode_image(data, max_pixels, options.max_size)
     try:
-        out = stylize_image(model.runner, decoded.rgb, options.strength, options.preserve_color, options.max_size)
+        style = None if style_mix else model.style
+        out = stylize_image(model.runner, decoded.rgb, options.strength, options.preserve_color, options.max_size,
+                            style=style, style_mix=style_mix)  # fmt: skip
     except NSTError as exc:
         raise BadRequest(422, str(exc)) from None
     return encode(out, decoded.alpha, options.format)
@@ -185,9 +191,19 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
                 "cache": settings.cache.kind, "in_flight": gate.count}  # fmt: skip
 
     @app.get("/styles")
-    async def list_styles() -> dict[str, list[dict[str, str]]]:
-        """Names and thumbnail URLs of the styles this service runs."""
-        return {"styles": [{"name": n, "thumbnail": f"/styles/{n}/thumbnail.jpg"} for n in sorted(styles)]}
+    async def list_styles() -> dict[str, Any]:
+        """Names and thumbnail URLs of the styles this service runs, and the network that serves each. A
+        multi-style network is listed under its own name (style 0, or any ``style_mix``) and once per style
+        (``<network>.<style>``); ``networks`` lists each multi-style network's styles."""
+        entries = []
+        for n in sorted(styles):
+            m = styles[n]
+            entry: dict[str, Any] = {"name": n, "thumbnail": f"/styles/{n}/thumbnail.jpg", "network": m.network or n}
+            if m.network_styles:
+                entry.update(style=m.style, network_styles=m.network_styles)
+            entries.append(entry)
+        networks = {m.network: m.network_styles for m in styles.values() if m.network_styles}
+        return {"styles": entries, "networks": networks}
 
     @app.get("/styles/{name}/thumbnail.jpg")
     async def thumbnail(name: str) -> Response:
@@ -213,10 +229,12 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
         if style not in styles:
             raise BadRequest(422, f"unknown style {style!r}; choose one of {', '.join(sorted(styles))} (GET /styles)")
         options = parse_options(fields, settings.max_size)
+        mix = parse_style_mix(fields.get("style_mix"), styles[style].network_styles)
         data = await upload.read(max_upload + 1)
         if len(data) > max_upload:
             raise BadRequest(413, f"the image is larger than {settings.max_upload_mb:g} MB")
-        key = cache_key(hashlib.sha256(data).hexdigest(), style, options.key())
+        extra = {"style_mix": mix} if mix else {}
+        key = cache_key(hashlib.sha256(data).hexdigest(), style, {**options.key(), **extra})
         result = await _cache_get(key)
         status = "hit"
         if result is None and key in pending:  # the same request is being computed: wait for that result
@@ -224,7 +242,7 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
             status = "shared"
         if result is None:
             metrics.cache_misses.inc()
-            result = await _compute_once(key, style, data, options)
+            result = await _compute_once(key, style, data, options, mix)
             status = "miss"
         else:
             metrics.cache_hits.inc()
@@ -234,13 +252,15 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
 
     pending: dict[str, asyncio.Future[bytes]] = {}  # results being computed, by cache key
 
-    async def _compute_once(key: str, style: str, data: bytes, options: Options) -> bytes:
+    async def _compute_once(
+        key: str, style: str, data: bytes, options: Options, mix: dict[str, float] | None = None
+    ) -> bytes:
         """Run the model for ``key``; identical requests arriving meanwhile wait for this result."""
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         pending[key] = future
         try:
             start = time.perf_counter()
-            result = await gate.run(compute, styles[style], data, options, settings.max_pixels)
+            result = await gate.run(compute, styles[style], data, options, settings.max_pixels, mix)
             metrics.model_seconds.labels(style).observe(time.perf_counter() - start)
             await _cache_put(key, result)
             future.set_result(result)

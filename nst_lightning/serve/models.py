@@ -1,7 +1,8 @@
 """Model layer: load every style network once at startup and run it (eager or an exported runtime).
 
 A style is a checkpoint: the shipped models (``nst_lightning/pretrained/*.pt``) plus any ``*.pt``/``*.ckpt`` in
-``models_dir``; the file stem is the style's name.
+``models_dir``; the file stem is the style's name. A multi-style network also serves each of its styles as
+``<stem>.<style>``, and under its stem any blend of them (``style_mix``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,21 +39,26 @@ class StyleModel:
     runner: Runner
     source: str
     thumbnail: bytes = b""  # JPEG
+    network: str = ""  # the name (file stem) of the network that serves it
+    style: str | None = None  # one style of a multi-style network (None: the network's default, style 0)
+    network_styles: list[str] = field(default_factory=list)  # a multi-style network's styles ([]: single-style)
 
 
 TILE_SIZE = 1024  # pixels: larger images run in overlapping tiles (bounded memory per request)
 
 
 def stylize_image(
-    runner: Runner, image: Image.Image, strength: float = 1.0, keep_color: bool = False, max_size: int | None = None
-) -> Image.Image:
+    runner: Runner, image: Image.Image, strength: float = 1.0, keep_color: bool = False, max_size: int | None = None,
+    style: str | None = None, style_mix: dict[str, float] | None = None,
+) -> Image.Image:  # fmt: skip
     """RGB PIL image → stylized RGB PIL image (longest side at most ``max_size``), through the one inference core
     (:func:`nst_lightning.inference.stylize`). Images larger than ``TILE_SIZE`` are stylized in tiles, so a
     request's peak memory is bounded by the tile, not by the upload."""
     # The eager runtime's nn.Module lets tiling hook its instance norms; an exported runtime runs as is (it pads and
     # crops around its graph itself, so its inner module must never be called directly).
     model = runner.net if isinstance(runner, EagerRuntime) else runner
-    return stylize(image, model, strength=strength, preserve_color=keep_color, max_size=max_size, tile_size=TILE_SIZE)
+    return stylize(image, model, strength=strength, preserve_color=keep_color, max_size=max_size, tile_size=TILE_SIZE,
+                   style=style, style_mix=style_mix)  # fmt: skip
 
 
 def load_runner(ckpt: Path, runtime: str, device: torch.device) -> Runner:
@@ -109,13 +115,13 @@ def style_painting(name: str) -> Path | None:
 
 def make_thumbnail(model: StyleModel, size: int) -> bytes:
     """JPEG bytes: the style painting when available, else the sample photo stylized by the model."""
-    painting = style_painting(model.name)
+    painting = style_painting(model.style or model.name)
     if painting is not None:
         with Image.open(painting) as img:
             thumb = img.convert("RGB")
             thumb.thumbnail((size, size))
     else:
-        thumb = stylize_image(model.runner, sample_photo(size))
+        thumb = stylize_image(model.runner, sample_photo(size), style=model.style)
     buf = io.BytesIO()
     thumb.save(buf, format="JPEG", quality=85)
     return buf.getvalue()
@@ -128,8 +134,15 @@ def load_styles(
     dev = resolve_device(device)
     loaded = {}
     for name, path in find_checkpoints(styles, models_dir).items():
-        model = StyleModel(name=name, runner=load_runner(path, runtime, dev), source=str(path))
-        model.thumbnail = make_thumbnail(model, thumbnail_size)
-        loaded[name] = model
-        log.info("loaded style %s from %s (runtime=%s, device=%s)", name, path, runtime, dev)
+        runner = load_runner(path, runtime, dev)
+        own = list(getattr(runner, "style_names", []))
+        own = own if len(own) > 1 else []
+        entries = [StyleModel(name=name, runner=runner, source=str(path), network=name, network_styles=own)]
+        entries += [StyleModel(name=f"{name}.{s}", runner=runner, source=str(path), network=name, style=s,
+                               network_styles=own) for s in own]  # fmt: skip
+        for model in entries:
+            model.thumbnail = make_thumbnail(model, thumbnail_size)
+            loaded[model.name] = model
+        log.info("loaded style %s from %s (runtime=%s, device=%s%s)", name, path, runtime, dev,
+                 f"; styles {', '.join(own)}" if own else "")  # fmt: skip
     return loaded

@@ -7,6 +7,7 @@ decodes pixels before the pixel count is known to be within the limit.
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -138,3 +139,24 @@ def decode_image(data: bytes, max_pixels: int, max_size: int) -> Decoded:
             f"{MIN_SIDE} pixels",
         )
     return Decoded(rgb, alpha)
+
+
+def parse_style_mix(raw: str | None, network_styles: list[str]) -> dict[str, float] | None:
+    """The ``style_mix`` form field: a JSON object ``{"style": weight, ...}`` over a multi-style network's styles
+    (weights ≥ 0, normalised); None when absent. Raises :class:`BadRequest` (422) otherwise."""
+    if raw is None or not raw.strip():
+        return None
+    if not network_styles:
+        raise BadRequest(422, "style_mix needs a multi-style network (GET /styles lists each network's styles)")
+    try:
+        mix = json.loads(raw)
+    except ValueError:
+        mix = None
+    if not isinstance(mix, dict) or not mix:
+        raise BadRequest(422, f'style_mix must be a JSON object such as {{"{network_styles[0]}": 0.7, ...}}')
+    unknown = [k for k in mix if k not in network_styles]
+    bad = [k for k, v in mix.items() if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0]
+    if unknown or bad or not sum(float(v) for v in mix.values() if not isinstance(v, bool)) > 0:
+        raise BadRequest(422, f"style_mix: weights ≥ 0 (not all 0) over the styles {', '.join(network_styles)}")
+    total = sum(float(v) for v in mix.values())
+    return {k: float(v) / total for k, v in sorted(mix.items())}
