@@ -56,6 +56,8 @@ class Curves(L.Callback):
             key = f"val/style/{name}"
             if key in trainer.callback_metrics:
                 self.points[name].append((trainer.global_step, round(float(trainer.callback_metrics[key]), 5)))
+        print(f"  step {trainer.global_step}: " + ", ".join(f"{n} {p[-1][1]}" for n, p in self.points.items() if p),
+              flush=True)  # fmt: skip
 
 
 def steps_to_reach(points: list[tuple[int, float]], target: float) -> float | None:

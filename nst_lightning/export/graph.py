@@ -154,7 +154,10 @@ def to_torchscript(net: nn.Module, contract: SizeContract) -> torch.jit.ScriptMo
 def to_torch_export(net: nn.Module, contract: SizeContract) -> torch.export.ExportedProgram:
     """``torch.export.export`` with dynamic batch and H, W as multiples of the contract's multiple."""
     try:
-        return torch.export.export(net, example_inputs(net, contract), dynamic_shapes=_dynamic_shapes(net, contract))
+        with warnings.catch_warnings():
+            # A multi-style network hands its style weights to its layers as plain attributes during the forward.
+            warnings.filterwarnings("ignore", message=r".*tensor attributes .*style.* were assigned during export")
+            return torch.export.export(net, example_inputs(net, contract), dynamic_shapes=_dynamic_shapes(net, contract))
     except Exception as exc:
         raise _fail("torch_export", net, exc) from exc
 
