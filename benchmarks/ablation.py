@@ -38,14 +38,14 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from nst_lightning.evaluation.evaluate import list_images, loss_from_meta, run_lbfgs  # noqa: E402
+from nst_lightning.evaluation.evaluate import eval_images, loss_from_meta, run_lbfgs  # noqa: E402
 from nst_lightning.evaluation.metrics import (  # noqa: E402
     checkerboard_ratio,
     oriented_texture,
     smooth_test_images,
     ssim,
 )
-from nst_lightning.image import load_image  # noqa: E402
+from nst_lightning.image import list_images, load_image  # noqa: E402
 from nst_lightning.inference import export_model, load_model, resolve_device  # noqa: E402
 from nst_lightning.styles import resolve_style_image, style_grams  # noqa: E402
 
@@ -114,7 +114,7 @@ def prepare_photos(src: Path, dst: Path, short_side: int) -> Path:
     if done.exists():
         return dst
     dst.mkdir(parents=True, exist_ok=True)
-    for path in sorted(p for p in src.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp")):
+    for path in list_images(src, recursive=True):
         img = Image.open(path).convert("RGB")
         scale = short_side / min(img.size)
         img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.LANCZOS).save(
@@ -347,7 +347,7 @@ def main() -> None:
     print(f"training done in {time.time() - t0:.0f} s", flush=True)
 
     device = resolve_device(args.device)
-    images = list_images(args.eval_dir or data_dir / "eval" / "content", args.eval_images)
+    images = eval_images(args.eval_dir or data_dir / "eval" / "content", args.eval_images)
     rows: list[dict[str, Any]] = []
     yardstick: Yardstick | None = None
     for name, overrides in variants.items():

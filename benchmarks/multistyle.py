@@ -68,10 +68,22 @@ def steps_to_reach(points: list[tuple[int, float]], target: float) -> float | No
     return 0.0 if points and points[0][1] <= target else None
 
 
-def train_run(name: str, styles: list[dict], steps: int, a: argparse.Namespace, out: Path, **extra: Any) -> dict:
+def loss_layers(name: str) -> LossConfig:
+    """The layers of ``conf/loss/<name>.yaml`` (each style brings its own weights)."""
+    from omegaconf import OmegaConf
+
+    from nst_lightning.config import config_dir
+
+    structure = OmegaConf.to_container(OmegaConf.load(Path(config_dir()) / "loss" / f"{name}.yaml"))
+    return LossConfig.from_dict({**LossConfig().to_dict(), **structure}, f"conf/loss/{name}.yaml")
+
+
+def train_run(
+    name: str, styles: list[dict], steps: int, a: argparse.Namespace, out: Path, lr: float = 1e-3, **extra: Any
+) -> dict:
     L.seed_everything(0, workers=True)
-    module = MultiStyleModule(styles=styles, model_name=ARCH[0], model_kwargs=dict(ARCH[1]),
-                              loss=LossConfig().to_dict(), lr=extra.pop("lr", 1e-3), **extra)  # fmt: skip
+    module = MultiStyleModule(styles=styles, model={"name": ARCH[0], "kwargs": dict(ARCH[1])},
+                              loss=loss_layers(a.loss).to_dict(), optim={"lr": lr}, **extra)  # fmt: skip
     data = FolderDataModule(
         os.path.join(os.environ.get("NST_DATA_DIR", "data"), "train"), image_size=a.crop, batch_size=a.batch,
         num_workers=1, val_count=a.val_count, val_size=a.crop,
@@ -109,6 +121,8 @@ def main() -> None:
     parser.add_argument("--val-every", type=int, default=10)
     parser.add_argument("--val-count", type=int, default=4)
     parser.add_argument("--add-lr", type=float, nargs="+", default=[1e-2])
+    parser.add_argument("--loss", default="default", help="conf/loss/<name>.yaml: the layers (tiny: VGG to relu2_2)")
+    parser.add_argument("--skip-singles", action="store_true", help="only the add-style comparison")
     parser.add_argument("--out", default=None)
     a = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("NST_THREADS", "2")))
@@ -118,15 +132,17 @@ def main() -> None:
     runs: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        for n in [*a.styles, a.new_style]:
-            runs[f"single_{n}"] = train_run(f"single_{n}", [entry[n]], a.steps, a, out)
+        # The add-style runs first (after their source), so that an interrupted benchmark still has them.
         multi_styles = [entry[n] for n in a.styles]
         runs["multi"] = train_run("multi", multi_styles, a.steps * len(a.styles), a, out)
+        runs[f"single_{a.new_style}"] = train_run(f"single_{a.new_style}", [entry[a.new_style]], a.steps, a, out)
         for lr in a.add_lr:
             runs[f"add_{a.new_style}_lr{lr:g}"] = train_run(
                 f"add_{a.new_style}_lr{lr:g}", [*multi_styles, entry[a.new_style]], a.steps, a, out,
-                train_styles=[len(multi_styles)], add_style_from=runs["multi"]["ckpt"], lr=lr,
+                train_styles=[len(multi_styles)], transfer={"init_from": runs["multi"]["ckpt"]}, lr=lr,
             )  # fmt: skip
+        for n in [] if a.skip_singles else a.styles:
+            runs[f"single_{n}"] = train_run(f"single_{n}", [entry[n]], a.steps, a, out)
     final = {k: {s: c[-1][1] for s, c in r["curves"].items()} for k, r in runs.items()}
     target = final[f"single_{a.new_style}"][a.new_style]
     add = {}
@@ -144,13 +160,13 @@ def main() -> None:
     one_style = sum(p.numel() for p in style_parameters(full, 1))
     full_total = sum(p.numel() for p in create_model("johnson").parameters())
     result = {
-        "arch": f"{ARCH[0]}({ARCH[1]})", "crop": a.crop, "batch": a.batch, "steps_per_style": a.steps,
+        "arch": f"{ARCH[0]}({ARCH[1]})", "loss": a.loss, "crop": a.crop, "batch": a.batch, "steps_per_style": a.steps,
         "val_every": a.val_every, "val_count": a.val_count, "styles": a.styles, "new_style": a.new_style,
         "device": "cpu", "threads": torch.get_num_threads(),
         "final_val_objective": final,
-        "multi_vs_single": {s: round(final["multi"][s] / final[f"single_{s}"][s], 3) for s in a.styles},
-        "parameters": {"single": runs[f"single_{a.styles[0]}"]["parameters"], "multi": runs["multi"]["parameters"],
-                       "singles_total": sum(runs[f"single_{s}"]["parameters"] for s in a.styles)},
+        "multi_vs_single": None if a.skip_singles else {
+            s: round(final["multi"][s] / final[f"single_{s}"][s], 3) for s in a.styles},
+        "parameters": {"single": runs[f"single_{a.new_style}"]["parameters"], "multi": runs["multi"]["parameters"]},
         "add_style": add, "single_target_objective": target,
         "full_johnson_one_style_share": round(one_style / full_total, 5),
         "curves": {k: r["curves"] for k, r in runs.items()},

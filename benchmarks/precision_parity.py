@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Loss curves of the real training pipeline in several precisions on the same data (issue: mixed precision).
+"""Loss curves of the real training pipeline in several precisions on the same data.
 
 Trains ``model=johnson`` through ``nst_lightning.cli.train.run`` (Lightning, Hydra config) for N steps per
 precision from the same seed, on the same photos in the same order (no shuffle, centre crops), and prints one

@@ -47,7 +47,7 @@ def run_one(size: int, tile: int) -> dict:
 
     from nst_lightning.image import pil_to_tensor
     from nst_lightning.inference import auto_overlap, load_model, stylize
-    from nst_lightning.tiling import seam_metric
+    from nst_lightning.inference.tiling import seam_metric
 
     model = load_model("starry_night", "cpu")
     image = test_image(size)
@@ -72,7 +72,7 @@ def fidelity(size: int, tile: int) -> dict:
 
     from nst_lightning.image import pil_to_tensor
     from nst_lightning.inference import auto_overlap, load_model, prepare_model
-    from nst_lightning.tiling import GlobalNormStats, seam_metric, stylize_tiled
+    from nst_lightning.inference.tiling import GlobalNormStats, seam_metric, stylize_tiled
 
     model = load_model("starry_night", "cpu")
     x = pil_to_tensor(test_image(size)).unsqueeze(0)

@@ -11,7 +11,7 @@ separately). Ours: the content batch stops at the content layer without autograd
 precision, memory format and compilation.
 
 ``--precision auto`` measures what ``trainer.precision=auto`` (and ``model.channels_last=auto``) picks on this
-machine (:func:`nst_lightning.precision.resolve_precision`) against our own fp32 NCHW step (the old default),
+machine (:func:`nst_lightning.training.precision.resolve_precision`) against our own fp32 NCHW step (the old default),
 and adds ``auto_precision``, ``auto_channels_last``, ``auto_reason``, ``fp32_images_per_s`` and
 ``speedup_vs_fp32`` to its line.
 
@@ -39,7 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from nst_lightning.losses import PerceptualLoss
 from nst_lightning.losses import functional as LF
 from nst_lightning.models import create_model
-from nst_lightning.precision import AUTO, resolve_precision
+from nst_lightning.training.precision import AUTO, resolve_precision
 
 DTYPES = {"32": None, "32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 

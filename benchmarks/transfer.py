@@ -37,8 +37,8 @@ import torch
 from nst_lightning.cli.presets import preset_style, style_image_path
 from nst_lightning.data.datamodule import FolderDataModule
 from nst_lightning.inference import load_model, resolve_checkpoint
-from nst_lightning.lit_module import StyleTransferModule
 from nst_lightning.losses.config import LossConfig
+from nst_lightning.training.module import StyleTransferModule
 
 warnings.filterwarnings("ignore", message=r".*(module\(s\) in eval mode|does not have many workers|LeafSpec).*")
 
@@ -85,8 +85,8 @@ def train_run(
     L.seed_everything(0, workers=True)
     model_name, model_kwargs = arch or ("johnson", STUDENT)
     module = StyleTransferModule(
-        model_name=model_name, model_kwargs=dict(model_kwargs), style_image=str(style_image_path(style)),
-        style_size=loss["style_size"], style_name=style.name, loss=loss["terms"], **transfer,
+        model={"name": model_name, "kwargs": dict(model_kwargs)}, loss=loss["terms"], transfer=transfer,
+        style={"name": style.name, "image": str(style_image_path(style)), "size": loss["style_size"]},
     )  # fmt: skip
     data = FolderDataModule(
         os.path.join(os.environ.get("NST_DATA_DIR", "data"), "train"), image_size=p["crop"], batch_size=p["batch"],
@@ -213,8 +213,8 @@ def main() -> None:
                               "curves": {k: r["curve"] for k, r in runs.items()}}))  # fmt: skip
             return
         teacher_path = str(resolve_checkpoint(args.teacher))
-        distill = dict(teacher=teacher_path, distill_pixel_weight=pixel_w, distill_feature_weight=feature_w,
-                       distill_feature_layers=feature_layers)  # fmt: skip
+        distill = dict(teacher=teacher_path, pixel_weight=pixel_w, feature_weight=feature_w,
+                       feature_layers=feature_layers)  # fmt: skip
         runs["distilled"] = train_run("distilled", teacher_style, loss, p, out, **distill)
         if args.only_distill:
             print(json.dumps({"pixel_weight": pixel_w, "feature_weight": feature_w, **runs["distilled"]}, default=str))

@@ -1,10 +1,11 @@
-"""Image loading, saving, resizing and colour conversion.
+"""The ground floor every module may use: image files, suffixes, sizes, pixel conversion, colour, digests.
 
-Tensors are C×H×W or B×C×H×W, RGB, float in [0, 1].
+Tensors are C×H×W or B×C×H×W, RGB, float in [0, 1] (uint8 in [0, 255] where named).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import warnings
@@ -25,6 +26,9 @@ NO_ALPHA_SUFFIXES = (".jpg", ".jpeg", ".bmp")
 # still take about 12 bytes per pixel.
 DEFAULT_MAX_PIXELS = 8192 * 8192
 ImageSource = str | Path | bytes | BinaryIO
+# ImageNet statistics: the input normalisation of VGG-19 and of timm's pretrained encoders.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +36,27 @@ log = logging.getLogger(__name__)
 def is_image_file(path: Path) -> bool:
     """True when the file name has an image suffix we read."""
     return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def list_images(folder: str | Path, *, recursive: bool) -> list[Path]:
+    """Image files in ``folder`` (and in its subfolders when ``recursive``), sorted so every machine sees one order.
+
+    An empty list when the folder holds none or does not exist (the caller words that error for its user).
+    """
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        return []
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in found if p.is_file() and is_image_file(p))
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, read in 1 MiB chunks."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def check_pixel_count(size: tuple[int, int], max_pixels: int | None, name: str) -> None:
@@ -134,7 +159,12 @@ def check_output_suffix(path: Path) -> None:
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     """PIL image (RGB, or any mode: see :func:`to_rgb_or_rgba`; alpha dropped) → 3×H×W float tensor in [0, 1]."""
     array = np.array(to_rgb_or_rgba(img).convert("RGB"), dtype=np.uint8)
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous().float().div_(255.0)
+    return to_float(torch.from_numpy(array).permute(2, 0, 1).contiguous())
+
+
+def to_float(image: torch.Tensor) -> torch.Tensor:
+    """uint8 in [0, 255] → float32 in [0, 1]; a float tensor as float32 (same shape)."""
+    return image.float().div_(255.0) if image.dtype == torch.uint8 else image.float()
 
 
 def tensor_to_pil(image: torch.Tensor) -> Image.Image:
@@ -145,25 +175,21 @@ def tensor_to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array, mode="RGB")
 
 
-def fit_size(width: int, height: int, max_size: int | None) -> tuple[int, int]:
-    """(width, height) shrunk so the longest side is at most ``max_size`` (aspect ratio kept, never enlarged)."""
-    if max_size is None or max(width, height) <= max_size:
+def fit_size(width: int, height: int, long_side: int | None, enlarge: bool = False) -> tuple[int, int]:
+    """(width, height) scaled so the longest side is ``long_side`` pixels, aspect ratio kept (each side ≥ 1).
+
+    Never enlarged unless ``enlarge``: a smaller image keeps its size. ``long_side=None``: unchanged.
+    """
+    if long_side is None or (max(width, height) <= long_side and not enlarge):
         return width, height
-    scale = max_size / max(width, height)
+    scale = long_side / max(width, height)
     return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def scale_to_max_size(img: Image.Image, max_size: int | None) -> Image.Image:
-    """Shrink so the longest side is at most ``max_size`` pixels, keeping the aspect ratio."""
-    size = fit_size(img.width, img.height, max_size)
-    return img if size == img.size else img.resize(size, Image.Resampling.LANCZOS)
 
 
 def resize_to_long_side(img: Image.Image, size: int) -> Image.Image:
     """Resize (up or down) so the longest side is exactly ``size`` pixels, keeping the aspect ratio."""
-    scale = size / max(img.size)
-    new = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
-    return img.resize(new, Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BICUBIC)
+    new = fit_size(img.width, img.height, size, enlarge=True)
+    return img.resize(new, Image.Resampling.LANCZOS if size < max(img.size) else Image.Resampling.BICUBIC)
 
 
 def load_image(path: str | Path, long_side: int | None = None) -> torch.Tensor:

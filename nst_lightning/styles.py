@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from nst_lightning.data.download import download, file_digest
+from nst_lightning.data.download import download
 from nst_lightning.errors import NSTError
-from nst_lightning.image import load_image
+from nst_lightning.image import file_digest, load_image
 from nst_lightning.losses.perceptual import PerceptualLoss, blend_grams
 
 _MEMORY_CACHE: dict[str, dict[str, torch.Tensor]] = {}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The prepared GPU ablation of issue 11, for one lent GPU and one command of at most 10 minutes:
+# The prepared GPU ablation of the recipe levers (docs/quality.md), for one lent GPU and one command of at most 10 minutes:
 #   1. six recipe variants trained AT ONCE on the one GPU, each for the same wall-clock budget (TRAIN_TIME; they
 #      share the GPU, so a variant that costs more per step gets fewer steps: quality per second), 256-px crops,
 #      batch 16, bf16-mixed, channels-last (experiment=starry_night);

@@ -1,13 +1,17 @@
-"""Shared fixtures: small synthetic images, a style image, and Hydra config composition."""
+"""Shared fixtures and helpers: small synthetic images, a style image, Hydra config composition, and running
+an entry script in a subprocess."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 from PIL import Image
@@ -16,6 +20,21 @@ from nst_lightning.config import config_dir
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("NST_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
+
+
+def run_cli(
+    *args: str, cwd: Path = REPO, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """Run ``python *args`` (an entry script and its overrides) as a user would; output captured as text."""
+    env = {**(os.environ if env is None else env), "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def net_state(ckpt: Path | str | dict) -> dict[str, torch.Tensor]:
+    """The network's weights in a training checkpoint (a path or the loaded dict), without the ``net.`` prefix."""
+    if not isinstance(ckpt, dict):
+        ckpt = torch.load(ckpt, map_location="cpu", weights_only=True)
+    return {k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
 
 
 def synthetic_photo(width: int, height: int, seed: int) -> Image.Image:

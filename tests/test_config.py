@@ -7,12 +7,12 @@ import lightning as L
 import pytest
 from omegaconf import OmegaConf
 
-from nst_lightning.cli.presets import style_image_path
+from nst_lightning.cli.presets import group_options, style_image_path
 from nst_lightning.cli.train import apply_auto_precision, build_module
 from nst_lightning.config import config_dir
 from nst_lightning.data.datamodule import FolderDataModule
 from nst_lightning.models import create_model
-from nst_lightning.precision import resolve_precision
+from nst_lightning.training.precision import resolve_precision
 
 from .conftest import SHARED_DATA, compose_train
 
@@ -24,7 +24,7 @@ REQUIRED_STYLES = [
 
 
 def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    return group_options(group)
 
 
 def test_defaults_compose_and_do_not_change_directory():
@@ -79,7 +79,7 @@ def test_every_model_option_instantiates(model, style_path):
     module = build_module(cfg, str(style_path))
     assert type(module.net).__name__ in ("JohnsonNet", "TimmUNet")
     # The checkpoint's hyper-parameters alone rebuild the same network (what inference relies on).
-    rebuilt = create_model(module.hparams.model_name, **module.hparams.model_kwargs).state_dict()
+    rebuilt = create_model(module.hparams.model["name"], **module.hparams.model["kwargs"]).state_dict()
     assert {k: v.shape for k, v in rebuilt.items()} == {k: v.shape for k, v in module.net.state_dict().items()}
 
 
@@ -113,7 +113,7 @@ def test_auto_precision_reaches_the_trainer_and_the_module(tmp_path, style_path)
     assert apply_auto_precision(cfg) == choice
     trainer = hydra.utils.instantiate(cfg.trainer, logger=False)
     assert trainer.precision == choice.precision
-    assert build_module(cfg, str(style_path)).hparams.channels_last is choice.channels_last  # not "auto"
+    assert build_module(cfg, str(style_path)).hparams.runtime["channels_last"] is choice.channels_last  # not "auto"
 
 
 @pytest.mark.parametrize("experiment", options("experiment"))

@@ -7,26 +7,36 @@ import pytest
 import torch
 
 from nst_lightning.data.datamodule import FolderDataModule, split_train_val
-from nst_lightning.data.datasets import ImageFolderDataset, eval_transform, list_images, train_transform
+from nst_lightning.data.datasets import ImageFolderDataset, eval_transform, train_transform, training_images
 from nst_lightning.data.download import download
 from nst_lightning.errors import NSTError
+from nst_lightning.image import list_images
 from nst_lightning.styles import resolve_style_image
 
 
-def test_list_images_is_recursive_sorted_and_ignores_other_files(image_dir):
-    files = list_images(image_dir)
+def test_training_images_are_recursive_sorted_and_ignore_other_files(image_dir):
+    files = training_images(image_dir)
     assert len(files) == 10
     assert files == sorted(files)
     assert {f.suffix for f in files} == {".png", ".jpg", ".webp"}
 
 
+def test_list_images_recursive_flag(tmp_path):
+    (tmp_path / "sub").mkdir()
+    for name in ("b.png", "a.JPG", "notes.txt", "sub/c.webp"):
+        (tmp_path / name).write_bytes(b"")
+    assert list_images(tmp_path, recursive=False) == [tmp_path / "a.JPG", tmp_path / "b.png"]
+    assert list_images(tmp_path, recursive=True) == [tmp_path / "a.JPG", tmp_path / "b.png", tmp_path / "sub/c.webp"]
+    assert list_images(tmp_path / "missing", recursive=True) == []
+
+
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(NSTError, match="training image folder not found.*data.root"):
-        list_images(tmp_path / "nope")
+        training_images(tmp_path / "nope")
 
 
 def test_split_holds_out_a_fixed_disjoint_set(image_dir):
-    files = list_images(image_dir)
+    files = training_images(image_dir)
     train, val = split_train_val(files, 3)
     assert len(val) == 3 and len(train) == 7
     assert not set(train) & set(val)
@@ -76,7 +86,7 @@ def test_corrupt_images_are_skipped_and_counted(image_dir, tmp_path, caplog):
     bad.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes((image_dir / "img0.png").read_bytes()[:60])
-    files = [bad, truncated, *list_images(image_dir)[:3]]
+    files = [bad, truncated, *training_images(image_dir)[:3]]
     ds = ImageFolderDataset(files, train_transform(16))
     with caplog.at_level("WARNING"):
         items = [ds[i] for i in range(len(ds))]
@@ -158,7 +168,7 @@ def test_empty_root_downloads_the_manifest_photos(file_server, tmp_path, image_d
 
     served, base = file_server
     rows = ["relative_path\tsource_repo\tsource_path\tsource_commit\tsha256\traw_url"]
-    for src in list_images(image_dir)[:4]:
+    for src in training_images(image_dir)[:4]:
         (served / src.name).write_bytes(src.read_bytes())
         # Training rows list the resized copy's hash, which the original need not match.
         rows.append(f"train/{src.stem}.jpg\tr\tp\tc\t{'0' * 64}\t{base}/{src.name}")
@@ -170,8 +180,8 @@ def test_empty_root_downloads_the_manifest_photos(file_server, tmp_path, image_d
     dm = FolderDataModule(str(root), image_size=16, batch_size=2, num_workers=0, val_count=1, manifest_prefix="train/")
     dm.prepare_data()
     dm.setup("fit")
-    assert len(list_images(root)) == 4
-    assert {p.suffix for p in list_images(root)} == {p.suffix for p in list_images(image_dir)[:4]}
+    assert len(training_images(root)) == 4
+    assert {p.suffix for p in training_images(root)} == {p.suffix for p in training_images(image_dir)[:4]}
 
 
 def test_offline_manifest_download_points_to_nst_data_dir(tmp_path):
@@ -187,15 +197,13 @@ def test_offline_manifest_download_points_to_nst_data_dir(tmp_path):
 
 
 def test_shipped_manifest_covers_every_style_preset():
-    from omegaconf import OmegaConf
-
-    from nst_lightning.config import config_dir
+    from nst_lightning.cli.presets import load_option, preset_names
     from nst_lightning.data.manifest import read_manifest
 
     entries = {e.relative_path: e for e in read_manifest()}
     assert sum(p.startswith("train/") for p in entries) == 704
-    for preset in Path(config_dir(), "style").glob("*.yaml"):
-        cfg = OmegaConf.load(preset)
+    for preset in preset_names():
+        cfg = load_option("style", preset)
         if cfg.file:
             entry = entries[f"styles/{cfg.file}"]
             assert (entry.url, entry.sha256) == (cfg.url, cfg.sha256)

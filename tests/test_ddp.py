@@ -9,7 +9,7 @@ from nst_lightning.data.datamodule import FolderDataModule
 from nst_lightning.inference import load_model
 from nst_lightning.models import create_model
 
-from .test_train_e2e import run_cli
+from .conftest import run_cli
 
 
 def test_each_rank_gets_a_disjoint_shard_without_repeats(image_dir):

@@ -12,7 +12,7 @@ from PIL import Image
 from nst_lightning.evaluation.evaluate import iterations_to_match, summarize
 from nst_lightning.inference import export_model, load_model, pretrained_models
 
-from .test_train_e2e import run_cli
+from .conftest import run_cli
 
 
 def test_iterations_to_match_finds_the_first_iteration_at_or_below() -> None:

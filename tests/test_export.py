@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,8 @@ from nst_lightning.export import (
 from nst_lightning.inference import EXPORT_FORMAT, LoadedModel, load_model
 from nst_lightning.models import create_model
 
-REPO = Path(__file__).resolve().parent.parent
+from .conftest import REPO, run_cli
+
 GRAPH_FORMATS = ("torchscript", "torch_export", "onnx")
 RUNTIME_OF = {"torchscript": "torchscript", "torch_export": "torch_export", "onnx": "onnxruntime"}
 FP32_TOLERANCE = 1e-4  # measured: 0 for TorchScript and torch.export, ~1e-6 for ONNX Runtime
@@ -147,18 +147,17 @@ def test_run_writes_checks_and_reports(tmp_path: Path, tiny_ckpt: Path) -> None:
         run(compose_export([f"ckpt={tiny_ckpt}", "format=tflite"]))
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "export.py"), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=600)  # fmt: skip
+def run_export(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return run_cli(str(REPO / "export.py"), *args, cwd=cwd, timeout=600)
 
 
 @pytest.mark.slow
 def test_entry_point_exports_the_shipped_model(tmp_path: Path) -> None:
-    result = run_cli("ckpt=starry_night", "format=onnx", cwd=tmp_path)
+    result = run_export("ckpt=starry_night", "format=onnx", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "starry_night.onnx").is_file()
     assert result.stdout.count("max abs diff") == 2, result.stdout
-    bad = run_cli("ckpt=no_such_model", "format=onnx", cwd=tmp_path)
+    bad = run_export("ckpt=no_such_model", "format=onnx", cwd=tmp_path)
     assert bad.returncode == 2
     assert bad.stderr.strip().startswith("error: checkpoint not found") and len(bad.stderr.strip().splitlines()) == 1
 

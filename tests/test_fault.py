@@ -14,14 +14,14 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from nst_lightning import fault
 from nst_lightning.cli.train import run as train
 from nst_lightning.data.datamodule import FolderDataModule
-from nst_lightning.data.datasets import ImageFolderDataset, list_images, train_transform
+from nst_lightning.data.datasets import ImageFolderDataset, train_transform, training_images
 from nst_lightning.data.sampler import ResumableSampler
 from nst_lightning.errors import NSTError
+from nst_lightning.training import fault
 
-from .conftest import tiny_train_cfg
+from .conftest import net_state, tiny_train_cfg
 
 
 # -- atomic writes and disks ------------------------------------------------------------------------------
@@ -111,7 +111,7 @@ def test_sampler_resumes_mid_epoch_and_rolls_over_at_the_end():
 
 @pytest.mark.parametrize("max_upscale", [None, 1.0])  # torchvision's crop (torch RNG), RandomSquareCrop (Python's)
 def test_a_photo_crop_depends_on_its_seed_only(image_dir, max_upscale):
-    dataset = ImageFolderDataset(list_images(image_dir), train_transform(16, 0.25, max_upscale=max_upscale))
+    dataset = ImageFolderDataset(training_images(image_dir), train_transform(16, 0.25, max_upscale=max_upscale))
     first = dataset[(3, 123)]
     random.random(), torch.rand(3)  # whatever ran in between (another photo, a worker's history)
     assert torch.equal(dataset[(3, 123)], first)
@@ -211,7 +211,7 @@ def _flat_params(ckpt: dict) -> torch.Tensor:
     from nst_lightning.models import create_model
 
     net = create_model("johnson_tiny")
-    net.load_state_dict({k[4:]: v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
+    net.load_state_dict(net_state(ckpt))
     return torch.cat([p.detach().flatten() for p in net.parameters()])
 
 

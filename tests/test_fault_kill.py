@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from nst_lightning import fault
+from nst_lightning.training import fault
 
-from .conftest import REPO
+from .conftest import REPO, net_state
 
 pytestmark = pytest.mark.slow
 STEPS = 12
@@ -60,13 +60,8 @@ def ckpt_step(path: Path) -> int:
     return torch.load(path, map_location="cpu", weights_only=True)["global_step"]
 
 
-def net_weights(path: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-    return {k: v for k, v in state.items() if k.startswith("net.")}
-
-
 def assert_same_weights(a: Path, b: Path) -> None:
-    wa, wb = net_weights(a), net_weights(b)
+    wa, wb = net_state(a), net_state(b)
     assert wa.keys() == wb.keys()
     for k in wa:
         assert torch.allclose(wa[k], wb[k], rtol=0, atol=1e-6), (k, (wa[k] - wb[k]).abs().max())
@@ -147,7 +142,7 @@ def test_sigusr1_under_slurm_checkpoints_and_requeues_the_job(tmp_path, image_di
 
 WRITER = """
 import sys, torch
-from nst_lightning.fault import atomic_save
+from nst_lightning.training.fault import atomic_save
 for i in range(1000):
     atomic_save({"i": i, "w": torch.full((8_000_000,), float(i))}, sys.argv[1])  # 32 MB each
 """

@@ -12,12 +12,28 @@ import torch
 from PIL import Image
 
 from nst_lightning.errors import NSTError
-from nst_lightning.image import open_image, pil_to_tensor
-from nst_lightning.inference import load_model, plan_outputs, prepare_model, stylize, stylize_file, stylize_paths
+from nst_lightning.image import file_digest, fit_size, open_image, pil_to_tensor, resize_to_long_side, to_float
+from nst_lightning.inference import (
+    DEFAULT_TILE_SIZE,
+    EXPORT_FORMAT,
+    load_model,
+    plan_outputs,
+    prepare_model,
+    stylize,
+    stylize_file,
+    stylize_paths,
+)
+from nst_lightning.inference.tiling import (
+    GlobalNormStats,
+    TileLayout,
+    axis_spans,
+    axis_weights,
+    seam_metric,
+    stylize_tiled,
+)
 from nst_lightning.models import create_model
-from nst_lightning.tiling import GlobalNormStats, TileLayout, axis_spans, axis_weights, seam_metric, stylize_tiled
 
-from .conftest import synthetic_photo
+from .conftest import run_cli, synthetic_photo
 
 
 @pytest.fixture(scope="module")
@@ -163,10 +179,80 @@ def test_global_norm_stats_hooks_reproduce_the_network_and_are_removed(shipped):
     assert all(not layer._forward_hooks and not layer._forward_pre_hooks for layer in stats.layers)
 
 
+def test_library_and_stylize_yaml_tile_by_the_same_default():
+    """stylize(), stylize_file(), stylize_paths() and conf/stylize.yaml share one default per option."""
+    import inspect
+
+    from hydra import compose, initialize_config_dir
+
+    from nst_lightning.config import config_dir
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("stylize")
+    paths_defaults = {k: p.default for k, p in inspect.signature(stylize_paths).parameters.items()}
+    for key in ("strength", "preserve_color", "max_size", "tile_size", "tile_overlap", "max_pixels", "suffix"):
+        assert cfg[key] == paths_defaults[key], key
+    for fn in (stylize, stylize_file):
+        assert inspect.signature(fn).parameters["tile_size"].default == DEFAULT_TILE_SIZE
+
+
+def test_stylize_tiles_large_images_by_default():
+    seen: list[tuple[int, ...]] = []
+
+    def identity(images: torch.Tensor) -> torch.Tensor:
+        seen.append(tuple(images.shape))
+        return images
+
+    x = torch.rand(1, 3, 40, DEFAULT_TILE_SIZE + 100)
+    assert torch.allclose(stylize(x, identity), x, atol=1e-6)
+    assert len(seen) > 1 and max(shape[-1] for shape in seen) <= DEFAULT_TILE_SIZE
+    seen.clear()
+    stylize(x, identity, tile_size=None)
+    assert seen == [tuple(x.shape)]
+
+
 def test_tiling_keeps_options_and_batches(tiny_net):
     x = torch.rand(2, 3, 100, 90)
     out = stylize(x, tiny_net, tile_size=64, strength=0.0)
     assert out.shape == x.shape and torch.allclose(out, x, atol=1e-6)
+
+
+def test_checkpoints_recording_a_removed_builder_option_still_load(tiny_net, tmp_path):
+    path = tmp_path / "old.pt"
+    kwargs = {"freeze_encoder": False, "pretrained": True}  # recorded by older versions; not rebuilt
+    torch.save({"format": EXPORT_FORMAT, "model_name": "johnson_tiny", "model_kwargs": kwargs,
+                "state_dict": tiny_net.state_dict()}, path)  # fmt: skip
+    loaded = load_model(path)
+    assert loaded.model_kwargs == {}
+    x = torch.rand(1, 3, 24, 24)
+    assert torch.allclose(loaded.net(x), tiny_net(x))
+
+
+# --- the ground floor: sizes, pixels, digests -------------------------------------------------------------
+
+
+def test_fit_size_shrinks_and_enlarges_only_when_asked():
+    assert fit_size(400, 300, 200) == (200, 150)
+    assert fit_size(40, 30, 200) == (40, 30)
+    assert fit_size(40, 30, 200, enlarge=True) == (200, 150)
+    assert fit_size(40, 30, None) == (40, 30)
+    assert fit_size(1000, 1, 10) == (10, 1)  # never 0 px
+    assert resize_to_long_side(Image.new("RGB", (40, 30)), 80).size == (80, 60)
+
+
+def test_to_float_scales_uint8_only():
+    pixels = torch.tensor([0, 51, 255], dtype=torch.uint8)
+    assert torch.allclose(to_float(pixels), torch.tensor([0.0, 0.2, 1.0]))
+    half = torch.tensor([0.5], dtype=torch.float16)
+    assert to_float(half).dtype == torch.float32 and to_float(half).item() == 0.5
+
+
+def test_file_digest_is_sha256_of_the_bytes(tmp_path):
+    import hashlib
+
+    data = bytes(range(256)) * 5000  # > one read chunk
+    (tmp_path / "f.bin").write_bytes(data)
+    assert file_digest(tmp_path / "f.bin") == hashlib.sha256(data).hexdigest()
 
 
 # --- inputs a user will send -----------------------------------------------------------------------------------
@@ -278,8 +364,6 @@ def test_output_with_a_non_image_suffix_is_an_error_not_a_folder(tmp_path):
 
 @pytest.mark.slow
 def test_cli_reports_skipped_files_and_refuses_a_non_image_output(tmp_path):
-    from .test_train_e2e import run_cli
-
     src = tmp_path / "in"
     src.mkdir()
     synthetic_photo(40, 30, seed=0).save(src / "good.png")

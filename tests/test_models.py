@@ -86,14 +86,22 @@ def test_batchnorm_modes():
     assert frozen.training and frozen.stages.training
 
 
-def test_frozen_encoder_has_no_trainable_parameters():
-    net = create_model("mobilenetv3", freeze_encoder=True)
-    assert not any(p.requires_grad for p in net.encoder.parameters())
-    assert any(p.requires_grad for p in net.stages.parameters())
+@pytest.fixture
+def no_cached_weights(tmp_path, monkeypatch):
+    """Offline, with empty weight caches, whatever this machine has downloaded before: torch.hub and the
+    Hugging Face hub look in empty folders under ``tmp_path``."""
+    import huggingface_hub.constants as hf
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # The hub reads its environment once, when it is imported (before this fixture runs).
+    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
 
 
 @pytest.mark.parametrize("name", ["mobilenetv3", "resnet50"])
-def test_pretrained_weights_offline_fail_clearly(name):
+def test_pretrained_weights_offline_fail_clearly(name, no_cached_weights):
     with pytest.raises(NSTError, match="could not load ImageNet weights.*model.pretrained=false"):
         create_model(name, pretrained=True)
 

@@ -116,7 +116,7 @@ def test_multistyle_checkpoint_lists_its_styles_and_chooses_and_blends(multi_ckp
     styles = raw["hyper_parameters"]["styles"]
     assert [s["name"] for s in styles] == ["the_wave", "candy"]
     assert styles[0]["style_weight"] == 30.0 and styles[0]["image"] == str(paintings[0]) and "size" in styles[0]
-    assert raw["hyper_parameters"]["model_kwargs"]["num_styles"] == 2
+    assert raw["hyper_parameters"]["model"]["kwargs"]["num_styles"] == 2
     loaded = load_model(multi_ckpt)
     assert num_styles(loaded.net) == 2 and loaded.net.style_names == ["the_wave", "candy"]
 
@@ -208,7 +208,7 @@ def test_add_style_trains_only_the_new_scales_and_keeps_old_styles_bit_identical
     result = _add_style(tmp_path, image_dir, multi_ckpt, paintings[2])
     raw = torch.load(result["last_ckpt"], map_location="cpu", weights_only=True)
     assert [s["name"] for s in raw["hyper_parameters"]["styles"]] == ["the_wave", "candy", "udnie"]
-    assert raw["hyper_parameters"]["add_style_provenance"]["styles"] == ["the_wave", "candy"]
+    assert raw["hyper_parameters"]["transfer"]["init_provenance"]["styles"] == ["the_wave", "candy"]
     old, new = load_model(multi_ckpt), load_model(result["last_ckpt"])
     assert num_styles(new.net) == 3
     x = torch.rand(2, 3, 40, 44)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from nst_lightning.cli.train import run as train
-from nst_lightning.precision import Capabilities, PrecisionChoice, cpu_flags, resolve_precision
+from nst_lightning.training.precision import Capabilities, PrecisionChoice, cpu_flags, resolve_precision
 
 from .conftest import ObjectiveRecorder, tiny_train_cfg
 
@@ -81,4 +81,4 @@ def test_training_logs_the_precision_choice(tmp_path, image_dir, style_path, cap
         result = train(cfg)
     assert f"precision {expected.precision}, channels_last={expected.channels_last} ({expected.reason})" in caplog.text
     ckpt = torch.load(result["last_ckpt"], map_location="cpu", weights_only=True)
-    assert ckpt["hyper_parameters"]["channels_last"] is expected.channels_last
+    assert ckpt["hyper_parameters"]["runtime"]["channels_last"] is expected.channels_last

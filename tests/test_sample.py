@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from nst_lightning.data.datasets import list_images
+from nst_lightning.data.datasets import training_images
 from nst_lightning.data.sample import SAMPLE_DIR, data_dir_from_env
 
-from .conftest import REPO, SHARED_DATA, compose_train
-from .test_train_e2e import run_cli
+from .conftest import REPO, SHARED_DATA, compose_train, run_cli
 
 
 @pytest.fixture
@@ -25,7 +24,7 @@ def fresh_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_sample_ships_the_style_a_few_dozen_photos_and_their_provenance():
-    photos = list_images(SAMPLE_DIR / "train")
+    photos = training_images(SAMPLE_DIR / "train")
     assert len(photos) >= 16 and (SAMPLE_DIR / "styles" / "starry_night.jpg").is_file()
     provenance = (SAMPLE_DIR / "PROVENANCE.md").read_text()
     assert all(p.name in provenance for p in photos) and "starry_night.jpg" in provenance
@@ -95,4 +94,4 @@ def test_quick_trains_offline_on_the_sample_from_any_folder(tmp_path):
     assert f"training on 12 images from {SAMPLE_DIR / 'train'}" in log
     assert not (tmp_path / "data").exists()  # nothing was downloaded
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert ckpt["global_step"] == 2 and ckpt["hyper_parameters"]["style_image"].startswith(str(SAMPLE_DIR))
+    assert ckpt["global_step"] == 2 and ckpt["hyper_parameters"]["style"]["image"].startswith(str(SAMPLE_DIR))

@@ -100,18 +100,13 @@ def test_second_identical_request_is_a_cache_hit(server: httpx.Client) -> None:
     data = photo_bytes(120, 90, seed=2)
     hits, misses, model_runs = (metric(server, n) for n in ("nst_cache_hits_total", "nst_cache_misses_total",
                                                               "nst_model_seconds_count"))  # fmt: skip
-    start = time.perf_counter()
     first = post(server, data, strength="0.8")
-    miss_s = time.perf_counter() - start
-    start = time.perf_counter()
     second = post(server, data, strength="0.8")
-    hit_s = time.perf_counter() - start
     assert (first.headers["x-cache"], second.headers["x-cache"]) == ("miss", "hit")
     assert first.content == second.content
     assert metric(server, "nst_cache_hits_total") == hits + 1
     assert metric(server, "nst_cache_misses_total") == misses + 1
     assert metric(server, "nst_model_seconds_count") == model_runs + 1  # the model ran once
-    assert hit_s < miss_s, f"cache hit took {hit_s:.3f} s, the miss {miss_s:.3f} s"
     assert post(server, data, strength="0.7").headers["x-cache"] == "miss"  # other options, other key
 
 

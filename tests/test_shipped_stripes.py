@@ -1,4 +1,4 @@
-"""Shipped models must keep smooth gradients free of stripes and flat images free of texture (issue 11).
+"""Shipped models must keep smooth gradients free of stripes and flat images free of texture.
 
 The metric is :func:`nst_lightning.evaluation.metrics.oriented_texture` on 128-px synthetic images (CPU):
 ``stripe_rms``, the RMS luma of the texture that runs along one direction beyond what the other directions
@@ -30,7 +30,7 @@ FLAT_MAX = 0.005  # RMS luma of any fine texture allowed on a stylized flat imag
 # Shipped models measured to fail the stripe test (figures at SIZE px; see the module docstring).
 KNOWN_STRIPY = {
     "starry_night": "measured stripe_rms 0.0215 on the diagonal gradient and 0.060 on the sky gradient "
-    "(threshold 0.015): cross-hatching and horizontal sky stripes (issue 11)",
+    "(threshold 0.015): cross-hatching and horizontal sky stripes",
 }
 
 

@@ -1,8 +1,5 @@
 """End to end: train → checkpoint → resume → stylize, in-process and through the real entry points."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +11,7 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from nst_lightning.cli.train import run as train
 from nst_lightning.inference import export_model, load_model
 
-from .conftest import REPO, synthetic_photo, tiny_train_cfg
+from .conftest import run_cli, synthetic_photo, tiny_train_cfg
 
 
 def test_training_writes_last_and_best_checkpoints_without_the_loss_network(tiny_run):
@@ -27,7 +24,7 @@ def test_training_writes_last_and_best_checkpoints_without_the_loss_network(tiny
     assert any(k.startswith("net.") for k in keys)
     assert not any(k.startswith("loss_fn.") for k in keys)
     hp = ckpt["hyper_parameters"]
-    assert hp["model_name"] == "johnson_tiny" and hp["loss"]["content_layers"] == ["relu2_2"]
+    assert hp["model"]["name"] == "johnson_tiny" and hp["loss"]["content_layers"] == ["relu2_2"]
     assert hp["loss"]["style_weight"] == cfg.style.style_weight  # the weight has one name: style.style_weight
 
 
@@ -46,7 +43,7 @@ def test_tensorboard_has_losses_lr_images_and_hparams(tiny_run):
     assert {"train/content", "train/style", "train/tv", "train/objective", "val/objective"} <= scalars
     assert any(t.startswith("lr") for t in scalars)
     assert "stylized" in acc.Tags()["images"]
-    assert (Path(result["output_dir"]) / "hparams.yaml").read_text().count("model_name") == 1
+    assert (Path(result["output_dir"]) / "hparams.yaml").read_text().count("name: johnson_tiny") == 1
     assert list((Path(result["output_dir"]) / "grids").glob("step_*.png"))
 
 
@@ -57,8 +54,8 @@ def test_tensorboard_hparams_tab_has_the_hyperparameters_against_val_objective(t
     experiment = HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
     assert [m.name.tag for m in experiment.metric_infos] == ["val/objective"]
     start = HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
-    assert start.hparams["model_name"].string_value == "johnson_tiny"
-    assert start.hparams["lr"].number_value == pytest.approx(1e-3)
+    assert start.hparams["model/name"].string_value == "johnson_tiny"
+    assert start.hparams["optim/lr"].number_value == pytest.approx(1e-3)
     assert start.hparams["loss/content_layers"].string_value == "['relu2_2']"
     # No placeholder value: the metric's points are the two validations' (after steps 2 and 4), nothing else.
     assert len(acc.Scalars("val/objective")) == 2
@@ -99,11 +96,6 @@ def test_exported_fp16_model_matches_the_checkpoint(tiny_run, tmp_path):
     a, b = load_model(result["last_ckpt"]).net, load_model(out).net
     x = torch.rand(1, 3, 40, 40)
     assert torch.allclose(a(x), b(x), atol=2e-2)
-
-
-def run_cli(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    env = {**(os.environ if env is None else env), "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.slow

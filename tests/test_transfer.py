@@ -1,5 +1,6 @@
 """Network transfer: init_from, frozen stages, batch-norm statistics of timm encoders, distillation."""
 
+import shutil
 from pathlib import Path
 
 import lightning as L
@@ -7,6 +8,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from nst_lightning.cli.train import build_module
 from nst_lightning.cli.train import run as train
 from nst_lightning.errors import NSTError
 from nst_lightning.inference import export_model, load_model
@@ -21,8 +23,7 @@ from nst_lightning.transfer import (
     stage_names,
 )
 
-from .conftest import compose_train, tiny_train_cfg
-from .test_train_e2e import run_cli
+from .conftest import compose_train, net_state, run_cli, tiny_train_cfg
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +31,6 @@ def tiny_ckpt(tmp_path_factory, image_dir, style_path) -> Path:
     """A 4-step johnson_tiny checkpoint (another 'style' to start from)."""
     result = train(tiny_train_cfg(tmp_path_factory.mktemp("source"), image_dir, style_path))
     return Path(result["last_ckpt"])
-
-
-def _net_state(ckpt: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    return {k[4:]: v for k, v in state.items() if k.startswith("net.")}
 
 
 # -- freezing ------------------------------------------------------------------------------------------------
@@ -83,7 +79,7 @@ def test_frozen_encoder_gets_no_gradient_no_optimizer_state_and_keeps_its_batchn
     result = train(cfg, extra_callbacks=[probe])
     assert probe.checked == 4
     ckpt = torch.load(result["last_ckpt"], map_location="cpu", weights_only=True)
-    state = _net_state(Path(result["last_ckpt"]))
+    state = net_state(Path(result["last_ckpt"]))
     # Weights and running statistics of the frozen encoder are exactly as they started (eval-mode batch norm).
     for key, before in probe.before.items():
         assert torch.equal(state[f"encoder.{key}"], before), key
@@ -94,27 +90,43 @@ def test_frozen_encoder_gets_no_gradient_no_optimizer_state_and_keeps_its_batchn
     opt = ckpt["optimizer_states"][0]
     assert len(opt["state"]) == trainable
     assert sum(len(g["params"]) for g in opt["param_groups"]) == trainable
-    assert ckpt["hyper_parameters"]["freeze"] == "encoder"
+    assert ckpt["hyper_parameters"]["transfer"]["freeze"] == "encoder"
 
 
 # -- weight initialisation -------------------------------------------------------------------------------
 def test_init_from_loads_the_weights_and_records_their_provenance(tiny_ckpt, tmp_path, image_dir, style_path):
+    source = tmp_path / "source.ckpt"
+    shutil.copy(tiny_ckpt, source)
     net = create_model("johnson_tiny")
-    provenance = load_init_weights(net, tiny_ckpt)
-    for key, value in _net_state(tiny_ckpt).items():
+    provenance = load_init_weights(net, source)
+    for key, value in net_state(source).items():
         assert torch.equal(net.state_dict()[key], value), key
-    assert provenance["path"] == str(tiny_ckpt.resolve()) and provenance["global_step"] == 4
+    assert provenance["path"] == str(source.resolve()) and provenance["global_step"] == 4
     assert provenance["arch"].startswith("johnson_tiny(base_channels=8")
 
-    cfg = tiny_train_cfg(tmp_path, image_dir, style_path, [f"init_from={tiny_ckpt}", "trainer.max_steps=2"])
+    module = build_module(tiny_train_cfg(tmp_path, image_dir, style_path, [f"init_from={source}"]), str(style_path))
+    assert not torch.equal(module.net.state_dict()["encoder.0.1.weight"], net.state_dict()["encoder.0.1.weight"])
+    assert module.hparams.transfer["init_provenance"] is None  # built, not yet trained: the source is not read
+
+    cfg = tiny_train_cfg(tmp_path / "a", image_dir, style_path, [f"init_from={source}", "trainer.max_steps=2"])
     result = train(cfg)
     ckpt = torch.load(result["last_ckpt"], map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 2  # a fresh schedule: the source's 4 steps are not carried over
     assert float(next(iter(ckpt["optimizer_states"][0]["state"].values()))["step"]) == 2  # fresh Adam
-    assert ckpt["hyper_parameters"]["init_provenance"]["sha256"] == provenance["sha256"]
+    assert ckpt["hyper_parameters"]["transfer"]["init_provenance"]["sha256"] == provenance["sha256"]
     exported = export_model(result["last_ckpt"], tmp_path / "model.pt")
-    assert load_model(exported).meta["transfer"]["init_provenance"]["path"] == str(tiny_ckpt.resolve())
+    assert load_model(exported).meta["transfer"]["init_provenance"]["path"] == str(source.resolve())
     assert "init_from" in (Path(result["output_dir"]) / "hparams.yaml").read_text()
+
+    # Resuming the fine-tune needs its own checkpoint only: the source may be gone, its provenance stays.
+    source.unlink()
+    resume = [f"init_from={source}", "trainer.max_steps=3", f"ckpt_path={result['last_ckpt']}"]
+    resumed = train(tiny_train_cfg(tmp_path / "b", image_dir, style_path, resume))
+    ckpt = torch.load(resumed["last_ckpt"], map_location="cpu", weights_only=True)
+    assert ckpt["global_step"] == 3
+    assert ckpt["hyper_parameters"]["transfer"]["init_provenance"]["sha256"] == provenance["sha256"]
+    with pytest.raises(NSTError, match="checkpoint not found"):  # a fresh run does read it
+        train(tiny_train_cfg(tmp_path / "c", image_dir, style_path, [f"init_from={source}", "trainer.max_steps=1"]))
 
 
 def test_init_from_a_shipped_model_by_name():
@@ -211,7 +223,7 @@ def test_distill_experiment_ends_with_a_loadable_student(tmp_path, image_dir, st
     ckpt = torch.load(result["last_ckpt"], map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 4
     assert not [k for k in ckpt["state_dict"] if k.startswith("teacher.")]
-    assert ckpt["hyper_parameters"]["teacher"] == "starry_night"
+    assert ckpt["hyper_parameters"]["transfer"]["teacher"] == "starry_night"
     exported = export_model(result["last_ckpt"], tmp_path / "student.pt")
     student = load_model(exported)
     assert student.model_kwargs["base_channels"] == 8 and student.meta["transfer"]["teacher"] == "starry_night"

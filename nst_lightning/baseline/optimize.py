@@ -339,12 +339,3 @@ def optimize_multiscale(
         results.append(result)
         image = result.image
     return results
-
-
-def scale_shapes(height: int, width: int, sizes: Sequence[int]) -> list[tuple[int, int]]:
-    """(H, W) for each longest-side size, keeping the aspect ratio of a ``height``×``width`` image."""
-    out = []
-    for size in sizes:
-        scale = size / max(height, width)
-        out.append((max(1, round(height * scale)), max(1, round(width * scale))))
-    return out

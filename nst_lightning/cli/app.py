@@ -18,6 +18,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+from nst_lightning.cli.presets import group_options
 from nst_lightning.config import config_dir
 from nst_lightning.errors import NSTError
 
@@ -148,6 +149,33 @@ def _defaults(path: Path) -> list[tuple[str, str]]:
     return pairs
 
 
+def option_keys(group_dir: Path, option: str) -> list[tuple[str, str, str]]:
+    """:func:`documented_keys` of a group option, with those of the bases its defaults list inherits
+    (``- _base``): each key once, with the option's value and the first comment written for it."""
+    path = group_dir / f"{option}.yaml"
+    rows: dict[str, tuple[str, str, str]] = {}
+    for base in _bases(path):
+        rows.update((k, (k, v, c)) for k, v, c in option_keys(group_dir, base))
+    for key, value, comment in documented_keys(path, prefix=group_dir.name):
+        rows[key] = (key, value, comment or rows.get(key, ("", "", ""))[2])
+    return list(rows.values())
+
+
+def _bases(path: Path) -> list[str]:
+    """The same-group configs a group option's defaults list names (``- _base``), ``_self_`` left out."""
+    names, inside = [], False
+    for line in path.read_text().splitlines():
+        if line.startswith("defaults:"):
+            inside = True
+            continue
+        if inside and not line.startswith((" ", "-")):
+            break
+        m = re.match(r"^\s*-\s*(?P<name>[\w.]+)\s*$", line)
+        if inside and m and m["name"] != "_self_":
+            names.append(m["name"])
+    return names
+
+
 def app_help(name: str, summary: str) -> str:
     """The ``--help`` text of a command: its own config groups and its documented keys with their comments."""
     conf = Path(config_dir())
@@ -158,11 +186,11 @@ def app_help(name: str, summary: str) -> str:
     if groups:
         lines.append("Config groups (choose one option each; files in conf/<group>/):")
         for group, option in groups:
-            options = sorted(p.stem for p in (conf / group).glob("*.yaml"))
+            options = group_options(group)
             shown = ", ".join(f"{o} (default)" if o == option else o for o in options)
             lines.append(f"  {group:<14} {shown}")
             if option != "null" and (conf / group / f"{option}.yaml").exists():
-                rows += documented_keys(conf / group / f"{option}.yaml", prefix=group)
+                rows += option_keys(conf / group, option)
         lines.append("")
     lines.append(f"Keys (conf/{name}.yaml" + (" and each group's default)" if groups else ")") + ":")
     width = min(40, max((len(k) + len(v) + 2 for k, v, _ in rows), default=0))

@@ -37,20 +37,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from nst_lightning.export import FORMATS, check_parity, export, load_runtime
     from nst_lightning.inference import load_model
 
-    if not cfg.get("ckpt"):
+    if not cfg.ckpt:
         raise NSTError("no checkpoint given: use ckpt=PATH or a shipped model name (ckpt=starry_night)")
-    fmt = str(cfg.get("format") or "")
+    fmt = str(cfg.format)
     if fmt not in FORMATS:
         raise NSTError(f"unknown format {fmt!r}; use format= one of: {', '.join(FORMATS)}")
-    half = bool(cfg.get("half", False))
-    output = Path(cfg.output) if cfg.get("output") else default_output(cfg.ckpt, fmt)
-    sizes = [tuple(int(v) for v in size) for size in cfg.get("check_sizes") or []]
+    half = bool(cfg.half)
+    output = Path(cfg.output) if cfg.output else default_output(cfg.ckpt, fmt)
+    sizes = [tuple(int(v) for v in size) for size in cfg.check_sizes or []]
     if not sizes or any(len(s) != 2 or min(s) < 1 for s in sizes):
-        raise NSTError(f"check_sizes must be a list of [H, W] pairs of positive ints, got {cfg.get('check_sizes')}")
+        raise NSTError(f"check_sizes must be a list of [H, W] pairs of positive ints, got {cfg.check_sizes}")
 
     loaded = load_model(cfg.ckpt)
     start = time.perf_counter()
-    path = export(loaded, fmt, output, half=half, onnx_exporter=str(cfg.get("onnx_exporter", "auto")))
+    path = export(loaded, fmt, output, half=half, onnx_exporter=str(cfg.onnx_exporter))
     seconds = time.perf_counter() - start
     runtime = load_runtime(path)
     exporter = getattr(runtime, "onnx_exporter", None)
@@ -62,7 +62,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     diffs = check_parity(loaded, runtime, sizes)
     for (h, w), diff in diffs.items():
         log.info("parity %s vs eager at %d×%d: max abs diff %.2e", runtime.name, h, w, diff)
-    tolerance = float(cfg.get("half_tolerance", 2e-2) if half else cfg.get("tolerance", 1e-3))
+    tolerance = float(cfg.half_tolerance if half else cfg.tolerance)
     worst = max(diffs.values())
     if worst > tolerance:
         raise NSTError(

@@ -46,8 +46,8 @@ def _listed_style(entry: str, cfg: DictConfig) -> dict[str, Any]:
 
 def build_multistyle_module(cfg: DictConfig, build_module: Any) -> MultiStyleModule:
     """The :class:`MultiStyleModule` for ``cfg`` (``build_module``: the single-style builder, which supplies the
-    model, loss layers and optimiser settings)."""
-    cfg = cfg.copy()
+    model, loss layers, optimiser and transfer settings). Adding a style: the network of ``init_from`` is read
+    here for its styles; its weights are loaded when training starts."""
     if cfg.get("add_style"):
         source = cfg.get("init_from")
         if not source:
@@ -58,11 +58,7 @@ def build_multistyle_module(cfg: DictConfig, build_module: Any) -> MultiStyleMod
         new = style_entry(cfg.style)
         if new["name"] in [s["name"] for s in old]:
             raise NSTError(f"{source} already has a style named {new['name']!r}; pick another style or name")
-        styles, train = [*old, new], [len(old)]
-        with open_dict(cfg):
-            cfg.init_from = None  # the weights come through add_style_from (the style count differs)
-        cls = partial(MultiStyleModule, styles=styles, train_styles=train, add_style_from=str(source))
+        cls = partial(MultiStyleModule, styles=[*old, new], train_styles=[len(old)])
     else:
-        styles = [_listed_style(e, cfg) for e in cfg.styles]
-        cls = partial(MultiStyleModule, styles=styles)
+        cls = partial(MultiStyleModule, styles=[_listed_style(e, cfg) for e in cfg.styles])
     return build_module(cfg, None, module_class=cls)

@@ -46,7 +46,7 @@ def style_sources(cfg: DictConfig) -> list[StyleSource]:
     or image paths (Grams at ``cfg.style.size``).
     """
     sources: list[StyleSource] = [(style_image_path(cfg.style), int(cfg.style.size))]
-    for entry in cfg.get("extra_styles") or []:
+    for entry in cfg.extra_styles:
         sources.append(style_source(str(entry), cfg.paths.data_dir, int(cfg.style.size)))
     return sources
 
@@ -67,14 +67,14 @@ def build_loss(cfg: DictConfig, device: torch.device) -> PerceptualLoss:
     """The perceptual loss (layers from ``cfg.loss``, weights from ``cfg.style``) with the blended style targets."""
     loss = PerceptualLoss(config_loss(cfg)).to(device)
     sources = style_sources(cfg)
-    weights = style_weights(cfg.get("style_weights"), len(sources))
-    set_style_targets(loss, sources, weights, cfg.paths.get("cache_dir"))
+    weights = style_weights(cfg.style_weights, len(sources))
+    set_style_targets(loss, sources, weights, cfg.paths.cache_dir)
     return loss
 
 
 def output_path(cfg: DictConfig) -> Path:
     """The output file; its suffix must be an image format."""
-    if not cfg.get("output"):
+    if not cfg.output:
         raise NSTError("no output given: use output=PATH.png")
     path = Path(cfg.output)
     if path.suffix.lower() not in IMAGE_SUFFIXES:
@@ -84,12 +84,12 @@ def output_path(cfg: DictConfig) -> Path:
 
 def settings_from_config(cfg: DictConfig) -> OptimizeSettings:
     """Optimizer, precision and progress settings from the top-level config keys."""
-    cl = cfg.get("channels_last")
+    cl = cfg.channels_last
     return OptimizeSettings(
         optimizer=str(cfg.optimizer),
-        lr=cfg.get("lr"),
+        lr=cfg.lr,
         history_size=int(cfg.history_size),
-        line_search=cfg.get("line_search"),
+        line_search=cfg.line_search,
         precision=str(cfg.precision),
         channels_last=None if cl is None else bool(cl),
         log_every=int(cfg.log_every),
@@ -99,29 +99,29 @@ def settings_from_config(cfg: DictConfig) -> OptimizeSettings:
 
 def run(cfg: DictConfig) -> Path:
     """Run the optimisation described by ``conf/optimize.yaml`` and write the result; returns its path."""
-    if not cfg.get("content"):
+    if not cfg.content:
         raise NSTError("no content image given: use content=PATH")
     out = output_path(cfg)
     settings = settings_from_config(cfg)
     iters_cfg = cfg.iterations
     iterations = list(iters_cfg) if isinstance(iters_cfg, ListConfig) else iters_cfg
-    sizes, iterations = schedule(cfg.size, cfg.get("sizes"), iterations)
-    device = resolve_device(cfg.get("device"))
+    sizes, iterations = schedule(cfg.size, cfg.sizes, iterations)
+    device = resolve_device(cfg.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     contents = [load_image(cfg.content, s).to(device) for s in sizes]
-    init_name = str(cfg.get("init") or "content")
+    init_name = str(cfg.init)
     init_img = None
     if init_name not in ("content", "noise"):
         init_img, init_name = load_image(init_name), "image"
     init = initial_image(init_name, contents[0], settings.seed, init_img)
     loss = build_loss(cfg, device)
 
-    keep_color = bool(cfg.get("preserve_color"))
-    inter_dir = Path(cfg.get("intermediate_dir") or out.parent / "intermediate")
+    preserve = bool(cfg.preserve_color)
+    inter_dir = Path(cfg.intermediate_dir)
 
     def save_intermediate(scale: int, iteration: int, image: torch.Tensor) -> None:
-        if keep_color:
+        if preserve:
             image = preserve_color(image, contents[scale])
         h, w = image.shape[-2:]
         save_image(image, inter_dir / f"scale{scale}_{w}x{h}_it{iteration:05d}.png")
@@ -132,12 +132,12 @@ def run(cfg: DictConfig) -> Path:
         init,
         iterations,
         settings,
-        int(cfg.get("save_every") or 0),
+        int(cfg.save_every),
         save_intermediate,
-        progress=bool(cfg.get("progress", True)),
+        progress=bool(cfg.progress),
     )
     final = results[-1].image
-    if keep_color:
+    if preserve:
         final = preserve_color(final, contents[-1])
     save_image(final, out)
     for size, r in zip(sizes, results, strict=True):

@@ -18,17 +18,32 @@ from nst_lightning.losses.config import LossConfig, loss_config
 from nst_lightning.styles import StyleSource, resolve_style_image
 
 
+def group_options(group: str) -> list[str]:
+    """The options of a config group: ``conf/<group>/*.yaml`` except the bases they inherit (``_*.yaml``)."""
+    return sorted(p.stem for p in (Path(config_dir()) / group).glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def load_option(group: str, name: str) -> DictConfig:
+    """``conf/<group>/<name>.yaml`` merged over the options its defaults list names (``_base``, ...), as Hydra
+    composes it, without Hydra (interpolations left unresolved)."""
+    raw = OmegaConf.load(Path(config_dir()) / group / f"{name}.yaml")
+    assert isinstance(raw, DictConfig)
+    parents = [str(p) for p in raw.pop("defaults", []) if p != "_self_"]
+    merged = OmegaConf.merge(*(load_option(group, p) for p in parents), raw)
+    assert isinstance(merged, DictConfig)
+    return merged
+
+
 def preset_names() -> list[str]:
     """Names of the style presets in ``conf/style/``."""
-    return sorted(p.stem for p in (Path(config_dir()) / "style").glob("*.yaml"))
+    return group_options("style")
 
 
 def preset_style(name: str, data_dir: str) -> Any:
     """The style preset ``name`` as a config node (``image`` resolved under ``data_dir``), or None."""
-    path = Path(config_dir()) / "style" / f"{name}.yaml"
-    if not path.exists():
+    if name not in preset_names():
         return None
-    return OmegaConf.create({"paths": {"data_dir": data_dir}, "style": OmegaConf.load(path)}).style
+    return OmegaConf.create({"paths": {"data_dir": data_dir}, "style": load_option("style", name)}).style
 
 
 def style_image_path(style: Any) -> Path:
@@ -36,11 +51,9 @@ def style_image_path(style: Any) -> Path:
 
     Only a preset's own file is downloaded: a user's ``style.image=PATH`` must exist as given.
     """
-    image, preset_file = style.get("image"), style.get("file")
+    image, preset_file = style.image, style.file
     is_preset = preset_file is not None and image is not None and Path(image).name == preset_file
-    return resolve_style_image(
-        image, style.get("url") if is_preset else None, style.get("sha256") if is_preset else None
-    )
+    return resolve_style_image(image, style.url if is_preset else None, style.sha256 if is_preset else None)
 
 
 def style_source(entry: str, data_dir: str, default_size: int | None) -> StyleSource:
@@ -48,7 +61,7 @@ def style_source(entry: str, data_dir: str, default_size: int | None) -> StyleSo
     looks_like_path = Path(entry).suffix.lower() in IMAGE_SUFFIXES or "/" in entry or Path(entry).exists()
     preset = None if looks_like_path else preset_style(entry, data_dir)
     if preset is not None:
-        return style_image_path(preset), preset.get("size")
+        return style_image_path(preset), preset.size
     if looks_like_path:
         return resolve_style_image(entry), default_size
     raise NSTError(f"{entry!r} is neither a style preset ({', '.join(preset_names())}) nor an image file")

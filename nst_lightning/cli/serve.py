@@ -17,7 +17,7 @@ def run(cfg: DictConfig) -> None:
     from nst_lightning.serve.server import check_port, serve_forever
 
     values: dict = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    log_level = str(values.pop("log_level", "info"))
+    log_level = str(values.pop("log_level"))
     settings = ServeSettings.from_mapping(values)
     check_port(settings.host, settings.port)
     app = create_app(settings)

@@ -28,9 +28,9 @@ def run(cfg: DictConfig) -> list[Path]:
     Images that cannot be read (or are too large) in a folder are reported and skipped; the others are still
     written, and the command then fails with the list of skipped files.
     """
-    if not cfg.get("ckpt"):
+    if not cfg.ckpt:
         raise NSTError("no checkpoint given: use ckpt=PATH")
-    if not cfg.get("input"):
+    if not cfg.input:
         raise NSTError("no input given: use input=FILE_OR_FOLDER")
     model = cfg.ckpt
     style, mix = chosen_style(cfg.get("style")), cfg.get("style_mix")
@@ -43,14 +43,14 @@ def run(cfg: DictConfig) -> list[Path]:
         model,
         cfg.input,
         cfg.output,
-        suffix=cfg.get("suffix"),
-        strength=cfg.get("strength", 1.0),
-        preserve_color=cfg.get("preserve_color", False),
-        max_size=cfg.get("max_size"),
-        tile_size=cfg.get("tile_size"),
-        tile_overlap=cfg.get("tile_overlap"),
-        max_pixels=cfg.get("max_pixels"),
-        device=cfg.get("device"),
+        suffix=cfg.suffix,
+        strength=cfg.strength,
+        preserve_color=cfg.preserve_color,
+        max_size=cfg.max_size,
+        tile_size=cfg.tile_size,
+        tile_overlap=cfg.tile_overlap,
+        max_pixels=cfg.max_pixels,
+        device=cfg.device,
         progress=True,
     )
     if not report.ok:

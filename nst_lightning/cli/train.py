@@ -13,71 +13,61 @@ import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from nst_lightning import fault
-from nst_lightning.callbacks import ema_callbacks
 from nst_lightning.cli.app import hydra_app
 from nst_lightning.cli.multistyle import build_multistyle_module, is_multistyle
 from nst_lightning.cli.presets import config_loss, style_image_path
-from nst_lightning.lit_module import StyleTransferModule
-from nst_lightning.precision import PrecisionChoice, resolve_precision
+from nst_lightning.training import fault
+from nst_lightning.training.callbacks import ema_callbacks
+from nst_lightning.training.module import StyleTransferModule
+from nst_lightning.training.precision import PrecisionChoice, resolve_precision
 
 log = logging.getLogger(__name__)
 # The VGG loss network is in eval mode on purpose; Lightning warns about any module in eval mode.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
 
 
+# Keys of conf/model/_runtime.yaml that are not arguments of the network's builder.
+RUNTIME_KEYS = ("channels_last", "compile", "compile_mode")
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True)
+
+
 def build_module(
     cfg: DictConfig, style_image: str | None, module_class: Any = StyleTransferModule
 ) -> StyleTransferModule:
-    """The LightningModule from primitive values of ``cfg.model``, ``cfg.loss``, ``cfg.style``, ``cfg.optim``
-    (``module_class``: a subclass with its own arguments bound, e.g. the multi-style module)."""
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    optim = OmegaConf.to_container(cfg.optim, resolve=True)
-    assert isinstance(model, dict) and isinstance(optim, dict)
-    name = model.pop("name")
-    channels_last = resolve_auto_precision(cfg, model.pop("channels_last", False)).channels_last
-    compile_ = bool(model.pop("compile", False))
-    compile_mode = str(model.pop("compile_mode", "default"))
-    freeze = model.pop("freeze", None)
-    distill = OmegaConf.to_container(cfg.distill, resolve=True) if cfg.get("distill") else {}
+    """The LightningModule from the primitive values of ``cfg``'s groups (``model``, ``style``, ``loss``,
+    ``optim``, ``init_from`` / ``teacher`` / ``distill``). ``init_from`` is not read here: the module loads it
+    when a fresh fit starts (never when it resumes). ``module_class``: a subclass with its own arguments bound
+    (the multi-style module)."""
+    kwargs = _plain(cfg.model)
+    name = kwargs.pop("name")
+    runtime = {k: kwargs.pop(k) for k in RUNTIME_KEYS}
+    freeze = kwargs.pop("freeze")
     return module_class(
-        model_name=name,
-        model_kwargs=model,
-        channels_last=channels_last,
-        compile=compile_,
-        compile_mode=compile_mode,
-        style_image=style_image,
-        style_size=cfg.style.size,
-        style_name=cfg.style.name,
-        cache_dir=cfg.paths.get("cache_dir"),
-        init_from=cfg.get("init_from"),
-        freeze=freeze,
-        teacher=cfg.get("teacher"),
-        **{f"distill_{k}": v for k, v in distill.items()},
+        model={"name": name, "kwargs": kwargs},
+        style={"name": cfg.style.name, "image": style_image, "size": cfg.style.size, "cache_dir": cfg.paths.cache_dir},
         loss=config_loss(cfg).to_dict(),
-        **optim,
+        optim=_plain(cfg.optim),
+        runtime=runtime,
+        transfer={"init_from": cfg.init_from, "freeze": freeze, "teacher": cfg.teacher, **_plain(cfg.distill)},
     )
 
 
-def resolve_auto_precision(cfg: DictConfig, channels_last: Any = None) -> PrecisionChoice:
-    """This machine's choice for ``trainer.precision=auto`` and ``model.channels_last=auto`` (cfg's, or the one
-    given); call :func:`apply_auto_precision` before instantiating ``cfg.trainer``."""
-    trainer = cfg.get("trainer") or {}
-    cl = cfg.get("model", {}).get("channels_last", False) if channels_last is None else channels_last
-    return resolve_precision(trainer.get("precision", "32-true"), trainer.get("accelerator", "auto"), cl)
-
-
 def apply_auto_precision(cfg: DictConfig) -> PrecisionChoice:
-    """Write the resolved precision and memory format into ``cfg`` (Lightning does not know ``auto``)."""
-    choice = resolve_auto_precision(cfg)
+    """Resolve ``trainer.precision=auto`` and ``model.channels_last=auto`` for this machine and write the choice
+    into ``cfg`` (Lightning does not know ``auto``); call it before instantiating ``cfg.trainer``."""
+    choice = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator, cfg.model.channels_last)
     cfg.trainer.precision, cfg.model.channels_last = choice.precision, choice.channels_last
     return choice
 
 
-def _instantiate_all(section: Any) -> list:
-    if not section:
+def _instantiate_all(cfg: DictConfig, group: str) -> list:
+    """Instantiate each entry of ``cfg[group]`` (none when the group was removed: ``~logger``)."""
+    if group not in cfg or not cfg[group]:
         return []
-    return [hydra.utils.instantiate(c) for c in section.values() if c is not None]
+    return [hydra.utils.instantiate(c) for c in cfg[group].values() if c is not None]
 
 
 def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
@@ -85,7 +75,7 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
 
     ``extra_callbacks`` are added to those of ``cfg.callbacks`` (for programmatic use and tests).
     """
-    if cfg.get("seed") is not None:
+    if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
     fault.check_writable(out_dir / fault.CHECKPOINT_DIR)  # fail now, not at the first checkpoint hours later
@@ -94,14 +84,14 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
     style_path = style_image_path(cfg.style)
     datamodule = hydra.utils.instantiate(cfg.data)
     module = build_multistyle_module(cfg, build_module) if is_multistyle(cfg) else build_module(cfg, str(style_path))
-    loggers = _instantiate_all(cfg.get("logger"))
-    callbacks = _instantiate_all(cfg.get("callbacks")) + ema_callbacks(cfg.get("ema")) + list(extra_callbacks or [])
-    # Atomic checkpoint writes (and the SLURM environment): nst_lightning.fault.trainer_plugins.
+    loggers = _instantiate_all(cfg, "logger")
+    callbacks = _instantiate_all(cfg, "callbacks") + ema_callbacks(cfg.ema) + list(extra_callbacks or [])
+    # Atomic checkpoint writes (and the SLURM environment): nst_lightning.training.fault.trainer_plugins.
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=fault.trainer_plugins()
     )
     # ckpt_path=FILE|RUN_FOLDER|last, or resume=auto (this run folder's last.ckpt if any).
-    ckpt_path = fault.resolve_resume(cfg.get("ckpt_path"), cfg.get("resume"), out_dir)
+    ckpt_path = fault.resolve_resume(cfg.ckpt_path, cfg.resume, out_dir)
     OmegaConf.save(cfg, out_dir / "config.yaml", resolve=False)
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -121,7 +111,7 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
         ckpt_cb.last_model_path = str(last)
     result = {
         "metrics": metrics,
-        "sweep_metric": cfg.get("sweep_metric") or "val/objective",
+        "sweep_metric": cfg.sweep_metric,
         "global_step": trainer.global_step,
         "output_dir": str(out_dir),
         "last_ckpt": getattr(ckpt_cb, "last_model_path", None) or None,

@@ -11,12 +11,12 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from nst_lightning.data.datasets import ImageFolderDataset, eval_transform, list_images, train_transform
+from nst_lightning.data.datasets import ImageFolderDataset, eval_transform, train_transform, training_images
 from nst_lightning.data.download import download
 from nst_lightning.data.manifest import download_folder
 from nst_lightning.data.sampler import ResumableDataLoader, ResumableSampler
 from nst_lightning.errors import NSTError
-from nst_lightning.image import is_image_file
+from nst_lightning.image import list_images
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class FolderDataModule(L.LightningDataModule):
         shuffle: shuffle the training images each epoch (turn off only for reproducibility tests).
         augment: random-resized crops and flips; when false, training uses the deterministic centre crop.
         manifest_prefix: when ``root`` holds no images, download the manifest's files under this prefix
-            (e.g. ``train/``) into it first; None disables downloading.
+            (``train/``: the training photos) into it first; None disables downloading.
         seed: seed of the training order and of the random crops (None: a random one). The position in the
             order is saved in checkpoints, so a resumed run continues with the photos it would have seen.
     """
@@ -66,7 +66,7 @@ class FolderDataModule(L.LightningDataModule):
         val_size: int = 256,
         min_scale: float = 0.25,
         pin_memory: bool = True,
-        manifest_prefix: str | None = None,
+        manifest_prefix: str | None = "train/",
         shuffle: bool = True,
         augment: bool = True,
         max_upscale: float | None = None,
@@ -96,15 +96,14 @@ class FolderDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         root = self.image_root()
-        has_images = root.is_dir() and any(p.is_file() and is_image_file(p) for p in root.rglob("*"))
-        if self.manifest_prefix and not has_images:
+        if self.manifest_prefix and not list_images(root, recursive=True):
             log.info("no images in %s: downloading the %s photos listed in the manifest", root, self.manifest_prefix)
             download_folder(self.manifest_prefix, root)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        train, val = split_train_val(list_images(self.image_root()), self.val_count)
+        train, val = split_train_val(training_images(self.image_root()), self.val_count)
         transform = (
             train_transform(self.image_size, self.min_scale, max_upscale=self.max_upscale)
             if self.augment

@@ -13,20 +13,24 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from nst_lightning.errors import NSTError
-from nst_lightning.image import is_image_file, open_rgb, pil_to_tensor
+from nst_lightning.image import list_images, open_rgb, pil_to_tensor
 
 log = logging.getLogger(__name__)
 
 
-def list_images(root: str | Path) -> list[Path]:
-    """All image files under ``root`` (recursive), sorted so the order is the same on every machine."""
+def training_images(root: str | Path) -> list[Path]:
+    """All image files under ``root`` (recursive, sorted).
+
+    Raises:
+        NSTError: the folder does not exist or holds no images.
+    """
     root = Path(root)
     if not root.is_dir():
         raise NSTError(
             f"training image folder not found: {root}. Set data.root=PATH or NST_DATA_DIR (its train/ "
             "subfolder is the default), or use data=coco to download COCO."
         )
-    files = sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p))
+    files = list_images(root, recursive=True)
     if not files:
         raise NSTError(f"no jpg/png/webp images found under {root}")
     return files

@@ -1,8 +1,7 @@
-"""Downloads with a progress bar, HTTP range resume and checksum verification (stdlib only)."""
+"""Downloads with a progress bar, HTTP range resume and checksum verification (urllib, no extra client)."""
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import urllib.error
 import urllib.request
@@ -11,17 +10,9 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from nst_lightning.errors import NSTError
+from nst_lightning.image import file_digest
 
 CHUNK = 1 << 20
-
-
-def file_digest(path: Path, algorithm: str = "sha256") -> str:
-    """Hex digest of a file, read in chunks."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def download(

@@ -11,10 +11,11 @@ import logging
 import os
 from pathlib import Path
 
+from nst_lightning.image import list_images
+
 log = logging.getLogger(__name__)
 SAMPLE_DIR = Path(__file__).resolve().with_name("sample")
 DATA_DIR_ENV = "NST_DATA_DIR"
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 _reported: set[tuple[str, str]] = set()
 
 
@@ -48,7 +49,7 @@ def data_dir_from_env(default: str = "./data") -> str:
 def _has_data(path: Path) -> bool:
     if path.is_file():
         return True
-    return path.is_dir() and any(p.suffix.lower() in _IMAGE_SUFFIXES and p.is_file() for p in path.rglob("*"))
+    return bool(list_images(path, recursive=True))
 
 
 def data_or_sample(path: str, sample_relative: str) -> str:

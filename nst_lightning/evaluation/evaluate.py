@@ -25,7 +25,7 @@ from PIL import Image
 from nst_lightning.baseline.optimize import ImageOptimization, OptimizeSettings
 from nst_lightning.errors import NSTError
 from nst_lightning.evaluation.metrics import border_artifacts, checkerboard_energy, checkerboard_ratio, ssim
-from nst_lightning.image import IMAGE_SUFFIXES, load_image, tensor_to_pil
+from nst_lightning.image import list_images, load_image, tensor_to_pil
 from nst_lightning.inference import LoadedModel
 from nst_lightning.losses.config import LossConfig
 from nst_lightning.losses.perceptual import PerceptualLoss
@@ -53,12 +53,16 @@ class EvalSettings:
     grid_cell: int = 256
 
 
-def list_images(folder: str | Path, max_images: int | None = None) -> list[Path]:
-    """Image files directly in ``folder``, sorted by name."""
+def eval_images(folder: str | Path, max_images: int | None = None) -> list[Path]:
+    """Image files directly in ``folder`` (not its subfolders), sorted by name; the first ``max_images``.
+
+    Raises:
+        NSTError: the folder does not exist or holds no images.
+    """
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise NSTError(f"evaluation folder not found: {folder} (set eval_dir=FOLDER or NST_DATA_DIR)")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = list_images(folder, recursive=False)
     if not files:
         raise NSTError(f"no images in evaluation folder {folder}")
     return files[:max_images] if max_images else files
@@ -170,7 +174,7 @@ def summarize(per_image: list[dict[str, Any]], ks: list[int]) -> dict[str, Any]:
         "images_where_lbfgs_stopped_early": sum(
             img[f"lbfgs@{ks[-1]}"].get("evaluations", ks[-1]) < ks[-1] for img in per_image
         ),
-        # The issue's wording: the smallest listed k whose (mean) objective the network's is at or below.
+        # The smallest listed k whose (mean) objective the network's is at or below.
         "smallest_k_beaten": min(beaten) if beaten else None,
         "largest_k_beaten": max(beaten) if beaten else None,
         "lbfgs_iterations_matched_median": statistics.median([m for m in matched if m is not None])

@@ -1,7 +1,7 @@
 """Exported models and the runtimes that run them (torch and onnx only: no Lightning, no Hydra).
 
 from nst_lightning.export import export, check_parity, load_runtime
-from nst_lightning.inference import load_model
+from nst_lightning.inference.checkpoint import load_model
 
 loaded = load_model("starry_night")
 path = export(loaded, "onnx", "starry_night.onnx")

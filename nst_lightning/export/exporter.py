@@ -12,7 +12,7 @@ import torch
 from nst_lightning.errors import NSTError
 from nst_lightning.export import graph
 from nst_lightning.export.runtime import EagerRuntime, Runtime, export_info, load_runtime
-from nst_lightning.inference import LoadedModel, export_model
+from nst_lightning.inference.checkpoint import LoadedModel, export_model
 
 # Two sizes per check: one a multiple of every network's stride, one odd (exercises the padding).
 PARITY_SIZES: tuple[tuple[int, int], ...] = ((96, 128), (161, 119))

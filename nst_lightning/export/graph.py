@@ -1,12 +1,13 @@
 """Capture a transformation network as a TorchScript, torch.export or ONNX graph with dynamic size.
 
-The networks pad their input to a multiple of their total stride (4 for Johnson, 32 for the timm U-Nets) and
-crop the output back. That padding is shape-dependent Python (``math.ceil``, an ``if``), which a graph cannot
-keep for every size: tracing would bake one padding in, and torch.export refuses it. So the captured graph
-takes **pre-padded** input: B×3×H×W with H and W multiples of ``SizeContract.multiple`` and at least
-``SizeContract.min_size`` (batch, H and W are dynamic). :class:`nst_lightning.export.runtime.Runtime` pads
-before the graph and crops after it, with the network's own padding function, so it gives the eager
-network's result on any size. The contract travels inside each exported file (``nst_lightning.json``).
+The networks pad their input to a multiple of their total stride (their ``size_multiple``: 4 for Johnson, 32 for
+the timm U-Nets; see :mod:`nst_lightning.models.base`) and crop the output back. That padding is shape-dependent
+Python (``math.ceil``, an ``if``), which a graph cannot keep for every size: tracing would bake one padding in,
+and torch.export refuses it. So the captured graph takes **pre-padded** input: B×3×H×W with H and W multiples
+of ``SizeContract.multiple`` and at least ``SizeContract.min_size`` (batch, H and W are dynamic).
+:class:`nst_lightning.export.runtime.Runtime` pads before the graph and crops after it, with the network's own
+padding function, so it gives the eager network's result on any size. The contract travels inside each exported
+file (``nst_lightning.json``).
 
 Imports torch (and onnx for ONNX only): no Lightning, no Hydra.
 """
@@ -28,7 +29,6 @@ from torch import nn
 from nst_lightning.errors import NSTError
 from nst_lightning.models.blocks import pad_to_multiple
 from nst_lightning.models.conditional import num_styles
-from nst_lightning.models.johnson import JohnsonNet
 
 FORMATS = ("nst", "torchscript", "torch_export", "onnx")
 SUFFIXES = {"nst": ".pt", "torchscript": ".ts", "torch_export": ".pt2", "onnx": ".onnx"}
@@ -52,19 +52,20 @@ class SizeContract:
 
 
 def size_contract(net: nn.Module) -> SizeContract:
-    """The size contract of a network: Johnson (two stride-2 convs) or a timm U-Net (``net.multiple``).
+    """The size contract of a network, from the ``size_multiple`` it declares (its total stride).
 
-    The minimum is two blocks of the multiple: a 9×9 reflection pad needs more than 4 px, and instance norm
-    needs more than one position at the deepest stage.
+    The minimum is two blocks of the multiple: Johnson's 9×9 reflection pad needs more than 4 px, and instance
+    norm needs more than one position at the deepest stage.
+
+    Raises:
+        NSTError: the network does not declare a positive integer ``size_multiple``.
     """
-    if isinstance(net, JohnsonNet):
-        return SizeContract(multiple=4, min_size=8)
-    multiple = getattr(net, "multiple", None)
-    if isinstance(multiple, int) and multiple > 0:
+    multiple = getattr(net, "size_multiple", None)
+    if isinstance(multiple, int) and not isinstance(multiple, bool) and multiple > 0:
         return SizeContract(multiple=multiple, min_size=2 * multiple)
     raise NSTError(
         f"cannot export a {type(net).__name__}: its size multiple is unknown (give the network an integer "
-        "attribute `multiple`, its total stride)"
+        "attribute `size_multiple`, its total stride; see nst_lightning.models.base)"
     )
 
 
@@ -142,7 +143,7 @@ def _fail(fmt: str, net: nn.Module, exc: Exception) -> NSTError:
 
 
 def to_torchscript(net: nn.Module, contract: SizeContract) -> torch.jit.ScriptModule:
-    """Trace the network (torch.jit is deprecated in current PyTorch; kept because the design names it)."""
+    """Trace the network (torch.jit is deprecated in current PyTorch; kept for deployments that load TorchScript)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings about the (no-op) padding branch; deprecation
@@ -157,7 +158,9 @@ def to_torch_export(net: nn.Module, contract: SizeContract) -> torch.export.Expo
         with warnings.catch_warnings():
             # A multi-style network hands its style weights to its layers as plain attributes during the forward.
             warnings.filterwarnings("ignore", message=r".*tensor attributes .*style.* were assigned during export")
-            return torch.export.export(net, example_inputs(net, contract), dynamic_shapes=_dynamic_shapes(net, contract))
+            return torch.export.export(
+                net, example_inputs(net, contract), dynamic_shapes=_dynamic_shapes(net, contract)
+            )
     except Exception as exc:
         raise _fail("torch_export", net, exc) from exc
 

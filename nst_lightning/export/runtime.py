@@ -23,7 +23,13 @@ from torch import nn
 from nst_lightning.errors import NSTError
 from nst_lightning.export import graph
 from nst_lightning.export.graph import ExportInfo, SizeContract
-from nst_lightning.inference import LoadedModel, load_model, resolve_checkpoint, resolve_device, style_names_of_meta
+from nst_lightning.inference.checkpoint import (
+    LoadedModel,
+    load_model,
+    resolve_checkpoint,
+    resolve_device,
+    style_names_of_meta,
+)
 from nst_lightning.models.conditional import num_styles, resolve_style, style_weights
 
 RUNTIMES = ("eager", "torchscript", "torch_export", "onnxruntime")

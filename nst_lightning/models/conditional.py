@@ -35,6 +35,9 @@ class ConditionalInstanceNorm2d(nn.Module):
     set by :func:`bind_style`. Parameters are kept per style (``scale.<s>``, ``shift.<s>``: C each), so one style
     can be trained while the others stay frozen.
 
+    A per-image norm layer for tiling (:mod:`nst_lightning.models.base`): it has no single ``weight``/``bias``,
+    and :meth:`after_norm` applies the current style's scale and shift to the imposed statistics.
+
     Args:
         channels: C.
         num_styles: S ≥ 1.
@@ -56,6 +59,10 @@ class ConditionalInstanceNorm2d(nn.Module):
         self.act = act if act is not None else nn.Identity()
         self.style: torch.Tensor | None = None  # B×S weights of the current forward (set by bind_style)
 
+    per_image_norm = True
+    weight = None  # the affine step is per style: see after_norm
+    bias = None
+
     @property
     def num_styles(self) -> int:
         return len(self.scale)
@@ -71,6 +78,10 @@ class ConditionalInstanceNorm2d(nn.Module):
         shift = weights @ torch.stack(list(self.shift))
         y = normalized * scale[:, :, None, None].to(normalized.dtype) + shift[:, :, None, None].to(normalized.dtype)
         return self.act(self.drop(y))
+
+    def after_norm(self, normalized: torch.Tensor) -> torch.Tensor:
+        """What follows the normalisation (tiling imposes whole-image statistics, then calls this)."""
+        return self.modulate(normalized)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.modulate(F.instance_norm(x, eps=self.eps))

@@ -14,12 +14,13 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from nst_lightning.models.base import TransformNet
 from nst_lightning.models.blocks import ConvNormAct, ResidualBlock, UpsampleConv, make_pad, pad_to_multiple
 from nst_lightning.models.conditional import StyleArg, bind_style, make_conditional
 from nst_lightning.models.registry import register_model
 
 
-class JohnsonNet(nn.Module):
+class JohnsonNet(TransformNet):
     """Maps B×3×H×W images in [0, 1] to stylized B×3×H×W images in [0, 1], for any H, W ≥ 1.
 
     Args:
@@ -34,6 +35,8 @@ class JohnsonNet(nn.Module):
         num_styles: styles held by the network (conditional instance norm, see
             :mod:`~nst_lightning.models.conditional`); 1 is the ordinary single-style network.
     """
+
+    size_multiple = 4  # two stride-2 convolutions
 
     def __init__(
         self,
@@ -73,7 +76,7 @@ class JohnsonNet(nn.Module):
         """``style``: a multi-style network's style(s), see :data:`~nst_lightning.models.conditional.StyleArg`."""
         if self.num_styles > 1:
             bind_style(self, style, x.shape[0], x.device)
-        padded, (h, w) = pad_to_multiple(x, 4)
+        padded, (h, w) = pad_to_multiple(x, self.size_multiple)
         y = self.encoder(padded)
         if self.checkpointing and torch.is_grad_enabled():
             for block in self.residuals:

@@ -25,16 +25,17 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from nst_lightning.errors import NSTError
+from nst_lightning.image import IMAGENET_MEAN, IMAGENET_STD
+from nst_lightning.models.base import TransformNet
 from nst_lightning.models.blocks import ConvNormAct, pad_to_multiple
 from nst_lightning.models.conditional import StyleArg, bind_style, make_conditional
 from nst_lightning.models.registry import register_model
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 class InstanceNormAct(nn.Module):
     """Instance norm with a BatchNorm layer's affine parameters, plus its (timm) dropout and activation."""
+
+    per_image_norm = True  # normalises each image by its own statistics (see nst_lightning.models.base)
 
     def __init__(self, bn: nn.BatchNorm2d) -> None:
         super().__init__()
@@ -45,8 +46,11 @@ class InstanceNormAct(nn.Module):
         self.act = getattr(bn, "act", nn.Identity())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
-        return self.act(self.drop(x))
+        return self.after_norm(F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps))
+
+    def after_norm(self, y: torch.Tensor) -> torch.Tensor:
+        """What follows the normalisation: timm's dropout and activation."""
+        return self.act(self.drop(y))
 
 
 def replace_batchnorm_with_instancenorm(module: nn.Module) -> int:
@@ -88,7 +92,7 @@ def create_timm_encoder(
         ) from exc
 
 
-class TimmUNet(nn.Module):
+class TimmUNet(TransformNet):
     """timm encoder + skip-connected upsampling decoder: B×3×H×W in [0, 1] → B×3×H×W in [0, 1].
 
     Args:
@@ -98,7 +102,6 @@ class TimmUNet(nn.Module):
         bn_mode: ``instance``, ``frozen`` or ``batch`` (see the module docstring).
         decoder_max_channels: cap on each decoder stage's width (its width is the skip's channel count).
         decoder_norm: normalisation in the decoder (``instance`` or ``batch``).
-        freeze_encoder: keep the encoder's weights fixed (transfer learning).
         out_indices: which encoder stages to use (timm's default: all).
         checkpointing: gradient checkpointing of the encoder (timm's ``set_grad_checkpointing``) and of each
             decoder stage: activations are recomputed in the backward pass instead of stored.
@@ -114,7 +117,6 @@ class TimmUNet(nn.Module):
         bn_mode: str = "instance",
         decoder_max_channels: int = 256,
         decoder_norm: str = "instance",
-        freeze_encoder: bool = False,
         out_indices: tuple[int, ...] | None = None,
         checkpointing: bool = False,
         num_styles: int = 1,
@@ -127,8 +129,6 @@ class TimmUNet(nn.Module):
         self.bn_mode = bn_mode
         if bn_mode == "instance":
             replace_batchnorm_with_instancenorm(self.encoder)
-        if freeze_encoder:
-            self.encoder.requires_grad_(False)
         if checkpointing and hasattr(self.encoder, "set_grad_checkpointing"):
             self.encoder.set_grad_checkpointing(True)
             # timm < 1.0.31 checkpoints a stem's ReLU(inplace=True) on its own, which overwrites the tensor saved
@@ -139,7 +139,7 @@ class TimmUNet(nn.Module):
         info = self.encoder.feature_info
         channels = list(info.channels())
         self.reductions = list(info.reduction())
-        self.multiple = max(self.reductions)
+        self.size_multiple = max(self.reductions)
         widths = [min(c, decoder_max_channels) for c in channels]
 
         cfg = getattr(self.encoder, "pretrained_cfg", None) or {}
@@ -180,7 +180,7 @@ class TimmUNet(nn.Module):
         if self.num_styles > 1:
             bind_style(self, style, x.shape[0], x.device)
         # At least 2×2 at the deepest stage: instance norm over a single position is undefined.
-        padded, (h, w) = pad_to_multiple(x, self.multiple, min_size=2 * self.multiple)
+        padded, (h, w) = pad_to_multiple(x, self.size_multiple, min_size=2 * self.size_multiple)
         feats = self.encoder((padded - self.mean) / self.std)
         y = self.bottleneck(feats[-1])
         recompute = self.checkpointing and torch.is_grad_enabled()

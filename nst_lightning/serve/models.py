@@ -21,7 +21,8 @@ from PIL import Image
 
 from nst_lightning.errors import NSTError
 from nst_lightning.export.runtime import EagerRuntime, load_runtime
-from nst_lightning.inference import pretrained_models, resolve_device, stylize
+from nst_lightning.image import is_image_file
+from nst_lightning.inference import DEFAULT_TILE_SIZE, pretrained_models, resolve_device, stylize
 
 log = logging.getLogger(__name__)
 
@@ -44,21 +45,26 @@ class StyleModel:
     network_styles: list[str] = field(default_factory=list)  # a multi-style network's styles ([]: single-style)
 
 
-TILE_SIZE = 1024  # pixels: larger images run in overlapping tiles (bounded memory per request)
-
-
 def stylize_image(
-    runner: Runner, image: Image.Image, strength: float = 1.0, keep_color: bool = False, max_size: int | None = None,
-    style: str | None = None, style_mix: dict[str, float] | None = None,
-) -> Image.Image:  # fmt: skip
+    runner: Runner,
+    image: Image.Image,
+    strength: float = 1.0,
+    preserve_color: bool = False,
+    max_size: int | None = None,
+    tile_size: int | None = DEFAULT_TILE_SIZE,
+    style: str | None = None,
+    style_mix: dict[str, float] | None = None,
+) -> Image.Image:
     """RGB PIL image → stylized RGB PIL image (longest side at most ``max_size``), through the one inference core
-    (:func:`nst_lightning.inference.stylize`). Images larger than ``TILE_SIZE`` are stylized in tiles, so a
+    (:func:`nst_lightning.inference.stylize`). Images larger than ``tile_size`` are stylized in tiles, so a
     request's peak memory is bounded by the tile, not by the upload."""
     # The eager runtime's nn.Module lets tiling hook its instance norms; an exported runtime runs as is (it pads and
     # crops around its graph itself, so its inner module must never be called directly).
     model = runner.net if isinstance(runner, EagerRuntime) else runner
-    return stylize(image, model, strength=strength, preserve_color=keep_color, max_size=max_size, tile_size=TILE_SIZE,
-                   style=style, style_mix=style_mix)  # fmt: skip
+    return stylize(
+        image, model, strength=strength, preserve_color=preserve_color, max_size=max_size, tile_size=tile_size,
+        style=style, style_mix=style_mix,
+    )  # fmt: skip
 
 
 def load_runner(ckpt: Path, runtime: str, device: torch.device) -> Runner:
@@ -108,7 +114,7 @@ def style_painting(name: str) -> Path | None:
     if not data:
         return None
     for path in sorted((Path(data) / "styles").glob(f"{name}.*")):
-        if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"):
+        if is_image_file(path):
             return path
     return None
 

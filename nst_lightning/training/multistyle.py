@@ -14,8 +14,8 @@ import torch
 
 from nst_lightning import transfer
 from nst_lightning.errors import NSTError
-from nst_lightning.lit_module import StyleTransferModule
 from nst_lightning.styles import set_style_bank_targets
+from nst_lightning.training.module import StyleTransferModule
 
 TERM_KEYS = ("content_weight", "style_weight", "tv_weight")
 
@@ -26,22 +26,15 @@ class MultiStyleModule(StyleTransferModule):
     Args:
         styles: the network's styles in order, each ``{name, image, size, content_weight, style_weight,
             tv_weight}`` (``image`` and ``size``: its Gram targets). Saved in the checkpoint's hyper-parameters.
-        train_styles: indices of the styles to train (None: all). With fewer than all, every other parameter of
-            the network is frozen and only those styles' scales and shifts are trained.
-        add_style_from: start from this trained network (checkpoint, export or shipped name) whose styles are the
-            first ones of ``styles``; the others are new (see :func:`nst_lightning.transfer.load_with_new_styles`).
-            ``add_style_provenance`` records it (filled in here).
-        **kwargs: as :class:`StyleTransferModule` (``model_kwargs`` gets ``num_styles``; no ``style_image``).
+        train_styles: indices of the styles to train (None: all). With fewer than all (adding a style), every
+            other parameter of the network is frozen and only those styles' scales and shifts are trained; the
+            network then starts from ``transfer.init_from``, whose styles are the first ones of ``styles``
+            (see :func:`nst_lightning.transfer.load_with_new_styles`).
+        **groups: as :class:`StyleTransferModule` (``model.kwargs`` gets ``num_styles``; the style group is
+            replaced by ``styles``).
     """
 
-    def __init__(
-        self,
-        styles: list[dict[str, Any]],
-        train_styles: list[int] | None = None,
-        add_style_from: str | None = None,
-        add_style_provenance: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, styles: list[dict[str, Any]], train_styles: list[int] | None = None, **groups: Any) -> None:
         if not styles:
             raise NSTError("a multi-style network needs at least one style: styles=[NAME, ...]")
         names = [str(s["name"]) for s in styles]
@@ -50,33 +43,44 @@ class MultiStyleModule(StyleTransferModule):
         missing = [f"{s['name']}.{k}" for s in styles for k in ("image", "size", *TERM_KEYS) if k not in s]
         if missing:
             raise NSTError(f"each style needs image, size and its loss weights; missing {', '.join(missing)}")
-        if kwargs.get("teacher"):
+        transfer_group = dict(groups.get("transfer") or {})
+        if transfer_group.get("teacher"):
             raise NSTError("distillation (teacher=...) is not supported for multi-style networks")
-        kwargs["model_kwargs"] = {**(kwargs.get("model_kwargs") or {}), "num_styles": len(styles)}
-        kwargs.update(style_name="+".join(names), style_image=None)
-        super().__init__(**kwargs)
+        model = dict(groups.get("model") or {})
+        model["kwargs"] = {**(model.get("kwargs") or {}), "num_styles": len(styles)}
+        style = {**(groups.get("style") or {}), "name": "+".join(names), "image": None}
+        super().__init__(**{**groups, "model": model, "style": style})
+        self.styles = [dict(s) for s in styles]
         self.trained = list(range(len(styles))) if train_styles is None else [int(i) for i in train_styles]
         bad = [i for i in self.trained if not 0 <= i < len(styles)]
         if bad or not self.trained:
             raise NSTError(f"train_styles must be indices of the {len(styles)} styles, got {train_styles}")
-        if add_style_from and add_style_provenance is None:  # load_from_checkpoint passes the recorded one back
-            arch = transfer.describe_arch(self.hparams.model_name, self.hparams.model_kwargs)
-            new = len(styles) - min(self.trained)
-            add_style_provenance = transfer.load_with_new_styles(self.net, add_style_from, new, arch)
-            self.save_hyperparameters({**self.hparams, "add_style_provenance": add_style_provenance})
-        if len(self.trained) < len(styles):
+        self.adding = len(self.trained) < len(styles)
+        if self.adding and not transfer_group.get("init_from"):
+            raise NSTError("training only some styles needs the trained network to start from: init_from=...")
+        self.save_hyperparameters({**self.hparams, "styles": self.styles, "train_styles": train_styles})
+        if self.adding:
             transfer.train_only_styles(self.net, self.trained)
 
     @property
     def style_names(self) -> list[str]:
-        return [str(s["name"]) for s in self.hparams.styles]
+        return [str(s["name"]) for s in self.styles]
+
+    def load_init_weights(self) -> None:
+        """Adding styles: the source network's styles come first, the new ones start from their mean."""
+        if not self.adding:
+            super().load_init_weights()
+            return
+        arch = transfer.describe_arch(self.model_group.name, self.model_group.kwargs)
+        new = len(self.styles) - min(self.trained)
+        self._set_provenance(transfer.load_with_new_styles(self.net, self.transfer_group.init_from, new, arch))
 
     def setup(self, stage: str) -> None:
         if not self.loss_fn.target_grams:
-            trained = [self.hparams.styles[i] for i in self.trained]
+            trained = [self.styles[i] for i in self.trained]
             sources = [(s["image"], s["size"]) for s in trained]
             weights = [{k: s[k] for k in TERM_KEYS} for s in trained]
-            set_style_bank_targets(self.loss_fn, sources, weights, cache_dir=self.hparams.cache_dir)
+            set_style_bank_targets(self.loss_fn, sources, weights, cache_dir=self.style_group.cache_dir)
         super().setup(stage)
 
     def _styles_of_batch(self, batch_size: int) -> torch.Tensor:
@@ -85,7 +89,7 @@ class MultiStyleModule(StyleTransferModule):
         return (torch.arange(batch_size) + start) % len(self.trained)
 
     def _shared_step(self, batch: torch.Tensor, prefix: str) -> dict[str, torch.Tensor]:
-        if self.hparams.channels_last:
+        if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         b = batch.shape[0]
         if prefix == "train":

@@ -17,8 +17,10 @@ from typing import Any
 from torch import nn
 
 from nst_lightning.errors import NSTError
+from nst_lightning.image import file_digest
+from nst_lightning.inference.checkpoint import load_model
 from nst_lightning.models.conditional import add_styles, make_conditional, num_styles, style_parameters
-from nst_lightning.transfer.init import _short_digest, describe_arch
+from nst_lightning.transfer.init import describe_arch
 
 
 def source_styles(meta: dict[str, Any]) -> list[dict[str, Any]]:
@@ -42,14 +44,13 @@ def load_with_new_styles(net: nn.Module, source: str | Path, new: int = 1, arch:
     styles start from the mean of the source's scales and shifts.
 
     Returns:
-        Provenance (primitives only): ``add_style_from`` as given, ``path``, ``sha256`` prefix, ``arch``, the
-        source's ``styles`` (names) and ``global_step``.
+        Provenance (primitives only, as :func:`~nst_lightning.transfer.init.load_init_weights` gives):
+        ``init_from`` as given, ``path``, ``sha256`` prefix, ``arch``, the source's ``styles`` (names),
+        ``style_name`` and ``global_step``.
 
     Raises:
         NSTError: the source is missing, or its architecture or style count does not fit ``net``.
     """
-    from nst_lightning.inference import load_model  # inference imports models/, which never imports us
-
     loaded = load_model(source)
     src = loaded.net
     have = num_styles(src)
@@ -71,11 +72,12 @@ def load_with_new_styles(net: nn.Module, source: str | Path, new: int = 1, arch:
     net.load_state_dict(theirs)
     path = Path(loaded.meta["source"])
     return {
-        "add_style_from": str(source),
+        "init_from": str(source),
         "path": str(path.resolve()),
-        "sha256": _short_digest(path),
+        "sha256": file_digest(path)[:16],
         "arch": describe_arch(loaded.model_name, loaded.model_kwargs),
         "styles": [s["name"] for s in source_styles(loaded.meta)],
+        "style_name": loaded.meta.get("style_name"),
         "global_step": loaded.meta.get("global_step"),
     }
 

@@ -1,4 +1,4 @@
-"""Batch-norm statistics of a transferred encoder (design notes §3.2: reset or re-estimate them).
+"""Batch-norm statistics of a transferred encoder (reset or re-estimate them).
 
 ImageNet running statistics describe the classification network's activations on 224-px ImageNet crops. In a
 style-transfer network trained in ``bn_mode=batch`` they go stale as soon as the encoder's weights move, and

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nst_lightning.inference.checkpoint import load_model
 from nst_lightning.losses.vgg import VGG19Features
 
 
@@ -16,7 +17,8 @@ class Teacher(nn.Module):
     """A trained transformation network, frozen and always in eval mode; its forward runs without autograd.
 
     Args:
-        source: checkpoint path, exported model or shipped model name (as ``inference.load_model`` takes).
+        source: checkpoint path, exported model or shipped model name (as
+            :func:`nst_lightning.inference.checkpoint.load_model` takes).
         reduced_precision: ``auto`` runs the teacher under bf16 autocast on CUDA GPUs that support it (the
             shipped models train in bf16-mixed, so that is how they were trained to run) and in fp32 elsewhere
             (bf16 convolutions are emulated, slowly, on most CPUs); ``off`` always runs fp32.
@@ -26,8 +28,6 @@ class Teacher(nn.Module):
 
     def __init__(self, source: str | Path, reduced_precision: str = "auto") -> None:
         super().__init__()
-        from nst_lightning.inference import load_model
-
         loaded = load_model(source)
         self.net = loaded.net
         self.model_name, self.model_kwargs, self.meta = loaded.model_name, loaded.model_kwargs, loaded.meta

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from nst_lightning.errors import NSTError
+from nst_lightning.image import file_digest
+from nst_lightning.inference.checkpoint import load_model
 
 # Builder arguments that do not change the weights' layout (and so never make two architectures differ).
-_LAYOUT_FREE_KWARGS = ("checkpointing", "pretrained", "weights_file", "freeze_encoder")
+_LAYOUT_FREE_KWARGS = ("checkpointing", "pretrained", "weights_file")
 
 
 def describe_arch(model_name: str, model_kwargs: dict[str, Any] | None = None) -> str:
@@ -20,21 +21,13 @@ def describe_arch(model_name: str, model_kwargs: dict[str, Any] | None = None) -
     return f"{model_name}({', '.join(f'{k}={v}' for k, v in sorted(kwargs.items()))})"
 
 
-def _short_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
-
 def load_init_weights(net: nn.Module, source: str | Path, arch: str | None = None) -> dict[str, Any]:
     """Copy the network weights of ``source`` into ``net`` (weights only: no optimizer, step or schedule).
 
     Args:
         net: the network to initialise (any registered transformation network).
         source: a Lightning checkpoint, an exported model file, or the name of a shipped model
-            (``starry_night``), as :func:`nst_lightning.inference.resolve_checkpoint` finds it.
+            (``starry_night``), as :func:`nst_lightning.inference.checkpoint.resolve_checkpoint` finds it.
         arch: how to name ``net``'s architecture in error messages (default: its class name).
 
     Returns:
@@ -44,8 +37,6 @@ def load_init_weights(net: nn.Module, source: str | Path, arch: str | None = Non
     Raises:
         NSTError: the source is missing or unreadable, or holds a different architecture (both are named).
     """
-    from nst_lightning.inference import load_model  # inference imports models/, which never imports us
-
     loaded = load_model(source)
     source_arch = describe_arch(loaded.model_name, loaded.model_kwargs)
     target_arch = arch or type(net).__name__
@@ -69,7 +60,7 @@ def load_init_weights(net: nn.Module, source: str | Path, arch: str | None = Non
     return {
         "init_from": str(source),
         "path": str(path.resolve()),
-        "sha256": _short_digest(path),
+        "sha256": file_digest(path)[:16],
         "arch": source_arch,
         "style_name": loaded.meta.get("style_name"),
         "global_step": loaded.meta.get("global_step"),

@@ -1,13 +1,9 @@
-"""Load a trained network without Hydra or Lightning and stylize tensors, PIL images, files and folders.
+"""The one inference core: :func:`stylize` turns a PIL image or a tensor into a stylized one with a model.
 
-:func:`stylize` is the one inference core: ``stylize.py``, the service and the notebook all call it. It takes a
-PIL image or a tensor and a model (a loaded checkpoint, an ``nn.Module``, any callable such as an exported
-runtime, or a checkpoint path / shipped-model name), and handles strength, colour preservation, resizing,
-small images, alpha and tiling (see :mod:`nst_lightning.tiling`).
-
-A checkpoint is self-describing: either a Lightning checkpoint (``hyper_parameters`` + ``state_dict``) or
-an exported model file (``{"format": "nst_lightning.model", "model_name", "model_kwargs", "state_dict",
-"meta"}``). Both load with ``torch.load(..., weights_only=True)``.
+``stylize.py``, the service and the notebook all call it. The model is a loaded checkpoint, an ``nn.Module``, any
+callable such as an exported runtime, or a checkpoint path / shipped-model name (:func:`prepare_model`). It
+handles strength, colour preservation, resizing, small images, alpha and tiling (:mod:`.tiling`). Its keyword
+defaults are the library's defaults; ``conf/stylize.yaml`` is checked against them by a test.
 """
 
 from __future__ import annotations
@@ -16,8 +12,8 @@ import dataclasses
 import functools
 import logging
 import math
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,150 +23,22 @@ from PIL import Image, ImageOps
 from torch import nn
 
 from nst_lightning.errors import NSTError
-from nst_lightning.image import (
-    DEFAULT_MAX_PIXELS,
-    IMAGE_SUFFIXES,
-    check_output_suffix,
-    fit_size,
-    is_image_file,
-    open_image,
-    resize_tensor,
-    save_pil,
-    split_alpha,
-)
-from nst_lightning.image import preserve_color as keep_content_color
-from nst_lightning.losses.config import LossConfig
-from nst_lightning.models import create_model
+from nst_lightning.image import fit_size, preserve_color, resize_tensor, split_alpha, to_float
+from nst_lightning.inference.checkpoint import LoadedModel, load_model, resolve_checkpoint, resolve_device
+from nst_lightning.inference.tiling import GlobalNormStats, stylize_tiled
 from nst_lightning.models.blocks import pad_to_multiple
 from nst_lightning.models.conditional import num_styles, resolve_style
-from nst_lightning.tiling import GlobalNormStats, stylize_tiled
 
-EXPORT_FORMAT = "nst_lightning.model"
-NET_PREFIX = "net."
-PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 # Smaller inputs are reflection/replicate padded up to this side before the network and cropped back after it:
 # the networks' reflection padding needs more pixels than its width (a 4 px image crashed Johnson's 9×9 conv).
 MIN_SIDE = 32
 MIN_TILE = 64
+# Images whose longest side exceeds this many pixels are stylized in overlapping tiles (peak network memory is
+# that of one tile); the default of stylize(), stylize_file(), stylize_paths(), stylize.py and the service.
+DEFAULT_TILE_SIZE = 1024
 DEFAULT_TILE_OVERLAP = 128  # tiles overlap this much (or tile_size // 4) and cross-fade over its middle half
 
 log = logging.getLogger(__name__)
-
-
-# Checkpoint hyper-parameters that say where a network's weights came from (kept in exports; docs/transfer.md).
-TRANSFER_HPARAMS = ("init_provenance", "freeze", "teacher", "distill_pixel_weight", "distill_feature_weight",
-                    "add_style_provenance")  # fmt: skip
-
-
-def style_names_of_meta(meta: dict[str, Any]) -> list[str]:
-    """The styles a checkpoint holds, in order: a multi-style network's list, else its one style's name."""
-    styles = meta.get("styles") or []
-    return [str(s["name"]) for s in styles] or [str(meta.get("style_name") or "style")]
-
-
-def pretrained_models() -> dict[str, Path]:
-    """Models shipped with the package: ``{name: path}`` (``stylize.py ckpt=<name>``)."""
-    return {p.stem: p for p in sorted(PRETRAINED_DIR.glob("*.pt"))}
-
-
-def resolve_checkpoint(ckpt: str | Path) -> Path:
-    """A path as given if it exists, else the shipped model of that name, else a clear error."""
-    path = Path(ckpt).expanduser()
-    if path.exists():
-        return path
-    shipped = pretrained_models()
-    if str(ckpt) in shipped:
-        return shipped[str(ckpt)]
-    names = ", ".join(shipped) or "none"
-    raise NSTError(f"checkpoint not found: {path} (and no shipped model of that name; shipped: {names})")
-
-
-def resolve_device(name: str | None) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; asking for CUDA without a GPU is an error."""
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise NSTError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise NSTError("device=cuda was asked for but no CUDA GPU is available; use device=cpu")
-    return device
-
-
-@dataclass
-class LoadedModel:
-    """A transformation network in eval mode plus what the checkpoint says about it."""
-
-    net: nn.Module
-    model_name: str
-    model_kwargs: dict[str, Any]
-    meta: dict[str, Any] = field(default_factory=dict)
-
-
-def _read(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        raise NSTError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise NSTError(f"cannot read checkpoint {path} ({type(exc).__name__}: {exc})") from exc
-
-
-def load_model(ckpt: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """Rebuild the network stored in ``ckpt`` (Lightning checkpoint, exported model, or the name of a shipped
-    model such as ``starry_night``) on ``device``."""
-    path = resolve_checkpoint(ckpt)
-    raw = _read(path)
-    if raw.get("format") == EXPORT_FORMAT:
-        name, kwargs, state, meta = raw["model_name"], raw["model_kwargs"], raw["state_dict"], raw.get("meta", {})
-    elif "hyper_parameters" in raw and "state_dict" in raw:
-        hp = raw["hyper_parameters"]
-        name, kwargs = hp["model_name"], dict(hp.get("model_kwargs") or {})
-        state = {k[len(NET_PREFIX) :]: v for k, v in raw["state_dict"].items() if k.startswith(NET_PREFIX)}
-        meta = {
-            "style_name": hp.get("style_name"),
-            "style_image": hp.get("style_image"),
-            "style_size": hp.get("style_size"),
-            "global_step": raw.get("global_step"),
-            # The objective the network was trained on (kept in exports, so that a shipped model can still be
-            # evaluated on its own loss); checkpoints from before LossConfig kept its fields at the top level.
-            "loss": hp["loss"] if "loss" in hp else {k: hp[k] for k in LossConfig.field_names() if k in hp},
-            "transfer": {k: hp[k] for k in TRANSFER_HPARAMS if hp.get(k)},  # where the weights came from
-            "styles": hp.get("styles"),  # a multi-style network's styles and their loss settings, in order
-        }
-    else:
-        raise NSTError(f"{path} is not an nst_lightning checkpoint (no model name or state dict in it)")
-    kwargs.pop("pretrained", None)  # the trained weights below replace any pretrained encoder weights
-    kwargs.pop("weights_file", None)
-    net = create_model(name, **kwargs)
-    net.load_state_dict({k: v.float() for k, v in state.items()})
-    net.eval().requires_grad_(False).to(device)
-    net.style_names = style_names_of_meta(meta)  # what stylize(style=NAME) chooses from
-    meta = {**meta, "source": str(path)}
-    return LoadedModel(net=net, model_name=name, model_kwargs=kwargs, meta=meta)
-
-
-def export_model(ckpt: str | Path, out: str | Path, half: bool = False) -> Path:
-    """Write a slim self-describing model file (network weights only; fp16 when ``half``)."""
-    loaded = load_model(ckpt)
-    state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in loaded.net.state_dict().items()}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "format": EXPORT_FORMAT,
-            "model_name": loaded.model_name,
-            "model_kwargs": loaded.model_kwargs,
-            "state_dict": state,
-            "meta": {k: v for k, v in loaded.meta.items() if k != "source"},
-        },
-        out,
-    )
-    return out
-
-
-# --- the inference core --------------------------------------------------------------------------------------
 
 ModelFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -319,21 +187,17 @@ class _Options:
     def post(self, styled: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
         """Pixel-wise finishing of float B×3×H×W images: colour preservation, then the blend with the content."""
         if self.preserve_color:
-            styled = keep_content_color(styled, content)
+            styled = preserve_color(styled, content)
         if self.strength < 1.0:
             styled = torch.lerp(content, styled, float(self.strength))
         return styled
-
-
-def _as_float(x: torch.Tensor) -> torch.Tensor:
-    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
 
 
 def _run(content: torch.Tensor, runner: Stylizer, opts: _Options) -> torch.Tensor:
     """uint8 or float B×3×H×W → float32 B×3×H×W in [0, 1] (on the runner's device untiled, else on the CPU)."""
     height, width = content.shape[-2:]
     if opts.tile_size is None or max(height, width) <= opts.tile_size:
-        x = _as_float(content.to(runner.device))
+        x = to_float(content.to(runner.device))
         return opts.post(runner(x), x).clamp_(0, 1)
     stats = GlobalNormStats(runner.module) if runner.module is not None else None
     if runner.module is None:
@@ -388,7 +252,7 @@ def stylize(
     strength: float = 1.0,
     preserve_color: bool = False,
     max_size: int | None = None,
-    tile_size: int | None = None,
+    tile_size: int | None = DEFAULT_TILE_SIZE,
     tile_overlap: int | None = None,
     device: str | torch.device | None = None,
     tile_stats_size: int | None = None,
@@ -406,7 +270,8 @@ def stylize(
         preserve_color: keep the content's colours (the stylized luminance with the content's chroma).
         max_size: shrink so that the longest side is at most this many pixels (never enlarges); ``None``: as is.
         tile_size: stylize images whose longest side exceeds this many pixels in overlapping tiles of this size
-            (peak network memory is that of one tile); ``None``: always the whole image at once.
+            (peak network memory is that of one tile; default ``DEFAULT_TILE_SIZE``); ``None``: always the whole
+            image at once.
         tile_overlap: how many pixels neighbouring tiles share (at most ``tile_size // 4``); they cross-fade over
             its middle half. ``None``: ``min(128, tile_size // 4)``.
         device: where to load a model given by path or name, or to run a callable (default: auto / the CPU).
@@ -436,139 +301,3 @@ def stylize(
 def stylize_tensor(net: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """B×3×H×W in [0, 1] → stylized B×3×H×W in [0, 1] on the network's device (whole images, no options)."""
     return prepare_model(net)(images)
-
-
-# --- files and folders --------------------------------------------------------------------------------------
-
-
-def stylize_file(
-    model: ModelLike,
-    src: str | Path,
-    dst: str | Path,
-    max_size: int | None = None,
-    *,
-    strength: float = 1.0,
-    preserve_color: bool = False,
-    tile_size: int | None = None,
-    tile_overlap: int | None = None,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    device: str | torch.device | None = None,
-) -> Path:
-    """Stylize one image file into ``dst`` (format from its suffix; alpha kept where the format can hold it).
-
-    Images above ``max_pixels`` are refused before they are decoded. Output size = input size (after the
-    optional ``max_size``).
-    """
-    dst = Path(dst)
-    check_output_suffix(dst)
-    img = open_image(src, max_pixels)
-    options = dict(strength=strength, preserve_color=preserve_color, tile_size=tile_size, tile_overlap=tile_overlap)
-    out = stylize(img, model, max_size=max_size, device=device, **options)
-    return save_pil(out, dst)
-
-
-def plan_outputs(src: Path, output: Path, suffix: str | None = None) -> list[tuple[Path, Path]]:
-    """(input, output) file pairs: a file maps to a file (or into a folder), a folder to a folder tree.
-
-    For one input file, ``output`` is a file when it has an image suffix, a folder when it is an existing folder
-    or has no suffix, and an error otherwise (``x.txt`` is never turned into a folder).
-    """
-    src, output = Path(src), Path(output)
-    if not src.exists():
-        raise NSTError(f"input not found: {src}")
-    if suffix:
-        suffix = suffix if suffix.startswith(".") else f".{suffix}"
-        if suffix.lower() not in IMAGE_SUFFIXES:
-            raise NSTError(f"unsupported suffix={suffix}; use one of {', '.join(IMAGE_SUFFIXES)}")
-    if src.is_file():
-        if output.is_dir() or not output.suffix:
-            dst = output / src.name
-        elif output.suffix.lower() in IMAGE_SUFFIXES:
-            dst = output
-        else:
-            raise NSTError(
-                f"unsupported output suffix {output.suffix!r} in output={output}; name an image file "
-                f"({', '.join(IMAGE_SUFFIXES)}) or a folder (no suffix)"
-            )
-        return [(src, dst.with_suffix(suffix) if suffix else dst)]
-    files = sorted(p for p in src.rglob("*") if p.is_file() and is_image_file(p))
-    if not files:
-        raise NSTError(f"no images found in folder {src}")
-    if output.suffix.lower() in IMAGE_SUFFIXES or (output.exists() and not output.is_dir()):
-        raise NSTError(f"input {src} is a folder, so output must be a folder, not {output}")
-    pairs = []
-    for f in files:
-        dst = output / f.relative_to(src)
-        pairs.append((f, dst.with_suffix(suffix) if suffix else dst))
-    return pairs
-
-
-@dataclass
-class StylizeReport:
-    """What :func:`stylize_paths` did: the files written and, per failed input, why it was skipped."""
-
-    written: list[Path] = field(default_factory=list)
-    failed: list[tuple[Path, str]] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
-
-    def summary(self) -> str:
-        total = len(self.written) + len(self.failed)
-        text = f"stylized {len(self.written)} of {total} image(s)"
-        if self.failed:
-            text += f"; {len(self.failed)} failed: " + "; ".join(f"{path}: {why}" for path, why in self.failed)
-        return text
-
-
-def stylize_paths(
-    model: ModelLike,
-    src: str | Path,
-    dst: str | Path,
-    *,
-    suffix: str | None = None,
-    strength: float = 1.0,
-    preserve_color: bool = False,
-    max_size: int | None = None,
-    tile_size: int | None = None,
-    tile_overlap: int | None = None,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    device: str | torch.device | None = None,
-    progress: bool = False,
-) -> StylizeReport:
-    """Stylize an image file or a folder tree of images (see :func:`plan_outputs` for where outputs go).
-
-    The model is loaded once. For one input file any error is raised; in a folder, a file that cannot be read,
-    is too large (``max_pixels``) or runs out of memory is reported, skipped, and the others are processed.
-
-    Raises:
-        NSTError: bad options, a missing input, an unusable model, or (one input file) that file's problem.
-    """
-    check_options(strength=strength, max_size=max_size, tile_size=tile_size, tile_overlap=tile_overlap)
-    pairs = plan_outputs(Path(src), Path(dst), suffix)
-    runner = prepare_model(model, device)
-    single = Path(src).is_file()
-    options = dict(strength=strength, preserve_color=preserve_color, tile_size=tile_size, tile_overlap=tile_overlap)
-    report = StylizeReport()
-    for path, out in _progress(pairs, progress and len(pairs) > 1):
-        try:
-            try:
-                report.written.append(stylize_file(runner, path, out, max_size, max_pixels=max_pixels, **options))
-            except (MemoryError, torch.OutOfMemoryError) as exc:
-                raise NSTError(f"out of memory on {path}; set a smaller tile_size or max_size") from exc
-        except NSTError as exc:
-            if single:
-                raise
-            report.failed.append((path, str(exc)))
-            log.warning("skipped %s: %s", path, exc)
-    log.info(report.summary())
-    return report
-
-
-def _progress(items: list, enabled: bool) -> Iterable:
-    if not enabled:
-        return items
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc="stylize", unit="img")

@@ -160,6 +160,6 @@ class NetworkEMA(L.Callback):
 
 def ema_callbacks(cfg: Any) -> list[L.Callback]:
     """``[NetworkEMA]`` when the ``ema`` config section sets a decay, else ``[]``."""
-    if not cfg or cfg.get("decay") is None:
+    if cfg.decay is None:
         return []
-    return [NetworkEMA(float(cfg.decay), int(cfg.get("start_step", 0)), int(cfg.get("every_n_steps", 1)))]
+    return [NetworkEMA(float(cfg.decay), int(cfg.start_step), int(cfg.every_n_steps))]

@@ -180,7 +180,7 @@ class TimedLastCheckpoint(ModelCheckpoint):
     last step, ``last.ckpt`` continues exactly when a run is extended with a larger ``trainer.max_steps``.
     """
 
-    def __init__(self, dirpath: str, every_minutes: float = 5.0) -> None:
+    def __init__(self, dirpath: str, every_minutes: float) -> None:
         if not every_minutes or every_minutes <= 0:
             raise NSTError(
                 f"checkpoint.every_minutes must be > 0 (got {every_minutes}); to turn time-based checkpoints off, "
@@ -234,7 +234,7 @@ class SignalCheckpoint(L.Callback):
         requeue: under SLURM, requeue the job on SIGUSR1.
     """
 
-    def __init__(self, dirpath: str, requeue: bool = True) -> None:
+    def __init__(self, dirpath: str, requeue: bool) -> None:
         self.dirpath = dirpath
         self.requeue = requeue
         self.received: str | None = None
@@ -324,7 +324,7 @@ class DivergenceGuard(L.Callback):
         max_consecutive_nonfinite: non-finite losses in a row that stop the run.
     """
 
-    def __init__(self, dirpath: str, max_consecutive_nonfinite: int = 20) -> None:
+    def __init__(self, dirpath: str, max_consecutive_nonfinite: int) -> None:
         if max_consecutive_nonfinite < 1:
             raise NSTError(f"guard.max_consecutive_nonfinite must be >= 1 (got {max_consecutive_nonfinite})")
         self.dirpath = dirpath

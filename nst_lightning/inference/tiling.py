@@ -8,10 +8,9 @@ tile plus the input and output images.
 
 Instance norm normalises each tile by its own statistics, so a dark tile next to a bright one would come out
 with different contrast and colour. :class:`GlobalNormStats` fixes this without touching the model classes: a
-first pass over the whole image, downscaled to fit in one tile, records every instance-norm layer's per-channel
-mean and variance (forward pre-hooks), and the tile pass then normalises with those fixed statistics (forward
-hooks that replace the layer's output). A multi-style network's statistics depend on its style: both passes run
-with the chosen style, and each conditional layer applies that style's scale and shift to the fixed statistics.
+first pass over the whole image, downscaled to fit in one tile, records the per-channel mean and variance of
+every layer the network names in ``norm_layers()`` (forward pre-hooks; see :mod:`nst_lightning.models.base`),
+and the tile pass then normalises with those fixed statistics (forward hooks that replace the layer's output).
 
 Tensors are B×C×H×W (B = 1 for the tiled path), RGB, float in [0, 1] (or uint8 in [0, 255] for the input).
 """
@@ -27,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nst_lightning.models.conditional import ConditionalInstanceNorm2d
-from nst_lightning.models.timm_unet import InstanceNormAct
+from nst_lightning.image import fit_size, to_float
+from nst_lightning.models.base import norm_layers, normalize_with
 
 Span = tuple[int, int]  # [start, stop) along one axis
 
@@ -110,19 +109,8 @@ class TileLayout:
                 yield (y0, y1, x0, x1), wy.view(-1, 1) * wx.view(1, -1)
 
 
-def norm_layers(module: nn.Module) -> list[nn.Module]:
-    """The layers that normalise each image by its own statistics (instance norm without running stats)."""
-    layers = []
-    for m in module.modules():
-        if isinstance(m, (InstanceNormAct, ConditionalInstanceNorm2d)) or (
-            isinstance(m, nn.InstanceNorm2d) and not (m.track_running_stats and not m.training)
-        ):
-            layers.append(m)
-    return layers
-
-
 class GlobalNormStats:
-    """Per-channel statistics of every instance-norm layer of ``module``, recorded once and then imposed.
+    """Per-channel statistics of every per-image norm layer of ``module``, recorded once and then imposed.
 
     ``with stats.record(): module(small_image)`` stores each layer's input mean and variance (C values each);
     ``with stats.apply(): module(tile)`` normalises every tile with them instead of the tile's own.
@@ -152,24 +140,10 @@ class GlobalNormStats:
             raise RuntimeError(f"{len(missing)} instance-norm layers have no recorded statistics")
 
         def hook(layer: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
-            return self._normalize(layer, args[0])
+            return normalize_with(layer, args[0], *self.stats[layer])
 
         with _hooks(self.layers, hook=hook):
             yield
-
-    def _normalize(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        mean, var = self.stats[layer]
-        shape = (1, -1, 1, 1)
-        scale = torch.rsqrt(var + layer.eps).view(shape)
-        y = (x.float() - mean.view(shape)) * scale
-        if isinstance(layer, ConditionalInstanceNorm2d):  # the style's scale and shift (recorded in its own style)
-            return layer.modulate(y.to(x.dtype))
-        if layer.weight is not None:
-            y = y * layer.weight.float().view(shape) + layer.bias.float().view(shape)
-        y = y.to(x.dtype)
-        if isinstance(layer, InstanceNormAct):
-            y = layer.act(layer.drop(y))
-        return y
 
 
 @contextmanager
@@ -183,24 +157,15 @@ def _hooks(layers: list[nn.Module], pre_hook: Callable | None = None, hook: Call
             h.remove()
 
 
-def _fit(height: int, width: int, long_side: int) -> tuple[int, int]:
-    scale = min(1.0, long_side / max(height, width))
-    return max(1, round(height * scale)), max(1, round(width * scale))
-
-
-def as_float(x: torch.Tensor) -> torch.Tensor:
-    """uint8 in [0, 255] → float32 in [0, 1]; float tensors as float32."""
-    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
-
-
 def downscale(image: torch.Tensor, long_side: int) -> torch.Tensor:
     """1×3×H×W (uint8 or float) → float 1×3×h×w with max(h, w) ≤ ``long_side`` (antialiased bilinear)."""
-    size = _fit(*image.shape[-2:], long_side)
+    height, width = image.shape[-2:]
+    size = fit_size(width, height, long_side)[::-1]
     if tuple(image.shape[-2:]) == size:
-        return as_float(image)
+        return to_float(image)
     if image.dtype == torch.uint8:  # antialiased uint8 resize needs no float copy of the whole image
         small = F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False)
-        return as_float(small)
+        return to_float(small)
     return F.interpolate(image.float(), size=size, mode="bilinear", antialias=True, align_corners=False)
 
 
@@ -239,7 +204,7 @@ def stylize_tiled(
     out = torch.zeros(1, 3, height, width)
     with norm_stats.apply() if norm_stats else _nothing():
         for (y0, y1, x0, x1), weight in layout.tiles():
-            content = as_float(image[..., y0:y1, x0:x1])
+            content = to_float(image[..., y0:y1, x0:x1])
             styled = run(content).float().cpu()
             if post is not None:
                 styled = post(styled, content)
