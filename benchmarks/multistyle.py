@@ -31,6 +31,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from omegaconf import OmegaConf
 
 from nst_lightning.cli.multistyle import style_entry
 from nst_lightning.cli.presets import preset_style
@@ -69,12 +70,14 @@ def steps_to_reach(points: list[tuple[int, float]], target: float) -> float | No
 
 
 def loss_layers(name: str) -> LossConfig:
-    """The layers of ``conf/loss/<name>.yaml`` (each style brings its own weights)."""
-    from omegaconf import OmegaConf
+    """The layers of ``conf/loss/<name>.yaml``, composed as the training config composes it (each style
+    brings its own weights)."""
+    from hydra import compose, initialize_config_dir
 
     from nst_lightning.config import config_dir
 
-    structure = OmegaConf.to_container(OmegaConf.load(Path(config_dir()) / "loss" / f"{name}.yaml"))
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        structure = OmegaConf.to_container(compose("train", overrides=[f"loss={name}"]).loss, resolve=True)
     return LossConfig.from_dict({**LossConfig().to_dict(), **structure}, f"conf/loss/{name}.yaml")
 
 
