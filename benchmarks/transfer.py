@@ -38,6 +38,7 @@ from nst_lightning.cli.presets import preset_style, style_image_path
 from nst_lightning.data.datamodule import FolderDataModule
 from nst_lightning.inference import load_model, resolve_checkpoint
 from nst_lightning.losses.config import LossConfig
+from nst_lightning.training.callbacks import BatchNormReestimation
 from nst_lightning.training.module import StyleTransferModule
 
 warnings.filterwarnings("ignore", message=r".*(module\(s\) in eval mode|does not have many workers|LeafSpec).*")
@@ -96,7 +97,8 @@ def train_run(
     trainer = L.Trainer(
         accelerator=p["accelerator"], devices=1, precision=p["precision"], max_steps=p["steps"], max_epochs=-1,
         val_check_interval=p["val_every"], check_val_every_n_epoch=None, num_sanity_val_steps=0, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[curve],
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[curve, BatchNormReestimation()],
     )  # fmt: skip
     t0 = time.perf_counter()
     trainer.validate(module, datamodule=data, verbose=False)  # step 0

@@ -20,6 +20,8 @@ _API = {
     "stylize": "nst_lightning.inference",
     "pretrained_models": "nst_lightning.inference",
     "export_model": "nst_lightning.inference",
+    "load_zeroshot": "nst_lightning.inference.zeroshot",
+    "stylize_video": "nst_lightning.inference.video",
     "create_model": "nst_lightning.models",
     "list_models": "nst_lightning.models",
     "PerceptualLoss": "nst_lightning.losses.perceptual",
@@ -37,15 +39,19 @@ __all__ = [
     "list_models",
     "load_model",
     "load_runtime",
+    "load_zeroshot",
     "pretrained_models",
     "set_style_targets",
     "stylize",
+    "stylize_video",
 ]
 
 if TYPE_CHECKING:
     from nst_lightning.errors import NSTError
     from nst_lightning.export.runtime import load_runtime
     from nst_lightning.inference import export_model, load_model, pretrained_models, stylize
+    from nst_lightning.inference.video import stylize_video
+    from nst_lightning.inference.zeroshot import load_zeroshot
     from nst_lightning.losses.config import LossConfig
     from nst_lightning.losses.perceptual import PerceptualLoss
     from nst_lightning.models import create_model, list_models

@@ -3,7 +3,12 @@ resolvers they use (registered on import: everything that composes ``conf/`` imp
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from nst_lightning.data.sample import data_dir_from_env, data_or_sample
 
 
 def config_dir() -> str:
@@ -11,18 +16,12 @@ def config_dir() -> str:
     repo_conf = Path(__file__).resolve().parent.parent / "conf"
     if (repo_conf / "train.yaml").exists():
         return str(repo_conf)
-    from importlib.resources import files
-
     return str(files("nst_lightning.conf"))
 
 
 def register_resolvers() -> None:
     """``${nst.data_dir:DEFAULT}``: ``$NST_DATA_DIR`` or DEFAULT, absolute; ``${nst.data_or_sample:PATH,REL}``:
     PATH, or the embedded sample's REL when PATH holds no data (``experiment=quick``)."""
-    from omegaconf import OmegaConf
-
-    from nst_lightning.data.sample import data_dir_from_env, data_or_sample
-
     if not OmegaConf.has_resolver("nst.data_dir"):
         OmegaConf.register_new_resolver("nst.data_dir", data_dir_from_env)
     if not OmegaConf.has_resolver("nst.data_or_sample"):

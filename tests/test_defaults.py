@@ -14,9 +14,11 @@ from nst_lightning.cli.presets import group_options, load_option
 from nst_lightning.config import config_dir
 from nst_lightning.data.datamodule import CocoDataModule, FolderDataModule
 from nst_lightning.evaluation.evaluate import EvalSettings
+from nst_lightning.inference import stylize_paths
 from nst_lightning.losses.config import LossConfig
 from nst_lightning.models.johnson import JohnsonNet
-from nst_lightning.training.callbacks import StylizedGridCallback
+from nst_lightning.serve.settings import CacheSettings, ServeSettings
+from nst_lightning.training.callbacks import NetworkEMA, StylizedGridCallback
 from nst_lightning.training.hparams import ModelGroup, OptimGroup, RuntimeGroup, StyleGroup, TransferGroup
 
 CONF = Path(config_dir())
@@ -57,8 +59,9 @@ def _fields(table) -> dict:
     return {f.name: getattr(table, f.name) for f in dataclasses.fields(table)}
 
 
-def _signature_defaults(cls) -> dict:
-    params = inspect.signature(cls.__init__).parameters.values()
+def _signature_defaults(target) -> dict:
+    """The keyword defaults of a class's constructor or of a function."""
+    params = inspect.signature(target.__init__ if inspect.isclass(target) else target).parameters.values()
     return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
 
 
@@ -110,7 +113,23 @@ def test_evaluation_and_baseline_settings_are_their_yaml():
 
 
 def test_ema_callback_defaults_are_the_ema_yaml():
-    from nst_lightning.training.callbacks import NetworkEMA
-
+    """The decay has no Python default: the YAML's null means no callback, any callback is given its decay."""
     ema = _plain(_compose("train", ["paths.output_dir=out"]).ema)
-    assert not _same({k: v for k, v in _signature_defaults(NetworkEMA).items() if k != "decay"}, ema)
+    assert ema["decay"] is None and "decay" not in _signature_defaults(NetworkEMA)
+    assert not _same(_signature_defaults(NetworkEMA), ema)
+
+
+def test_service_settings_are_the_serve_yaml_and_its_cache_options():
+    serve = _plain(_compose("serve"))
+    cache = serve.pop("cache")
+    assert not _same({k: v for k, v in _fields(ServeSettings()).items() if k != "cache"}, serve)
+    assert not _same({k: v for k, v in _fields(CacheSettings()).items() if k in cache}, cache)  # memory, the default
+    redis = _plain(_compose("serve", ["cache=redis"]).cache)
+    assert CacheSettings().ttl_s == redis["ttl_s"]
+
+
+def test_stylize_defaults_are_the_stylize_yaml():
+    """The library's stylize_paths and stylize.py agree (device: None and auto both choose for you)."""
+    yaml = _plain(_compose("stylize"))
+    python = {k: v for k, v in _signature_defaults(stylize_paths).items() if k not in ("device", "progress")}
+    assert not _same(python, yaml)

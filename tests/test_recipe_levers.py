@@ -1,8 +1,12 @@
 """Recipe levers (docs/quality.md): decoder upsampling, padding, crops that are never upscaled, a learning-rate schedule
 over the time budget, an EMA of the weights, and torch.compile's mode."""
 
+import math
 import random
+from types import SimpleNamespace
 
+import lightning as L
+import lightning.pytorch.callbacks.timer as lightning_timer
 import pytest
 import torch
 
@@ -118,23 +122,44 @@ def _last_lr(ckpt_path) -> float:
     return torch.load(ckpt_path, map_location="cpu", weights_only=True)["lr_schedulers"][0]["_last_lr"][0]
 
 
+class _StepClock(L.Callback):
+    """The clock Lightning's Timer reads in this test: every training step costs one second, whatever the
+    machine's load, so a ``max_time`` of N seconds is N steps and the schedule's values are exact."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = 0.0
+        monkeypatch.setattr(lightning_timer, "time", SimpleNamespace(monotonic=lambda: self.now))
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.now += 1.0
+
+
+def _cosine(progress: float, lr: float = 1e-3) -> float:
+    return lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 @pytest.mark.slow
-def test_cosine_time_decays_over_max_time_and_resumes_its_clock(tmp_path, image_dir, style_path):
+def test_cosine_time_decays_over_max_time_and_resumes_its_clock(tmp_path, image_dir, style_path, monkeypatch):
     over = ["optim.lr_schedule=cosine_time", "optim.min_lr_ratio=0.0", "trainer.max_steps=100000",
-            "++trainer.max_time=00:00:00:08", "trainer.val_check_interval=1000", "data.val_count=0",
+            "++trainer.max_time=00:00:00:04", "trainer.val_check_interval=1000", "data.val_count=0",
             "callbacks.grid.every_n_steps=0"]  # fmt: skip
-    first = train(tiny_train_cfg(tmp_path / "a", image_dir, style_path, over))
-    assert first["global_step"] >= 2
-    # stopped by max_time, the run reached the end of its schedule (a step-based cosine would not have)
-    assert _last_lr(first["last_ckpt"]) < 0.05e-3
-    # resumed with a doubled budget, the clock goes on from the 8 s already spent (saved by Lightning's Timer):
-    # after the first resumed step the schedule is past its middle (lr <= 0.5e-3); a restarted clock would give
-    # a rate near 1e-3 there
+    first_lr = _LR()
+    first = train(tiny_train_cfg(tmp_path / "a", image_dir, style_path, over),
+                  extra_callbacks=[_StepClock(monkeypatch), first_lr])  # fmt: skip
+    # stopped by max_time (4 s: 4 steps of the step clock), the run reached the end of its schedule; a step-based
+    # cosine over max_steps would have stayed near 1e-3
+    assert first["global_step"] == 4
+    assert first_lr.values == pytest.approx([_cosine(s / 4) for s in (1, 2, 3, 4)], abs=1e-12)
+    assert _last_lr(first["last_ckpt"]) == pytest.approx(0.0, abs=1e-12)
+    # resumed with a doubled budget, the clock goes on from the 4 s already spent (saved by Lightning's Timer):
+    # the first resumed step is at 5 s of 8 (a restarted clock would give 1 s of 8: a rate near 1e-3)
     resumed = _LR()
-    over2 = [*over[:3], "++trainer.max_time=00:00:00:16", *over[4:], f"ckpt_path={first['last_ckpt']}"]
-    result = train(tiny_train_cfg(tmp_path / "b", image_dir, style_path, over2), extra_callbacks=[resumed])
-    assert resumed.values and resumed.values[0] < 0.55e-3
-    assert _last_lr(result["last_ckpt"]) < 0.05e-3
+    over2 = [*over[:3], "++trainer.max_time=00:00:00:08", *over[4:], f"ckpt_path={first['last_ckpt']}"]
+    result = train(tiny_train_cfg(tmp_path / "b", image_dir, style_path, over2),
+                   extra_callbacks=[_StepClock(monkeypatch), resumed])  # fmt: skip
+    assert result["global_step"] == 8
+    assert resumed.values == pytest.approx([_cosine(s / 8) for s in (5, 6, 7, 8)], abs=1e-12)
+    assert _last_lr(result["last_ckpt"]) == pytest.approx(0.0, abs=1e-12)
 
 
 # -- exponential moving average of the weights -----------------------------------------------------------

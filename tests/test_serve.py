@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from nst_lightning.errors import NSTError
-from nst_lightning.inference import pretrained_models
+from nst_lightning.inference import pretrained_models, stylize_paths
 from nst_lightning.serve import CacheSettings, ServeSettings, create_app
 from nst_lightning.serve.cache import DiskCache, MemoryLRU
 from nst_lightning.serve.models import StyleModel, load_styles, stylize_image
@@ -133,7 +133,6 @@ BAD_INPUTS = {
     "too large (by header)": (lambda: np.random.default_rng(0).bytes(600_000), "image/png", {}, 413, "larger than"),
     "too large (by body)": (lambda: np.random.default_rng(0).bytes(530_000), "image/png", {}, 413, "larger than"),
     "too many pixels": (lambda: encode(Image.new("L", (2000, 1001))), "image/png", {}, 413, "pixels"),
-    "too small": (lambda: photo_bytes(8, 8), "image/png", {}, 422, "at least 16"),
     "unknown style": (photo_bytes, "image/png", {"style": "van_gogh_ii"}, 422, "unknown style"),
     "strength above 1": (photo_bytes, "image/png", {"strength": "1.5"}, 422, "strength"),
     "strength not a number": (photo_bytes, "image/png", {"strength": "strong"}, 422, "strength"),
@@ -162,16 +161,43 @@ def test_missing_image_field_and_missing_length(server: httpx.Client) -> None:
     assert metric(server, "nst_errors_total") >= 2
 
 
-def test_alpha_and_16_bit_inputs(server: httpx.Client) -> None:
+def _rgba_photo() -> Image.Image:
     rgba = synthetic_photo(64, 64, seed=5).convert("RGBA")
     alpha = np.zeros((64, 64), np.uint8)
     alpha[:, 32:] = 255
     rgba.putalpha(Image.fromarray(alpha))
-    out = Image.open(io.BytesIO(post(server, encode(rgba)).content))
+    return rgba
+
+
+def _deep_ramp() -> Image.Image:
+    """A 16-bit greyscale ramp over the whole 0..65535 range."""
+    return Image.fromarray((np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16))
+
+
+UPLOADS = {"rgba png": _rgba_photo, "16-bit png": _deep_ramp, "10x10": lambda: synthetic_photo(10, 10, seed=6)}
+
+
+@pytest.mark.parametrize("case", list(UPLOADS))
+def test_an_upload_gives_the_pixels_of_stylize_py_on_the_same_file(server: httpx.Client, tmp_path, case) -> None:
+    """The service decodes, pads and keeps alpha as the library does: byte for byte the image that the stylize
+    command (stylize_paths) writes for the same PNG file."""
+    src = tmp_path / "in.png"
+    UPLOADS[case]().save(src)
+    response = post(server, src.read_bytes())
+    assert response.status_code == 200, response.text
+    served = Image.open(io.BytesIO(response.content))
+    report = stylize_paths(STYLE, src, tmp_path / "out.png", device="cpu")
+    written = Image.open(report.written[0])
+    assert served.mode == written.mode and served.size == written.size == Image.open(src).size
+    assert np.array_equal(np.asarray(served), np.asarray(written))
+
+
+def test_alpha_and_16_bit_inputs(server: httpx.Client) -> None:
+    out = Image.open(io.BytesIO(post(server, encode(_rgba_photo())).content))
     assert out.mode == "RGBA"
+    alpha = np.asarray(_rgba_photo().getchannel("A"))
     assert np.array_equal(np.asarray(out.getchannel("A"))[:, [0, 63]], alpha[:, [0, 63]])
-    ramp = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
-    deep = post(server, encode(Image.fromarray(ramp)))
+    deep = post(server, encode(_deep_ramp()))
     assert deep.status_code == 200
     grey = np.asarray(Image.open(io.BytesIO(deep.content)).convert("L"), dtype=float)
     assert grey.std() > 10  # a scaled ramp, not a picture clipped to flat white
@@ -239,6 +265,24 @@ def test_settings_errors_speak_to_the_user(tmp_path: Path) -> None:
         load_styles(None, None, "tensorrt", "cpu", 32)
     with pytest.raises(NSTError, match="no shipped model"):
         load_styles(["van_gogh_ii"], None, "eager", "cpu", 32)
+    with pytest.raises(NSTError, match="unknown runtime 'tensorrt'"):
+        ServeSettings(runtime="tensorrt")
+    with pytest.raises(NSTError, match="tile_size"):
+        ServeSettings(tile_size=8)
+    assert ServeSettings(runtime="ort").runtime == "ort"  # the library's aliases
+
+
+def test_tile_size_is_a_setting(styles: dict[str, StyleModel]) -> None:
+    """A 96×72 photo in tiles of 64 px is another image than in one piece (and the cache key tells them apart)."""
+    data = photo_bytes(96, 72, seed=7)
+    results = []
+    for tile_size in (None, 64):
+        settings = ServeSettings(runtime="eager", **LIMITS, tile_size=tile_size, cache=CacheSettings("none"))
+        with running_in_thread(create_app(settings, styles)) as url, httpx.Client(base_url=url, timeout=60) as c:
+            response = post(c, data)
+            assert response.status_code == 200, response.text
+            results.append(np.asarray(Image.open(io.BytesIO(response.content)), dtype=float))
+    assert results[0].shape == results[1].shape and np.abs(results[0] - results[1]).max() > 1
 
 
 def test_memory_lru_is_bounded_in_bytes() -> None:

@@ -2,6 +2,7 @@
 
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -14,6 +15,7 @@ from nst_lightning.errors import NSTError
 from nst_lightning.inference import export_model, load_model
 from nst_lightning.losses.vgg import VGG19Features
 from nst_lightning.models import create_model
+from nst_lightning.training.callbacks import BatchNormReestimation
 from nst_lightning.transfer import (
     Teacher,
     distill_terms,
@@ -193,6 +195,27 @@ def test_batchnorm_statistics_are_reestimated_on_the_training_photos(timm_weight
     assert net.encoder.bn1.momentum == 0.1  # restored after the cumulative average
     frozen_bn = next(m for m in net.encoder.blocks.modules() if isinstance(m, torch.nn.BatchNorm2d))
     assert torch.equal(frozen_bn.running_mean, saved["blocks.0.0.bn1.running_mean"])
+
+
+def test_batchnorm_reestimation_runs_for_a_fresh_pretrained_batch_mode_network_only():
+    """The callback re-estimates before a fresh run's first step; a resume, init_from, bn_mode=frozen or random
+    weights keep the statistics they have."""
+    photos = torch.rand(4, 3, 8, 8) + 5.0  # far from the layer's initial mean of 0
+
+    def run(kwargs: dict, ckpt_path: str | None = None, init_from: str | None = None) -> torch.Tensor:
+        net = torch.nn.Sequential(torch.nn.BatchNorm2d(3)).train()
+        module = SimpleNamespace(net=net, model_group=SimpleNamespace(kwargs=kwargs),
+                                 transfer_group=SimpleNamespace(init_from=init_from))  # fmt: skip
+        trainer = SimpleNamespace(ckpt_path=ckpt_path, train_dataloader=[photos])
+        BatchNormReestimation().on_train_start(trainer, module)
+        return net[0].running_mean
+
+    pretrained = {"bn_mode": "batch", "pretrained": True}
+    torch.testing.assert_close(run(pretrained), photos.mean(dim=(0, 2, 3)))
+    torch.testing.assert_close(run({"bn_mode": "batch", "weights_file": "w.pth"}), photos.mean(dim=(0, 2, 3)))
+    for kept in (run(pretrained, ckpt_path="last.ckpt"), run(pretrained, init_from="starry_night"),
+                 run({"bn_mode": "frozen", "pretrained": True}), run({"bn_mode": "batch"})):  # fmt: skip
+        assert torch.equal(kept, torch.zeros(3))
 
 
 # -- distillation --------------------------------------------------------------------------------------------

@@ -134,17 +134,28 @@ def documented_keys(path: Path, prefix: str = "") -> list[tuple[str, str, str]]:
     return rows
 
 
-def _defaults(path: Path) -> list[tuple[str, str]]:
-    """``(group, option)`` pairs of a config's defaults list (``_self_`` and Hydra's own groups left out)."""
-    pairs, inside = [], False
+def _defaults_entries(path: Path) -> list[str]:
+    """The entries of a config's defaults list as written (``group: option``, ``_base``, ``_self_``), comments
+    left out."""
+    entries, inside = [], False
     for line in path.read_text().splitlines():
         if line.startswith("defaults:"):
             inside = True
             continue
         if inside and not line.startswith((" ", "-")):
             break
-        m = re.match(r"^\s*-\s*(?P<group>[\w/]+)\s*:\s*(?P<option>[\w.]+)", line)
-        if inside and m and not m["group"].startswith(("override", "hydra")):
+        m = re.match(r"^\s*-\s*(?P<entry>[^#]*?)\s*(#.*)?$", line)
+        if inside and m:
+            entries.append(m["entry"])
+    return entries
+
+
+def _defaults(path: Path) -> list[tuple[str, str]]:
+    """``(group, option)`` pairs of a config's defaults list (``_self_`` and Hydra's own groups left out)."""
+    pairs = []
+    for entry in _defaults_entries(path):
+        m = re.match(r"(?P<group>[\w/]+)\s*:\s*(?P<option>[\w.]+)", entry)
+        if m and not m["group"].startswith(("override", "hydra")):
             pairs.append((m["group"], m["option"]))
     return pairs
 
@@ -163,17 +174,7 @@ def option_keys(group_dir: Path, option: str) -> list[tuple[str, str, str]]:
 
 def _bases(path: Path) -> list[str]:
     """The same-group configs a group option's defaults list names (``- _base``), ``_self_`` left out."""
-    names, inside = [], False
-    for line in path.read_text().splitlines():
-        if line.startswith("defaults:"):
-            inside = True
-            continue
-        if inside and not line.startswith((" ", "-")):
-            break
-        m = re.match(r"^\s*-\s*(?P<name>[\w.]+)\s*$", line)
-        if inside and m and m["name"] != "_self_":
-            names.append(m["name"])
-    return names
+    return [e for e in _defaults_entries(path) if re.fullmatch(r"[\w.]+", e) and e != "_self_"]
 
 
 def app_help(name: str, summary: str) -> str:

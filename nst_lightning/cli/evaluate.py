@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     A multi-style checkpoint is evaluated in each of its styles (into ``output_dir/<style>/``; returns
     ``{style: report}``), or in the one named by ``style=NAME``.
     """
+    if cfg.zeroshot:
+        return run_zeroshot(cfg)
     if not cfg.ckpt:
         raise NSTError("no checkpoint given: use ckpt=PATH (or the name of a shipped model, e.g. starry_night)")
     device = resolve_device(cfg.device)
@@ -63,6 +66,36 @@ def _run_one(cfg: DictConfig, loaded: LoadedModel, device: torch.device, out_dir
     log.info("network beats L-BFGS at %s; L-BFGS iterations matched (median) %s; wrote %s",
              s["network_beats_lbfgs_at"], s["lbfgs_iterations_matched_median"], out_dir / "report.json")  # fmt: skip
     return report
+
+
+def run_zeroshot(cfg: DictConfig) -> dict[str, Any]:
+    """Score the zero-shot model on every painting of ``style_dir`` (or ``style_image``) with the loss of
+    ``conf/loss/default.yaml`` and the weights of the ``custom`` style preset."""
+    from omegaconf import OmegaConf
+
+    from nst_lightning.cli.presets import preset_style
+    from nst_lightning.config import config_dir
+    from nst_lightning.evaluation.zeroshot import evaluate_zeroshot
+    from nst_lightning.losses.config import loss_config
+
+    device = resolve_device(cfg.device)
+    paintings = [Path(cfg.style_image)] if cfg.style_image else eval_images(cfg.style_dir)
+    preset = preset_style("custom", cfg.paths.data_dir)
+    structure = OmegaConf.to_container(OmegaConf.load(Path(config_dir()) / "loss" / "default.yaml"))
+    loss_cfg = loss_config(structure, preset, "conf/loss/default.yaml + conf/style/custom.yaml")
+    settings = EvalSettings(
+        size=int(cfg.size), lbfgs_iterations=list(cfg.lbfgs_iterations), lbfgs_precision=cfg.lbfgs_precision,
+        max_images=cfg.max_images, grid_cell=int(cfg.grid_cell),
+    )  # fmt: skip
+    images = eval_images(cfg.eval_dir, settings.max_images)
+    out_dir = Path(cfg.output_dir)
+    result = evaluate_zeroshot(paintings, loss_cfg, cfg.style_size or preset.get("size"), images, settings,
+                               device, out_dir, method=cfg.zeroshot, cache_dir=cfg.paths.cache_dir)  # fmt: skip
+    for name, s in result["paintings"].items():
+        log.info("%s: zero-shot mean objective %.4g; L-BFGS %s", name, s["mean"]["network"]["objective"],
+                 {k: round(s["mean"][f"lbfgs@{k}"]["objective"], 4) for k in settings.lbfgs_iterations})  # fmt: skip
+    (out_dir / "zeroshot.json").write_text(json.dumps(result, indent=2))
+    return result
 
 
 main = hydra_app(

@@ -11,14 +11,14 @@ from omegaconf import DictConfig
 
 from nst_lightning.cli.app import hydra_app
 from nst_lightning.errors import NSTError
+from nst_lightning.export import FORMATS, SUFFIXES, check_parity, export, load_runtime
+from nst_lightning.inference import load_model
 
 log = logging.getLogger(__name__)
 
 
 def default_output(ckpt: str, fmt: str) -> Path:
     """``<ckpt stem><suffix>`` in the current folder (``starry_night`` → ``starry_night.onnx``)."""
-    from nst_lightning.export import SUFFIXES
-
     stem = Path(str(ckpt)).stem
     out = Path(stem + SUFFIXES[fmt])
     if fmt == "nst" and out.resolve() == Path(str(ckpt)).expanduser().resolve():
@@ -34,9 +34,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     Raises:
         NSTError: missing arguments, unknown format, failed export, or a difference above the tolerance.
     """
-    from nst_lightning.export import FORMATS, check_parity, export, load_runtime
-    from nst_lightning.inference import load_model
-
     if not cfg.ckpt:
         raise NSTError("no checkpoint given: use ckpt=PATH or a shipped model name (ckpt=starry_night)")
     fmt = str(cfg.format)

@@ -7,15 +7,14 @@ import logging
 from omegaconf import DictConfig, OmegaConf
 
 from nst_lightning.cli.app import hydra_app
+from nst_lightning.serve import ServeSettings, create_app
+from nst_lightning.serve.server import check_port, serve_forever
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> None:
     """Load the models once, then serve until interrupted (Ctrl-C or SIGTERM)."""
-    from nst_lightning.serve import ServeSettings, create_app
-    from nst_lightning.serve.server import check_port, serve_forever
-
     values: dict = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     log_level = str(values.pop("log_level"))
     settings = ServeSettings.from_mapping(values)

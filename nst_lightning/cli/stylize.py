@@ -1,4 +1,8 @@
-"""``python stylize.py ckpt=NAME_OR_PATH input=FILE_OR_FOLDER output=PATH``: stylize files with a trained network."""
+"""``python stylize.py ckpt=NAME_OR_PATH input=FILE_OR_FOLDER output=PATH``: stylize files with a trained network.
+
+``style_image=PAINTING`` instead of ``ckpt=`` stylizes with any painting (zero-shot); a video ``input``
+(``clip.mp4``) is stylized frame by frame into a video ``output``.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from nst_lightning.cli.app import hydra_app
 from nst_lightning.errors import NSTError
 from nst_lightning.inference import choose_style, prepare_model, stylize_paths
+from nst_lightning.inference.video import is_video
 
 log = logging.getLogger(__name__)
 
@@ -28,17 +33,17 @@ def run(cfg: DictConfig) -> list[Path]:
     Images that cannot be read (or are too large) in a folder are reported and skipped; the others are still
     written, and the command then fails with the list of skipped files.
     """
-    if not cfg.ckpt:
-        raise NSTError("no checkpoint given: use ckpt=PATH")
     if not cfg.input:
         raise NSTError("no input given: use input=FILE_OR_FOLDER")
-    model = cfg.ckpt
+    model = _model(cfg)
     style, mix = chosen_style(cfg.get("style")), cfg.get("style_mix")
     if style is not None or mix:  # a multi-style network: the style is chosen once, for every image
         mix = OmegaConf.to_container(mix) if OmegaConf.is_config(mix) else mix
         if mix is not None and not isinstance(mix, dict):
             raise NSTError(f"style_mix must be a mapping {{NAME: WEIGHT, ...}}, got {mix!r}")
-        model = choose_style(prepare_model(cfg.ckpt, cfg.get("device")), style, mix)
+        model = choose_style(prepare_model(model, cfg.get("device")), style, mix)
+    if is_video(cfg.input):
+        return [_video(cfg, model)]
     report = stylize_paths(
         model,
         cfg.input,
@@ -56,6 +61,40 @@ def run(cfg: DictConfig) -> list[Path]:
     if not report.ok:
         raise NSTError(report.summary())
     return report.written
+
+
+def _model(cfg: DictConfig):
+    """The checkpoint (``ckpt=``) or the zero-shot model with the painting ``style_image=``."""
+    if cfg.style_image:
+        if cfg.ckpt:
+            raise NSTError("give either ckpt= (a trained network) or style_image= (zero-shot), not both")
+        from nst_lightning.inference import resolve_device
+        from nst_lightning.inference.zeroshot import load_zeroshot
+
+        device = str(resolve_device(cfg.device))
+        return load_zeroshot(Path(cfg.style_image), method=cfg.zeroshot_method, device=device)
+    if not cfg.ckpt:
+        raise NSTError("no model given: use ckpt=NAME_OR_PATH (a trained network) or style_image=PAINTING (zero-shot)")
+    return cfg.ckpt
+
+
+def _video(cfg: DictConfig, model) -> Path:
+    """Stylize the video ``cfg.input`` into ``cfg.output`` (a video file) with the image options of ``cfg``."""
+    from nst_lightning.inference import prepare_model, stylize
+    from nst_lightning.inference.video import stylize_video
+
+    runner = prepare_model(model, cfg.device)
+    options = {k: cfg[k] for k in ("strength", "preserve_color", "max_size", "tile_size", "tile_overlap")}
+    output = Path(cfg.output)
+    if not is_video(output):
+        output = output / Path(cfg.input).name if not output.suffix else output
+    report = stylize_video(
+        cfg.input, output, lambda frame: stylize(frame, runner, **options),
+        consistency=cfg.consistency, temporal_weight=cfg.temporal_weight,
+    )  # fmt: skip
+    log.info("wrote %s: %d frames at %s fps (audio %s) in %.1f s (%.2f s/frame)", output, report.frames,
+             report.rate, "copied" if report.audio else "none", report.seconds, report.seconds_per_frame)  # fmt: skip
+    return output
 
 
 main = hydra_app(

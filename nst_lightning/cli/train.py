@@ -17,7 +17,7 @@ from nst_lightning.cli.app import hydra_app
 from nst_lightning.cli.multistyle import build_multistyle_module, is_multistyle
 from nst_lightning.cli.presets import config_loss, style_image_path
 from nst_lightning.training import fault
-from nst_lightning.training.callbacks import ema_callbacks
+from nst_lightning.training.callbacks import BatchNormReestimation, ema_callbacks
 from nst_lightning.training.module import StyleTransferModule
 from nst_lightning.training.precision import PrecisionChoice, resolve_precision
 
@@ -85,7 +85,8 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
     datamodule = hydra.utils.instantiate(cfg.data)
     module = build_multistyle_module(cfg, build_module) if is_multistyle(cfg) else build_module(cfg, str(style_path))
     loggers = _instantiate_all(cfg, "logger")
-    callbacks = _instantiate_all(cfg, "callbacks") + ema_callbacks(cfg.ema) + list(extra_callbacks or [])
+    callbacks = [*_instantiate_all(cfg, "callbacks"), *ema_callbacks(cfg.ema), BatchNormReestimation(),
+                 *(extra_callbacks or [])]  # fmt: skip
     # Atomic checkpoint writes (and the SLURM environment): nst_lightning.training.fault.trainer_plugins.
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=fault.trainer_plugins()

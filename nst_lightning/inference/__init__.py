@@ -4,6 +4,8 @@
 * :mod:`.stylize`: the one inference core (``stylize``, ``prepare_model``, the options and their defaults).
 * :mod:`.tiling`: overlapping tiles with whole-image instance-norm statistics.
 * :mod:`.files`: image files and folder trees (``stylize_file``, ``stylize_paths``).
+* :mod:`.zeroshot`: any painting without training (``load_zeroshot``; ``stylize(image, style_image=...)``).
+* :mod:`.video`: videos, streamed, with temporal consistency and a flicker metric (``stylize_video``).
 """
 
 from nst_lightning.inference.checkpoint import (

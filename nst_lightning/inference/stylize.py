@@ -199,7 +199,10 @@ def _run(content: torch.Tensor, runner: Stylizer, opts: _Options) -> torch.Tenso
     if opts.tile_size is None or max(height, width) <= opts.tile_size:
         x = to_float(content.to(runner.device))
         return opts.post(runner(x), x).clamp_(0, 1)
-    stats = GlobalNormStats(runner.module) if runner.module is not None else None
+    stats = None
+    if runner.module is not None:  # a network with statistics other than norm layers' provides them itself
+        own = getattr(runner.module, "tile_statistics", None)
+        stats = own() if callable(own) else GlobalNormStats(runner.module)
     if runner.module is None:
         log.warning(
             "tiling with a model that is not an eager nn.Module: its instance-norm layers (if any) cannot be given "
@@ -247,8 +250,9 @@ def _stylize_tensor(image: torch.Tensor, runner: Stylizer, opts: _Options) -> to
 @torch.inference_mode()
 def stylize(
     image: Image.Image | torch.Tensor,
-    model: ModelLike,
+    model: ModelLike | None = None,
     *,
+    style_image: str | Path | Image.Image | torch.Tensor | None = None,
     strength: float = 1.0,
     preserve_color: bool = False,
     max_size: int | None = None,
@@ -266,6 +270,8 @@ def stylize(
             RGBA when it had transparency; or a float tensor 3×H×W / B×3×H×W in [0, 1] → the same shape (smaller
             with ``max_size``), float32, on the input's device.
         model: see :func:`prepare_model` (LoadedModel, nn.Module, callable, path or shipped-model name).
+        style_image: instead of ``model``, any painting (path, PIL, 3×H×W tensor): zero-shot style transfer
+            with the shipped decoders (:mod:`nst_lightning.inference.zeroshot`).
         strength: 1 = the network's output, 0 = the content unchanged; values in between blend linearly.
         preserve_color: keep the content's colours (the stylized luminance with the content's chroma).
         max_size: shrink so that the longest side is at most this many pixels (never enlarges); ``None``: as is.
@@ -289,6 +295,14 @@ def stylize(
     if tile_stats_size is not None and not (_is_int(tile_stats_size) and tile_stats_size >= 1):
         raise NSTError(f"tile_stats_size must be a positive number of pixels, got {tile_stats_size!r}")
     opts = _Options(float(strength), bool(preserve_color), max_size, tile_size, tile_overlap, tile_stats_size)
+    if style_image is not None:
+        if model is not None:
+            raise NSTError("give either a model or a style_image (zero-shot), not both")
+        from nst_lightning.inference.zeroshot import load_zeroshot
+
+        model = load_zeroshot(style_image, device=str(resolve_device(None if device is None else str(device))))
+    if model is None:
+        raise NSTError("no model given: pass a model (checkpoint, shipped name, network) or style_image=PAINTING")
     runner = choose_style(prepare_model(model, device), style, style_mix)
     if isinstance(image, Image.Image):
         return _stylize_pil(image, runner, opts)

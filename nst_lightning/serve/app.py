@@ -39,6 +39,7 @@ from nst_lightning.serve.uploads import (
     parse_options,
     parse_style_mix,
 )
+from nst_lightning.serve.zeroshot import ARBITRARY_STYLES, add_zeroshot_routes
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
@@ -85,31 +86,28 @@ class ModelGate:
         return await asyncio.wrap_future(future)
 
 
-def encode(image: Image.Image, alpha: Image.Image | None, fmt: str) -> bytes:
-    """PIL image → PNG (alpha put back when the upload had one) or JPEG bytes."""
+def encode(image: Image.Image, fmt: str) -> bytes:
+    """RGB or RGBA PIL image → PNG (alpha kept) or JPEG (alpha dropped) bytes."""
     buf = io.BytesIO()
     if fmt == "png":
-        if alpha is not None:
-            image = image.copy()
-            image.putalpha(alpha.resize(image.size, Image.Resampling.BILINEAR))
         image.save(buf, format="PNG", compress_level=4)
     else:
-        image.save(buf, format="JPEG", quality=90)
+        image.convert("RGB").save(buf, format="JPEG", quality=90)
     return buf.getvalue()
 
 
 def compute(
-    model: StyleModel, data: bytes, options: Options, max_pixels: int, style_mix: dict[str, float] | None = None
+    model: StyleModel, data: bytes, options: Options, settings: ServeSettings, style_mix: dict[str, float] | None = None
 ) -> bytes:
     """Decode, stylize and encode one upload (runs in a model worker thread)."""
-    decoded = decode_image(data, max_pixels, options.max_size)
+    image = decode_image(data, settings.max_pixels)
     try:
         style = None if style_mix else model.style
-        out = stylize_image(model.runner, decoded.rgb, options.strength, options.preserve_color, options.max_size,
-                            style=style, style_mix=style_mix)  # fmt: skip
+        out = stylize_image(model.runner, image, options.strength, options.preserve_color, options.max_size,
+                            settings.tile_size, style=style, style_mix=style_mix)  # fmt: skip
     except NSTError as exc:
         raise BadRequest(422, str(exc)) from None
-    return encode(out, decoded.alpha, options.format)
+    return encode(out, options.format)
 
 
 def _route(request: Request) -> str:
@@ -192,18 +190,18 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
 
     @app.get("/styles")
     async def list_styles() -> dict[str, Any]:
-        """Names and thumbnail URLs of the styles this service runs, and the network that serves each. A
-        multi-style network is listed under its own name (style 0, or any ``style_mix``) and once per style
-        (``<network>.<style>``); ``networks`` lists each multi-style network's styles."""
-        entries = []
+        """Names and thumbnail URLs of the styles this service runs, and the network that serves each (a
+        multi-style network is listed under its own name, for style 0 or any ``style_mix``, and once per style as
+        ``<network>.<style>``; ``networks`` lists each one's styles); ``arbitrary``: any painting, zero-shot."""
+        named = []
         for n in sorted(styles):
             m = styles[n]
             entry: dict[str, Any] = {"name": n, "thumbnail": f"/styles/{n}/thumbnail.jpg", "network": m.network or n}
             if m.network_styles:
                 entry.update(style=m.style, network_styles=m.network_styles)
-            entries.append(entry)
+            named.append(entry)
         networks = {m.network: m.network_styles for m in styles.values() if m.network_styles}
-        return {"styles": entries, "networks": networks}
+        return {"styles": named, "arbitrary": ARBITRARY_STYLES, "networks": networks}
 
     @app.get("/styles/{name}/thumbnail.jpg")
     async def thumbnail(name: str) -> Response:
@@ -234,7 +232,8 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
         if len(data) > max_upload:
             raise BadRequest(413, f"the image is larger than {settings.max_upload_mb:g} MB")
         extra = {"style_mix": mix} if mix else {}
-        key = cache_key(hashlib.sha256(data).hexdigest(), style, {**options.key(), **extra})
+        key = cache_key(hashlib.sha256(data).hexdigest(), style, {**options.key(), "tile_size": settings.tile_size,
+                                                                  **extra})  # fmt: skip
         result = await _cache_get(key)
         status = "hit"
         if result is None and key in pending:  # the same request is being computed: wait for that result
@@ -260,7 +259,7 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
         pending[key] = future
         try:
             start = time.perf_counter()
-            result = await gate.run(compute, styles[style], data, options, settings.max_pixels, mix)
+            result = await gate.run(compute, styles[style], data, options, settings, mix)
             metrics.model_seconds.labels(style).observe(time.perf_counter() - start)
             await _cache_put(key, result)
             future.set_result(result)
@@ -298,6 +297,8 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
         except Exception as exc:
             metrics.cache_errors.inc()
             log.warning("cache put failed: %s", exc)
+
+    app.state.zeroshot = add_zeroshot_routes(app, gate.run, _cache_get, _cache_put, encode)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

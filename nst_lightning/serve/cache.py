@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from nst_lightning.errors import NSTError
 from nst_lightning.serve.settings import CacheSettings
 
-KEY_VERSION = "v2"  # bump when the output for the same key changes (e.g. a new inference core)
+KEY_VERSION = "v3"  # bump when the output for the same key changes (e.g. a new inference core)
 
 
 def cache_key(image_sha256: str, style: str, options: dict[str, Any]) -> str:

@@ -26,7 +26,6 @@ from nst_lightning.inference import DEFAULT_TILE_SIZE, pretrained_models, resolv
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("auto", "eager", "torchscript", "torch_export", "onnxruntime", "onnx")  # onnx = onnxruntime
 STYLE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # A network maps B×3×H×W in [0, 1] to B×3×H×W in [0, 1] (an nn.Module or an exported runtime).
 Runner = Callable[[torch.Tensor], torch.Tensor]
@@ -55,9 +54,9 @@ def stylize_image(
     style: str | None = None,
     style_mix: dict[str, float] | None = None,
 ) -> Image.Image:
-    """RGB PIL image → stylized RGB PIL image (longest side at most ``max_size``), through the one inference core
-    (:func:`nst_lightning.inference.stylize`). Images larger than ``tile_size`` are stylized in tiles, so a
-    request's peak memory is bounded by the tile, not by the upload."""
+    """RGB (or RGBA) PIL image → stylized RGB (or RGBA, alpha kept) PIL image (longest side at most ``max_size``),
+    through the one inference core (:func:`nst_lightning.inference.stylize`). Images larger than ``tile_size``
+    are stylized in tiles, so a request's peak memory is bounded by the tile, not by the upload."""
     # The eager runtime's nn.Module lets tiling hook its instance norms; an exported runtime runs as is (it pads and
     # crops around its graph itself, so its inner module must never be called directly).
     model = runner.net if isinstance(runner, EagerRuntime) else runner
@@ -70,8 +69,6 @@ def stylize_image(
 def load_runner(ckpt: Path, runtime: str, device: torch.device) -> Runner:
     """A callable B×3×H×W → B×3×H×W for the checkpoint in the asked runtime (non-eager runtimes convert the
     checkpoint in memory; see :func:`nst_lightning.export.runtime.load_runtime`)."""
-    if runtime not in RUNTIMES:
-        raise NSTError(f"unknown runtime={runtime!r}; use one of {', '.join(RUNTIMES)}")
     return load_runtime(ckpt, runtime, device)
 
 

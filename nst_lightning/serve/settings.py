@@ -6,6 +6,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from nst_lightning.errors import NSTError
+from nst_lightning.export.runtime import normalize_runtime
+from nst_lightning.inference import DEFAULT_TILE_SIZE, check_options
 
 CACHE_KINDS = ("memory", "disk", "redis", "none")
 
@@ -34,6 +36,7 @@ class ServeSettings:
     max_upload_mb: float = 20.0
     max_pixels: int = 40_000_000  # refused before decoding
     max_size: int = 1024  # default and upper bound of the ``max_size`` option (longest output side)
+    tile_size: int | None = DEFAULT_TILE_SIZE  # larger outputs are stylized in tiles (None: never tile)
     max_concurrency: int = 1  # model calls running at once
     max_queue: int = 8  # requests waiting for a model slot; more get 503
     thumbnail_size: int = 160
@@ -49,6 +52,8 @@ class ServeSettings:
                 raise NSTError(f"{name} must be positive, got {getattr(self, name)}")
         if self.max_queue < 0:
             raise NSTError(f"max_queue must be 0 or more, got {self.max_queue}")
+        normalize_runtime(self.runtime)  # an unknown runtime name fails here, with the library's list
+        check_options(tile_size=self.tile_size)
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> ServeSettings:

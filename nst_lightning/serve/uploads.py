@@ -1,7 +1,8 @@
 """Checks on what a client sends to ``POST /stylize``: options, content type, size and pixel count.
 
 Every problem raises :class:`BadRequest` with an HTTP status and a message for the user; nothing here
-decodes pixels before the pixel count is known to be within the limit.
+decodes pixels before the pixel count is known to be within the limit. The pixels are decoded by the library
+(:func:`nst_lightning.image.open_image`), so an upload gives the same image as ``stylize.py`` on the same file.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ import io
 import json
 from dataclasses import dataclass
 
-import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
+
+from nst_lightning.errors import NSTError
+from nst_lightning.image import open_image
 
 IMAGE_FORMATS = {"PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF"}
 OUTPUT_FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg"}
-MIN_SIDE = 16  # the networks downsample by 4 and reflect-pad: smaller inputs are refused
+MIN_SIDE = 16  # the smallest max_size option (smaller images are fine: the library pads them)
 
 
 class BadRequest(Exception):
@@ -79,66 +82,32 @@ def check_content_type(content_type: str | None) -> None:
         raise BadRequest(415, f"the image field must be an image (png, jpeg, webp), not {ctype}")
 
 
-@dataclass
-class Decoded:
-    """An upload as RGB, with its alpha channel (if any) kept apart."""
-
-    rgb: Image.Image
-    alpha: Image.Image | None
-
-
-def _to_8bit(img: Image.Image) -> Image.Image:
-    """16/32-bit greyscale → 8-bit by scaling the value range (PIL's convert would clip it to white)."""
-    array = np.asarray(img, dtype=np.float64)
-    top = 65535.0 if img.mode.startswith("I;16") or array.max() > 255 else 255.0
-    return Image.fromarray((array / top * 255).clip(0, 255).round().astype(np.uint8))
-
-
-def decode_image(data: bytes, max_pixels: int, max_size: int) -> Decoded:
-    """Upload bytes → RGB image (EXIF orientation applied) and alpha, after checking the pixel count.
-
-    JPEGs are decoded at reduced scale when ``max_size`` is much smaller than the image (less memory).
+def decode_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Upload bytes → an RGB image, or RGBA when it has transparency, decoded as the library decodes a file
+    (:func:`nst_lightning.image.open_image`: EXIF orientation applied, 16-bit scaled, transparency as alpha),
+    after checking its format and pixel count from the header.
     """
     if not data:
         raise BadRequest(400, "the uploaded image is empty")
     try:
-        img = Image.open(io.BytesIO(data))  # reads the header only
+        with Image.open(io.BytesIO(data)) as header:  # reads the header only
+            fmt, (width, height) = header.format, header.size
     except Image.DecompressionBombError:
         raise BadRequest(413, f"the image has too many pixels (limit {max_pixels:,})") from None
     except UnidentifiedImageError:
         raise BadRequest(400, "the upload is not an image we can read; send a png, jpeg or webp file") from None
     except Exception as exc:
         raise BadRequest(400, f"the upload is not an image we can read (png, jpeg, webp): {exc}") from None
-    if img.format not in IMAGE_FORMATS:
-        raise BadRequest(415, f"image format {img.format} is not supported; send png, jpeg or webp")
-    width, height = img.size
+    if fmt not in IMAGE_FORMATS:
+        raise BadRequest(415, f"image format {fmt} is not supported; send png, jpeg or webp")
     if width * height > max_pixels:
         raise BadRequest(
             413, f"the image has {width}×{height} = {width * height:,} pixels; the limit is {max_pixels:,}"
         )
     try:
-        if img.format == "JPEG":
-            img.draft("RGB", (max_size, max_size))
-        img = ImageOps.exif_transpose(img)
-        img.load()
-        if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-            img = _to_8bit(img)
-        alpha = None
-        if img.mode in ("RGBA", "LA", "PA"):
-            alpha = img.getchannel("A")
-        elif "transparency" in img.info:
-            alpha = img.convert("RGBA").getchannel("A")
-        rgb = img.convert("RGB")
-    except Exception as exc:  # truncated or corrupt data: PIL raises many kinds
+        return open_image(data, max_pixels)
+    except NSTError as exc:  # truncated or corrupt data
         raise BadRequest(400, f"the image is truncated or corrupt and cannot be decoded: {exc}") from None
-    scale = min(1.0, max_size / max(rgb.size))
-    if round(min(rgb.size) * scale) < MIN_SIDE:
-        raise BadRequest(
-            422,
-            f"the image is {rgb.width}×{rgb.height} (at max_size={max_size}); both sides must be at least "
-            f"{MIN_SIDE} pixels",
-        )
-    return Decoded(rgb, alpha)
 
 
 def parse_style_mix(raw: str | None, network_styles: list[str]) -> dict[str, float] | None:

@@ -1,5 +1,5 @@
 """Lightning callbacks: a fixed grid of stylized validation images in TensorBoard (and as PNG files); an
-exponential moving average of the network's weights."""
+exponential moving average of the network's weights; batch-norm statistics re-estimated before a fresh run."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from torchvision.utils import make_grid
 
 from nst_lightning.errors import NSTError
 from nst_lightning.image import save_image
+from nst_lightning.transfer import reestimate_batchnorm
 
 
 class StylizedGridCallback(L.Callback):
@@ -91,12 +92,13 @@ class NetworkEMA(L.Callback):
     module registers as buffers in ``setup`` it fails with a shape mismatch.)
 
     Args:
-        decay: the EMA decay per update (0.999: about the last 1,000 steps).
+        decay: the EMA decay per update, in (0, 1) (e.g. 0.999: about the last 1,000 steps; the config's
+            ``ema.decay``, whose null means no average and so no callback).
         start_step: first optimiser step that updates the average (earlier steps are ignored).
         every_n_steps: update every N optimiser steps.
     """
 
-    def __init__(self, decay: float = 0.999, start_step: int = 0, every_n_steps: int = 1) -> None:
+    def __init__(self, decay: float, start_step: int = 0, every_n_steps: int = 1) -> None:
         if not 0.0 < decay < 1.0:
             raise NSTError(f"ema.decay must be in (0, 1), got {decay}")
         self.decay, self.start_step, self.every_n_steps = decay, start_step, max(1, every_n_steps)
@@ -156,6 +158,22 @@ class NetworkEMA(L.Callback):
         if "raw_net" in mine:  # the module was loaded with the average: keep it as such, train on the raw
             self.average = {k: v.detach().clone() for k, v in pl_module.net.state_dict().items()}
             pl_module.net.load_state_dict(mine["raw_net"])
+
+
+class BatchNormReestimation(L.Callback):
+    """Before the first step of a fresh run, re-estimate the ImageNet batch-norm statistics of a pretrained timm
+    encoder trained in ``bn_mode=batch`` on the training photos (see :mod:`nst_lightning.transfer.batchnorm`).
+
+    Nothing happens for other networks, on a resume (``ckpt_path``) or when the weights come from ``init_from``
+    (their statistics already describe style-transfer activations).
+    """
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        kwargs = pl_module.model_group.kwargs
+        pretrained = kwargs.get("pretrained") or kwargs.get("weights_file")
+        fresh = not (trainer.ckpt_path or pl_module.transfer_group.init_from)
+        if kwargs.get("bn_mode") == "batch" and pretrained and fresh:
+            reestimate_batchnorm(pl_module.net, iter(trainer.train_dataloader))
 
 
 def ema_callbacks(cfg: Any) -> list[L.Callback]:

@@ -23,7 +23,6 @@ from nst_lightning.transfer import (
     freeze,
     keep_frozen_norms_in_eval,
     load_init_weights,
-    reestimate_batchnorm,
 )
 
 LOSS_PREFIX = "loss_fn."
@@ -124,14 +123,6 @@ class StyleTransferModule(L.LightningModule):
             self.net.compile(mode=rt.compile_mode)
             self.loss_fn.vgg.compile(mode=rt.compile_mode)
             self._compiled = True
-
-    def on_train_start(self) -> None:
-        # Pretrained timm encoders in bn_mode=batch: re-estimate their ImageNet batch-norm statistics on the
-        # training photos before the first step (see nst_lightning/transfer/batchnorm.py).
-        kw = self.model_group.kwargs
-        fresh = not (self.trainer.ckpt_path or self.transfer_group.init_from)
-        if kw.get("bn_mode") == "batch" and (kw.get("pretrained") or kw.get("weights_file")) and fresh:
-            reestimate_batchnorm(self.net, iter(self.trainer.train_dataloader))
 
     # -- forward / steps -----------------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -11,12 +11,17 @@ function setStatus(text, isError = false) {
   $("status").classList.toggle("error", isError);
 }
 
+function painting() {
+  return $("painting").files[0] || null;
+}
+
 function refreshButton() {
-  $("go").disabled = !(chosenStyle && $("photo").files.length);
+  $("go").disabled = !((chosenStyle || painting()) && $("photo").files.length);
 }
 
 function chooseStyle(name) {
   chosenStyle = name;
+  if (name) $("painting").value = "";
   for (const el of document.querySelectorAll(".style")) {
     el.setAttribute("aria-checked", String(el.dataset.name === name));
   }
@@ -49,7 +54,8 @@ function styleMix() {
 
 async function loadStyles() {
   const response = await fetch("/styles");
-  const { styles } = await response.json();
+  const { styles, arbitrary } = await response.json();
+  $("painting-label").hidden = !(arbitrary && arbitrary.available);
   for (const style of styles) {
     styleInfo[style.name] = style;
     const el = document.createElement("div");
@@ -69,8 +75,11 @@ async function loadStyles() {
 async function stylize() {
   const file = $("photo").files[0];
   const form = new FormData();
+  const art = painting();
+  const styleName = art ? art.name.replace(/\.[^.]+$/, "") : chosenStyle;
   form.append("image", file);
-  form.append("style", chosenStyle);
+  if (art) form.append("style_image", art);
+  else form.append("style", chosenStyle);
   form.append("strength", $("strength").value);
   form.append("preserve_color", $("preserve-color").checked ? "true" : "false");
   const mix = styleMix();
@@ -79,7 +88,7 @@ async function stylize() {
   setStatus("Stylizing…");
   const started = performance.now();
   try {
-    const response = await fetch("/stylize", { method: "POST", body: form });
+    const response = await fetch(art ? "/stylize/zeroshot" : "/stylize", { method: "POST", body: form });
     if (!response.ok) {
       const body = await response.json().catch(() => ({ detail: response.statusText }));
       throw new Error(body.detail || response.statusText);
@@ -89,9 +98,9 @@ async function stylize() {
     resultUrl = URL.createObjectURL(blob);
     $("result").src = resultUrl;
     $("result").hidden = $("result-caption").hidden = $("download").hidden = false;
-    $("result-caption").textContent = `${chosenStyle.replaceAll("_", " ")}, strength ${$("strength").value}`;
+    $("result-caption").textContent = `${styleName.replaceAll("_", " ")}, strength ${$("strength").value}`;
     $("download").href = resultUrl;
-    $("download").download = `${file.name.replace(/\.[^.]+$/, "")}_${chosenStyle}.png`;
+    $("download").download = `${file.name.replace(/\.[^.]+$/, "")}_${styleName}.png`;
     const seconds = ((performance.now() - started) / 1000).toFixed(1);
     setStatus(`Done in ${seconds} s (${response.headers.get("X-Cache") === "hit" ? "from cache" : "computed"}).`);
   } catch (err) {
@@ -109,6 +118,7 @@ $("photo").addEventListener("change", () => {
   }
   refreshButton();
 });
+$("painting").addEventListener("change", () => { if (painting()) chooseStyle(null); refreshButton(); });
 $("strength").addEventListener("input", () => { $("strength-value").textContent = Number($("strength").value).toFixed(2); });
 $("go").addEventListener("click", stylize);
 loadStyles().catch((err) => setStatus(`Could not load styles: ${err.message}`, true));

@@ -1,0 +1,328 @@
+"""Zero-shot style transfer: any painting, no training, one forward pass.
+
+A photo's VGG-19 features at ``relu{b}_1`` are given the style image's feature statistics, then a decoder
+trained only to invert VGG-19 features of photos turns them back into an image:
+
+* ``adain`` (Huang & Belongie 2017): per channel, the content's mean and standard deviation are replaced by
+  the style's.
+* ``wct`` (Li et al. 2017, whitening–colouring transform): the content features are whitened (covariance →
+  identity) and coloured with the style's covariance, so channel correlations are matched too. With decoders
+  for several levels this runs coarse to fine (``relu4_1`` → decode → ``relu3_1`` → decode …).
+
+Both transforms are affine per pixel once the content statistics are fixed (``A f + b``), which is what lets
+tiling and video reuse statistics of the whole image: :class:`ZeroShotModel` records them from a downscaled
+pass and imposes them on every tile.
+
+Features are B×C×H×W (C = VGG channels at the level); statistics are per image.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nst_lightning.errors import NSTError
+from nst_lightning.losses.vgg import VGG19Features
+from nst_lightning.models.base import TransformNet
+from nst_lightning.models.decoder import DECODER_LEVELS, VGGDecoder, level_block
+
+DECODER_FORMAT = "nst_lightning.decoder"
+DECODER_DIR = Path(__file__).parent.parent / "pretrained" / "zeroshot"
+METHODS = ("wct", "adain")
+DEFAULT_METHOD = "wct"
+STYLE_SIZE = 512  # larger style images are shrunk to this longest side before their statistics are computed
+EIGEN_FLOOR = 1e-5  # eigenvalues below this fraction of the largest are treated as this (rank-deficient covariances)
+
+
+def decoder_path(level: str) -> Path:
+    """Where the package ships the decoder for ``level`` (``relu4_1`` → ``pretrained/zeroshot/relu4_1.pt``)."""
+    return DECODER_DIR / f"{level}.pt"
+
+
+def shipped_levels() -> list[str]:
+    """Levels with a shipped decoder, deepest first (the order a multi-level transform runs)."""
+    return sorted((p.stem for p in DECODER_DIR.glob("relu*_1.pt")), key=level_block, reverse=True)
+
+
+# --- statistics and transforms (pure functions) --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FeatureStats:
+    """First and second order statistics of one image's C×H×W features (float64).
+
+    Attributes:
+        mean: C channel means.
+        std: C channel standard deviations (biased).
+        whiten: C×C matrix ``E D^-1/2 E^T`` of the covariance ``E D E^T`` (maps centred features to identity
+            covariance).
+        colour: C×C matrix ``E D^1/2 E^T`` (maps identity covariance to this covariance).
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    whiten: torch.Tensor
+    colour: torch.Tensor
+
+    @property
+    def covariance(self) -> torch.Tensor:
+        """C×C covariance (``colour @ colour``)."""
+        return self.colour @ self.colour
+
+
+def feature_stats(features: torch.Tensor) -> FeatureStats:
+    """Statistics of C×H×W (or 1×C×H×W) features; see :class:`FeatureStats`."""
+    f = features.reshape(features.shape[-3], -1).double()  # C×N
+    mean = f.mean(dim=1)
+    centred = f - mean[:, None]
+    cov = centred @ centred.T / max(f.shape[1], 1)
+    evals, evecs = torch.linalg.eigh(cov)
+    evals = evals.clamp_min(max(evals.max().item(), 1e-12) * EIGEN_FLOOR)
+    whiten = evecs @ torch.diag(evals.rsqrt()) @ evecs.T
+    colour = evecs @ torch.diag(evals.sqrt()) @ evecs.T
+    return FeatureStats(mean=mean, std=cov.diagonal().clamp_min(0).sqrt(), whiten=whiten, colour=colour)
+
+
+def affine_map(method: str, content: FeatureStats, style: FeatureStats) -> tuple[torch.Tensor, torch.Tensor]:
+    """The transform as ``f ↦ A f + b``: returns A (C×C) and b (C), float64.
+
+    Args:
+        method: ``wct`` (match mean and covariance) or ``adain`` (match per-channel mean and std).
+        content: statistics of the features being transformed.
+        style: statistics to impose.
+    """
+    if method == "wct":
+        a = style.colour @ content.whiten
+    elif method == "adain":
+        a = torch.diag(style.std / content.std.clamp_min(1e-5))
+    else:
+        raise NSTError(f"unknown zero-shot method {method!r}; use one of {', '.join(METHODS)}")
+    return a, style.mean - a @ content.mean
+
+
+def transform(features: torch.Tensor, method: str, style: FeatureStats, content: FeatureStats | None = None):
+    """Give 1×C×H×W (or C×H×W) ``features`` the ``style`` statistics by ``method`` (``wct`` / ``adain``).
+
+    ``content``: the statistics to treat the features as having (default: their own). Passing statistics of a
+    larger picture makes tiles of it, or frames of a video, transform alike.
+    """
+    a, b = affine_map(method, content or feature_stats(features), style)
+    shape = features.shape
+    f = features.reshape(shape[-3], -1)
+    out = a.to(f.dtype) @ f + b.to(f.dtype)[:, None]
+    return out.reshape(shape)
+
+
+def adain(features: torch.Tensor, style: FeatureStats) -> torch.Tensor:
+    """AdaIN: C×H×W features with the per-channel mean and std of ``style``."""
+    return transform(features, "adain", style)
+
+
+def wct(features: torch.Tensor, style: FeatureStats) -> torch.Tensor:
+    """Whitening–colouring transform: C×H×W features with the mean and covariance of ``style``."""
+    return transform(features, "wct", style)
+
+
+# --- decoders and the model ----------------------------------------------------------------------------------
+
+
+def read_decoder(path: Path) -> VGGDecoder:
+    """Rebuild a decoder (fp32, eval mode) from a file written by ``scripts/train_decoder.py``."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError) as exc:
+        raise NSTError(f"could not read decoder {path}: {exc}") from exc
+    if not isinstance(data, dict) or data.get("format") != DECODER_FORMAT:
+        raise NSTError(f"{path} is not a zero-shot decoder file (format {DECODER_FORMAT!r})")
+    decoder = VGGDecoder(data["level"], data.get("width", 1.0), data.get("input_scale", 1.0))
+    decoder.load_state_dict({k: v.float() for k, v in data["state_dict"].items()})
+    decoder.meta = data.get("meta", {})
+    return decoder.eval().requires_grad_(False)
+
+
+@functools.lru_cache(maxsize=1)
+def _shipped_decoders() -> tuple[VGGDecoder, ...]:
+    levels = shipped_levels()
+    if not levels:
+        raise NSTError(
+            f"no zero-shot decoder is installed in {DECODER_DIR}; reinstall the package or train one with "
+            "scripts/train_decoder.py"
+        )
+    return tuple(read_decoder(decoder_path(level)) for level in levels)
+
+
+@functools.lru_cache(maxsize=4)
+def _vgg(deepest: str, weights: str) -> VGG19Features:
+    return VGG19Features([deepest], weights=weights)
+
+
+def load_image_tensor(image) -> torch.Tensor:
+    """A PIL image, a path or a float 3×H×W / 1×3×H×W tensor in [0, 1] → float 1×3×H×W."""
+    from PIL import Image
+
+    from nst_lightning.image import load_image
+
+    if isinstance(image, (str, Path)):
+        image = load_image(Path(image))
+    if isinstance(image, Image.Image):
+        import numpy as np
+
+        image = torch.from_numpy(np.array(image.convert("RGB"), dtype=np.float32) / 255).permute(2, 0, 1)
+    if not isinstance(image, torch.Tensor) or image.shape[-3] != 3:
+        raise NSTError("a style image must be a file, a PIL image or a float 3×H×W tensor in [0, 1]")
+    return image.float().reshape(1, 3, *image.shape[-2:])
+
+
+class ZeroShotModel(TransformNet):
+    """VGG-19 encoder + feature transform + decoder, coarse to fine over ``decoders``: images → stylized images.
+
+    It behaves like any style network (B×3×H×W in [0, 1] → B×3×H×W), so ``stylize``, tiling, video and the
+    service take it as they take a trained network.
+
+    Args:
+        decoders: one :class:`VGGDecoder` per level; they run deepest first.
+        style: the style's statistics per level (:meth:`style_stats`), or ``None`` until :meth:`with_style`.
+        method: ``wct`` or ``adain``.
+        vgg: the encoder (default: the Caffe VGG-19 cut at the deepest decoder's level).
+    """
+
+    def __init__(
+        self,
+        decoders: Sequence[VGGDecoder],
+        style: dict[str, FeatureStats] | None = None,
+        method: str = DEFAULT_METHOD,
+        vgg: VGG19Features | None = None,
+    ) -> None:
+        super().__init__()
+        if method not in METHODS:
+            raise NSTError(f"unknown zero-shot method {method!r}; use one of {', '.join(METHODS)}")
+        ordered = sorted(decoders, key=lambda d: level_block(d.level), reverse=True)
+        self.levels = [d.level for d in ordered]
+        self.decoders = nn.ModuleDict({d.level: d for d in ordered})
+        self.vgg = vgg or _vgg(self.levels[0], "caffe")
+        self.method = method
+        self.style = style
+        self.size_multiple = max(d.scale for d in ordered)
+        self._content: dict[str, list[FeatureStats]] | None = None  # fixed content statistics (tiling)
+        self._recording = False
+
+    @torch.no_grad()
+    def style_stats(self, style_image, size: int | None = STYLE_SIZE) -> dict[str, FeatureStats]:
+        """Statistics of a style image (path, PIL or 3×H×W tensor) at every level, shrunk to ``size`` on its
+        longest side when it is larger."""
+        x = load_image_tensor(style_image)
+        if size is not None and max(x.shape[-2:]) > size:
+            scale = size / max(x.shape[-2:])
+            hw = [max(16, round(s * scale)) for s in x.shape[-2:]]
+            x = F.interpolate(x, size=hw, mode="bilinear", antialias=True, align_corners=False)
+        feats = self.vgg(x.to(self._device()), self.levels)
+        return {level: feature_stats(feats[level][0]) for level in self.levels}
+
+    def with_style(self, style) -> ZeroShotModel:
+        """A model sharing this one's networks with another style (statistics dict, or an image to compute them)."""
+        stats = style if isinstance(style, dict) else self.style_stats(style)
+        other = copy.copy(self)
+        other.__dict__["_modules"] = dict(self._modules)
+        other.style, other._content = stats, None
+        return other
+
+    def _device(self) -> torch.device:
+        return next(self.decoders.parameters()).device
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """B×3×H×W in [0, 1] → stylized B×3×H×W (not clamped); any H, W (reflect padded internally)."""
+        if self.style is None:
+            raise NSTError("the zero-shot model has no style yet: give it a style image (style_image=...)")
+        h, w = images.shape[-2:]
+        ph, pw = -h % self.size_multiple, -w % self.size_multiple
+        x = F.pad(images, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+        outs = [self._one(x[i : i + 1], i) for i in range(x.shape[0])]
+        return torch.cat(outs)[..., :h, :w]
+
+    def _one(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        for level in self.levels:
+            f = self.vgg(x, [level])[level]
+            content = self._content_stats(level, index, f)
+            x = self.decoders[level](transform(f[0], self.method, self.style[level], content).unsqueeze(0))
+        return x
+
+    def _content_stats(self, level: str, index: int, f: torch.Tensor) -> FeatureStats | None:
+        if self._recording:
+            stats = feature_stats(f[0])
+            self._content.setdefault(level, []).append(stats)
+            return stats
+        if self._content is not None:
+            per_image = self._content[level]
+            return per_image[min(index, len(per_image) - 1)]
+        return None
+
+    def norm_layers(self) -> list[nn.Module]:
+        """None: the per-image statistics of this network are its content statistics (:meth:`tile_statistics`)."""
+        return []
+
+    def tile_statistics(self) -> ContentStatistics:
+        """Record content statistics from a downscaled whole image, then impose them on every tile."""
+        return ContentStatistics(self)
+
+
+class ContentStatistics:
+    """Whole-image content statistics of a :class:`ZeroShotModel` (the tiling protocol: record, apply)."""
+
+    def __init__(self, model: ZeroShotModel) -> None:
+        self.model = model
+        self.stats: dict[str, list[FeatureStats]] = {}
+
+    def __bool__(self) -> bool:
+        return True
+
+    @contextmanager
+    def record(self) -> Iterator[None]:
+        """Within it, forward passes store their content statistics (per level, per image)."""
+        self.stats = {}
+        self.model._content, self.model._recording = self.stats, True
+        try:
+            yield
+        finally:
+            self.model._content, self.model._recording = None, False
+
+    @contextmanager
+    def apply(self) -> Iterator[None]:
+        """Within it, forward passes use the recorded statistics instead of each input's own."""
+        if not self.stats:
+            raise RuntimeError("no content statistics recorded")
+        self.model._content = self.stats
+        try:
+            yield
+        finally:
+            self.model._content = None
+
+
+def load_zeroshot(
+    style_image=None, method: str = DEFAULT_METHOD, levels: Sequence[str] | None = None, device: str = "cpu"
+) -> ZeroShotModel:
+    """The shipped zero-shot model (all shipped decoder levels, or ``levels``), optionally with a style image.
+
+    Args:
+        style_image: path, PIL image or 3×H×W tensor of the painting; ``None``: set it later with ``with_style``.
+        method: ``wct`` (default) or ``adain`` (uses the deepest level only).
+        levels: a subset of the shipped levels (e.g. ``["relu4_1"]``).
+        device: where to run.
+    """
+    decoders = list(_shipped_decoders())
+    if levels is not None:
+        unknown = [lv for lv in levels if lv not in DECODER_LEVELS or lv not in {d.level for d in decoders}]
+        if unknown:
+            raise NSTError(f"no shipped decoder for {unknown}; shipped: {', '.join(d.level for d in decoders)}")
+        decoders = [d for d in decoders if d.level in levels]
+    if method == "adain":
+        decoders = decoders[:1]
+    model = ZeroShotModel(decoders, method=method).to(device)
+    return model.with_style(style_image) if style_image is not None else model

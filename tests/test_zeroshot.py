@@ -1,0 +1,154 @@
+"""Zero-shot style transfer: the feature transforms, the decoder, the model, the CLI and the shipped decoders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from nst_lightning.config import config_dir
+from nst_lightning.errors import NSTError
+from nst_lightning.inference.zeroshot import ZeroShotModel, adain, feature_stats, read_decoder, transform, wct
+from nst_lightning.losses.vgg import VGG19Features
+from nst_lightning.models.decoder import VGGDecoder
+
+from .conftest import synthetic_photo
+
+
+def correlated(channels: int, h: int, w: int, seed: int, shift: float) -> torch.Tensor:
+    """C×H×W features with channel correlations, non-zero means and unequal scales."""
+    g = torch.Generator().manual_seed(seed)
+    mix = torch.randn(channels, channels, generator=g)
+    return (mix @ torch.randn(channels, h * w, generator=g)).reshape(channels, h, w) + shift
+
+
+def test_adain_matches_the_targets_channel_mean_and_std() -> None:
+    content, style = correlated(16, 12, 10, 0, 1.0), correlated(16, 20, 20, 1, 5.0) * 3
+    target, out = feature_stats(style), feature_stats(adain(content, feature_stats(style)))
+    assert torch.allclose(out.mean, target.mean, atol=1e-4)
+    assert torch.allclose(out.std, target.std, rtol=1e-4)
+    assert not torch.allclose(out.covariance, target.covariance, rtol=0.1)  # AdaIN leaves correlations alone
+
+
+def test_wct_matches_the_targets_mean_and_covariance() -> None:
+    content, style = correlated(16, 12, 10, 2, -2.0), correlated(16, 20, 20, 3, 4.0)
+    target, out = feature_stats(style), feature_stats(wct(content, feature_stats(style)))
+    assert torch.allclose(out.mean, target.mean, atol=1e-4)
+    scale = target.covariance.abs().max()
+    assert (out.covariance - target.covariance).abs().max() < 1e-4 * scale
+
+
+def test_fixed_content_statistics_make_a_crop_transform_like_the_whole() -> None:
+    whole, style = correlated(8, 16, 16, 4, 0.5), feature_stats(correlated(8, 10, 10, 5, 2.0))
+    stats = feature_stats(whole)
+    for method in ("wct", "adain"):
+        full = transform(whole, method, style)
+        crop = transform(whole[:, 2:9, 3:12], method, style, content=stats)
+        assert torch.allclose(crop, full[:, 2:9, 3:12], atol=1e-4)
+        assert not torch.allclose(transform(whole[:, 2:9, 3:12], method, style), crop, atol=1e-2)
+
+
+@pytest.mark.parametrize("level", ["relu1_1", "relu2_1", "relu3_1", "relu4_1"])
+def test_decoder_mirrors_vgg_back_to_the_image_size(level: str) -> None:
+    vgg = VGG19Features([level], weights="random")
+    decoder = VGGDecoder(level, width=1 / 16)
+    x = torch.rand(1, 3, 32, 40)
+    assert decoder(vgg(x)[level]).shape == x.shape
+
+
+def tiny_model(method: str = "wct") -> ZeroShotModel:
+    torch.manual_seed(0)
+    decoders = [VGGDecoder("relu2_1", 1 / 16), VGGDecoder("relu1_1", 1 / 16)]
+    return ZeroShotModel(decoders, method=method, vgg=VGG19Features(["relu2_1"], weights="random")).eval()
+
+
+@pytest.mark.parametrize("method", ["wct", "adain"])
+def test_output_changes_with_the_style_image(method: str) -> None:
+    model = tiny_model(method)
+    photo = torch.rand(1, 3, 30, 45)  # any size: padded to the decoders' multiple inside
+    stripes = torch.from_numpy(np.array(synthetic_photo(40, 32, seed=7), dtype=np.float32) / 255).permute(2, 0, 1)
+    a, b = model.with_style(stripes)(photo), model.with_style(stripes.flip(0) * 0.3)(photo)
+    assert a.shape == photo.shape
+    assert (a - b).abs().mean() > 1e-3
+    assert model.style is None  # with_style leaves the shared model without a style
+
+
+def test_a_model_without_a_style_says_what_to_do() -> None:
+    with pytest.raises(NSTError, match="style_image"):
+        tiny_model()(torch.rand(1, 3, 16, 16))
+
+
+def test_read_decoder_refuses_other_files(tmp_path: Path) -> None:
+    torch.save({"format": "something else"}, tmp_path / "x.pt")
+    with pytest.raises(NSTError, match="not a zero-shot decoder"):
+        read_decoder(tmp_path / "x.pt")
+
+
+def compose_stylize(overrides: list[str]):
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        return compose("stylize", overrides=overrides)
+
+
+def test_stylize_cli_with_a_painting_never_seen_uses_the_shipped_decoders(tmp_path: Path, style_path: Path) -> None:
+    from nst_lightning.cli.stylize import run
+
+    synthetic_photo(56, 40, seed=3).save(tmp_path / "photo.png")
+    painting_b = tmp_path / "other.png"
+    synthetic_photo(50, 50, seed=11).save(painting_b)
+    outs = []
+    for painting in (style_path, painting_b):
+        out = tmp_path / f"{painting.stem}.png"
+        run(compose_stylize([f"style_image={painting}", f"input={tmp_path / 'photo.png'}", f"output={out}",
+                             "device=cpu"]))  # fmt: skip
+        outs.append(np.asarray(Image.open(out), dtype=np.float32))
+    assert outs[0].shape == (40, 56, 3)
+    assert np.abs(outs[0] - outs[1]).mean() > 2.0
+    with pytest.raises(NSTError, match="not both"):
+        run(compose_stylize(["ckpt=starry_night", f"style_image={style_path}", f"input={tmp_path / 'photo.png'}"]))
+
+
+def test_tiles_share_the_whole_image_content_statistics() -> None:
+    from nst_lightning.inference import prepare_model, stylize
+    from nst_lightning.inference.tiling import stylize_tiled
+
+    stripes = torch.from_numpy(np.array(synthetic_photo(40, 32, seed=7), dtype=np.float32) / 255).permute(2, 0, 1)
+    model = tiny_model().with_style(stripes)
+    photo = torch.from_numpy(np.array(synthetic_photo(112, 96, seed=2), dtype=np.float32) / 255).permute(2, 0, 1)
+    whole = stylize(photo, model, tile_size=None)
+    tiled = stylize(photo, model, tile_size=64, tile_overlap=16, tile_stats_size=112)
+    per_tile = stylize_tiled(prepare_model(model), photo[None], 64, 16, None)[0].clamp(0, 1)
+    assert (tiled - whole).abs().mean() < 0.5 * (per_tile - whole).abs().mean()
+
+
+def test_library_stylize_takes_a_style_image(style_path: Path) -> None:
+    from nst_lightning import stylize
+
+    photo = synthetic_photo(40, 36, seed=4)
+    out = stylize(photo, style_image=style_path)
+    assert out.size == photo.size
+    with pytest.raises(NSTError, match="not both"):
+        stylize(photo, "starry_night", style_image=style_path)
+    with pytest.raises(NSTError, match="no model"):
+        stylize(photo)
+
+
+def test_evaluate_zeroshot_scores_each_painting_against_lbfgs(tmp_path: Path, style_path: Path) -> None:
+    from nst_lightning.evaluation.evaluate import EvalSettings
+    from nst_lightning.evaluation.zeroshot import evaluate_zeroshot
+    from nst_lightning.losses.config import LossConfig
+
+    synthetic_photo(40, 32, seed=6).save(tmp_path / "photo.png")
+    other = tmp_path / "other.png"
+    synthetic_photo(48, 48, seed=12).save(other)
+    settings = EvalSettings(size=32, lbfgs_iterations=[1], grid_cell=32)
+    result = evaluate_zeroshot([style_path, other], LossConfig(vgg_weights="random"), 32, [tmp_path / "photo.png"],
+                               settings, torch.device("cpu"), tmp_path / "eval")  # fmt: skip
+    assert set(result["paintings"]) == {"stripes", "other"}
+    for summary in result["paintings"].values():
+        assert summary["mean"]["network"]["objective"] > 0 and summary["mean"]["lbfgs@1"]["objective"] > 0
+        assert summary["photo_objective"] > 0
+    assert (tmp_path / "eval" / "other" / "report.json").is_file()
