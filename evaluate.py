@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Evaluate a trained network against L-BFGS: ``python evaluate.py ckpt=PATH`` (Hydra overrides)."""
 
-from nst_lightning.cli.evaluate import main
+from nst_lightning.cli.commands import evaluate as main
 
 if __name__ == "__main__":
     main()

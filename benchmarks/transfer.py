@@ -10,11 +10,12 @@ recorded loss: weights, layers and Gram size from the shipped model's meta).
     same steps, seed and data order. Keys ``student_objective_ratio`` and ``undistilled_objective_ratio``
     (final val objective ÷ the teacher's on the same photos) and ``student_speedup_1024`` (teacher ÷ student
     seconds per 1024-px image on this machine's CPU).
-(a) new style (``--new-style``) at the student's architecture: from scratch (``scratch``), from the distilled
-    student of (b) — a model trained on another style — (``finetune``, weights only, fresh optimizer) and the
-    same with its encoder frozen (``frozen``), equal steps. ``finetune_steps_ratio`` / ``frozen_steps_ratio``:
-    steps the run needed to reach the scratch run's final val objective (linear between validations) ÷ the
-    scratch run's steps; null when it never did.
+(a) new style (``--new-style``): from scratch (``scratch``), from a model trained on another style
+    (``finetune``, weights only, fresh optimizer) and the same with its encoder frozen (``frozen``), equal
+    steps. The source is the profile's ``finetune_from``: the shipped model at its own architecture (``cpu``:
+    what a user does) or the distilled student of (b) at the student's (``gpu``). ``finetune_steps_ratio`` /
+    ``frozen_steps_ratio``: steps the run needed to reach the scratch run's final val objective (linear between
+    validations) ÷ the scratch run's steps; null when it never did.
 
     NST_DATA_DIR=../shared/data python benchmarks/transfer.py --profile cpu --plot-dir docs/results
     NST_DATA_DIR=gpu_data python benchmarks/transfer.py --profile gpu --plot-dir OUT
@@ -44,12 +45,14 @@ from nst_lightning.training.module import StyleTransferModule
 warnings.filterwarnings("ignore", message=r".*(module\(s\) in eval mode|does not have many workers|LeafSpec).*")
 
 PROFILES: dict[str, dict[str, Any]] = {
-    # 2 CPU cores: 96-px crops, batch 2, 150 steps a run, 8 held-out photos at 96 px.
-    "cpu": dict(crop=96, batch=2, steps=150, val_every=10, val_count=8, val_size=96, workers=1,
-                precision="32-true", accelerator="cpu"),
-    # One GPU: the shipped model's own crop size, batch 16, bf16.
+    # 2 CPU cores, as a user fine-tunes there (experiment=finetune's CPU values): (a) starts from the shipped
+    # model at its own architecture, on 192-px crops (large enough for its strokes, learnt at style size 512),
+    # batch 2, 150 steps a run, 4 held-out photos at 192 px. (b) keeps its small students at 96 px.
+    "cpu": dict(crop=192, batch=2, steps=150, val_every=10, val_count=4, val_size=192, workers=1,
+                precision="32-true", accelerator="cpu", finetune_from="shipped", student_crop=96),
+    # One GPU: the shipped model's own crop size, batch 16, bf16; (a) starts from the distilled student.
     "gpu": dict(crop=256, batch=16, steps=1500, val_every=100, val_count=16, val_size=256, workers=8,
-                precision="bf16-mixed", accelerator="gpu"),
+                precision="bf16-mixed", accelerator="gpu", finetune_from="student", student_crop=256),
 }  # fmt: skip
 STUDENT = {"base_channels": 8, "num_residual": 5}
 
@@ -217,15 +220,20 @@ def main() -> None:
         teacher_path = str(resolve_checkpoint(args.teacher))
         distill = dict(teacher=teacher_path, pixel_weight=pixel_w, feature_weight=feature_w,
                        feature_layers=feature_layers)  # fmt: skip
-        runs["distilled"] = train_run("distilled", teacher_style, loss, p, out, **distill)
+        p_student = {**p, "crop": p["student_crop"], "val_size": p["student_crop"]}
+        runs["distilled"] = train_run("distilled", teacher_style, loss, p_student, out, **distill)
         if args.only_distill:
             print(json.dumps({"pixel_weight": pixel_w, "feature_weight": feature_w, **runs["distilled"]}, default=str))
             return
-        runs["undistilled"] = train_run("undistilled", teacher_style, loss, p, out)
-        source = str(runs["distilled"]["ckpt"])
-        runs["scratch"] = train_run("scratch", new_style, new_loss, p, out)
-        runs["finetune"] = train_run("finetune", new_style, new_loss, p, out, init_from=source)
-        runs["frozen"] = train_run("frozen", new_style, new_loss, p, out, init_from=source, freeze="encoder")
+        runs["undistilled"] = train_run("undistilled", teacher_style, loss, p_student, out)
+        if p["finetune_from"] == "shipped":  # what a user does: the shipped model, at its own architecture
+            source, arch = teacher_path, (teacher.model_name, teacher.model_kwargs)
+        else:
+            source, arch = str(runs["distilled"]["ckpt"]), None
+        runs["scratch"] = train_run("scratch", new_style, new_loss, p, out, arch=arch)
+        runs["finetune"] = train_run("finetune", new_style, new_loss, p, out, arch=arch, init_from=source)
+        runs["frozen"] = train_run("frozen", new_style, new_loss, p, out, arch=arch, init_from=source,
+                                   freeze="encoder")  # fmt: skip
         student = load_model(runs["distilled"]["ckpt"]).net
     teacher_objective = sum(runs["distilled"]["teacher"]) / len(runs["distilled"]["teacher"])
     t_teacher = seconds_per_image(teacher.net, 1024)

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
-
-from nst_lightning.data.sample import data_dir_from_env, data_or_sample
 
 
 def config_dir() -> str:
@@ -19,13 +18,41 @@ def config_dir() -> str:
     return str(files("nst_lightning.conf"))
 
 
+def group_options(group: str) -> list[str]:
+    """The options of a config group: ``conf/<group>/*.yaml`` except the bases they inherit (``_*.yaml``)."""
+    return sorted(p.stem for p in (Path(config_dir()) / group).glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def gpu_or_cpu(gpu_value: Any, cpu_value: Any, *, _root_: Any) -> Any:
+    """``${nst.gpu_or_cpu:GPU_VALUE,CPU_VALUE}``: a recipe's value for the device ``trainer.accelerator`` trains
+    on here (CPU_VALUE on a CPU, and on Apple's MPS, whose memory and speed are nearer a laptop's than a GPU's)."""
+    from nst_lightning.training.precision import device_type
+
+    return gpu_value if device_type(_root_.trainer.accelerator) == "cuda" else cpu_value
+
+
+def _data_dir(default: str = "./data") -> str:
+    from nst_lightning.data.sample import data_dir_from_env  # imports torch: only when a config is resolved
+
+    return data_dir_from_env(default)
+
+
+def _data_or_sample(path: str, sample_relative: str) -> str:
+    from nst_lightning.data.sample import data_or_sample
+
+    return data_or_sample(path, sample_relative)
+
+
 def register_resolvers() -> None:
     """``${nst.data_dir:DEFAULT}``: ``$NST_DATA_DIR`` or DEFAULT, absolute; ``${nst.data_or_sample:PATH,REL}``:
-    PATH, or the embedded sample's REL when PATH holds no data (``experiment=quick``)."""
-    if not OmegaConf.has_resolver("nst.data_dir"):
-        OmegaConf.register_new_resolver("nst.data_dir", data_dir_from_env)
-    if not OmegaConf.has_resolver("nst.data_or_sample"):
-        OmegaConf.register_new_resolver("nst.data_or_sample", data_or_sample)
+    PATH, or the embedded sample's REL when PATH holds no data (``experiment=quick``); ``${nst.gpu_or_cpu:G,C}``:
+    the recipe's value for the device that trains (:func:`gpu_or_cpu`). Each imports what it needs when a
+    configuration is resolved, so that composing one (and its errors) stays quick."""
+
+    for name, resolver in (("nst.data_dir", _data_dir), ("nst.data_or_sample", _data_or_sample),
+                           ("nst.gpu_or_cpu", gpu_or_cpu)):  # fmt: skip
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 register_resolvers()

@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Rebuild the embedded offline sample (``nst_lightning/data/sample/``) from a prepared data folder.
 
-The sample is what ``experiment=quick`` trains on when the data folder holds no training photos: the
-starry_night painting (longest side 512 px) and the 16 Kodak photos of ``train/`` (320×320, re-encoded as
-JPEG quality 85). Kodak only, because it is the one photo set of ``train/`` released for unrestricted use
-(see the sample's PROVENANCE.md). Never reads ``eval/``.
+The sample is what ``experiment=quick`` (and ``experiment=finetune``) trains on when the data folder holds no
+training photos: the starry_night and the_scream paintings (longest side 512 px) and the 16 Kodak photos of
+``train/`` (320×320, re-encoded as JPEG quality 85). Kodak only, because it is the one photo set of ``train/``
+released for unrestricted use (see the sample's PROVENANCE.md). Never reads ``eval/``.
 
     python scripts/build_sample.py --data-dir /work/shared/data
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 from PIL import Image
 
 SAMPLE = Path(__file__).resolve().parent.parent / "nst_lightning" / "data" / "sample"
-STYLE = "starry_night.jpg"
+STYLES = ("starry_night.jpg", "the_scream.jpg")
 PHOTO_GLOB = "kodak24_*.jpg"
 
 
@@ -35,12 +35,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, required=True, help="folder with styles/ and train/")
     args = parser.parse_args()
-    save_resized(args.data_dir / "styles" / STYLE, SAMPLE / "styles" / STYLE, longest=512)
+    for style in STYLES:
+        save_resized(args.data_dir / "styles" / style, SAMPLE / "styles" / style, longest=512)
     photos = sorted((args.data_dir / "train").glob(PHOTO_GLOB))
     for photo in photos:
         save_resized(photo, SAMPLE / "train" / photo.name.removeprefix("kodak24_"), shortest=320)
     total = sum(p.stat().st_size for p in SAMPLE.rglob("*.jpg"))
-    print(f"{len(photos)} photos + {STYLE} in {SAMPLE}: {total / 2**20:.2f} MB")
+    print(f"{len(photos)} photos + {', '.join(STYLES)} in {SAMPLE}: {total / 2**20:.2f} MB")
 
 
 if __name__ == "__main__":

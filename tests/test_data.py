@@ -177,7 +177,9 @@ def test_empty_root_downloads_the_manifest_photos(file_server, tmp_path, image_d
     manifest.write_text("\n".join(rows) + "\n")
     monkeypatch.setattr(manifest_mod, "MANIFEST", manifest)
     root = tmp_path / "data" / "train"
-    dm = FolderDataModule(str(root), image_size=16, batch_size=2, num_workers=0, val_count=1, manifest_prefix="train/")
+    dm = FolderDataModule(
+        str(root), image_size=16, batch_size=2, num_workers=0, val_count=1, manifest_prefix="train/", download=True
+    )
     dm.prepare_data()
     dm.setup("fit")
     assert len(training_images(root)) == 4

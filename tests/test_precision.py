@@ -82,3 +82,32 @@ def test_training_logs_the_precision_choice(tmp_path, image_dir, style_path, cap
     assert f"precision {expected.precision}, channels_last={expected.channels_last} ({expected.reason})" in caplog.text
     ckpt = torch.load(result["last_ckpt"], map_location="cpu", weights_only=True)
     assert ckpt["hyper_parameters"]["runtime"]["channels_last"] is expected.channels_last
+
+
+def test_forcing_bf16_on_a_cpu_without_it_warns_once_with_the_measured_cost(monkeypatch, caplog):
+    from nst_lightning.training import precision
+
+    forced = resolve_precision("bf16-mixed", "cpu", "auto", caps=caps())
+    assert (
+        forced.emulated_bf16
+        and not resolve_precision("bf16-mixed", "cpu", caps=caps(flags=("amx_bf16",))).emulated_bf16
+    )
+    monkeypatch.setattr(precision, "bf16_slowdown", lambda: 37.0)
+    precision._warn_emulated_once.cache_clear()
+    with caplog.at_level("WARNING", logger="nst_lightning.training.precision"):
+        precision.warn_if_emulated(forced)
+        precision.warn_if_emulated(forced)
+        precision.warn_if_emulated(resolve_precision("32-true", "cpu", caps=caps()))
+    assert [r.getMessage().count("37x slower") for r in caplog.records] == [1]
+
+
+@pytest.mark.parametrize(
+    ("flags", "dtype", "channels_last"), [((), None, False), (("amx_bf16",), torch.bfloat16, True)]
+)
+def test_the_baseline_follows_the_training_machine_rule(monkeypatch, flags, dtype, channels_last):
+    from nst_lightning.baseline.optimize import machine_choice
+    from nst_lightning.training import precision
+
+    monkeypatch.setattr(precision, "detect_capabilities", lambda: caps(flags=flags))
+    assert machine_choice("auto", None, torch.device("cpu")) == (dtype, channels_last)
+    assert machine_choice("fp32", True, torch.device("cpu")) == (None, True)

@@ -21,12 +21,12 @@ import torch
 from nst_lightning.errors import NSTError
 from nst_lightning.image import resize_tensor
 from nst_lightning.losses.perceptual import PerceptualLoss
+from nst_lightning.training.precision import AUTO, resolve_precision, warn_if_emulated
 
 OPTIMIZERS = ("lbfgs", "adam")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LINE_SEARCHES = (None, "strong_wolfe")
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 0.05}
-_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 Terms = dict[str, torch.Tensor]
 ImageCallback = Callable[[int, torch.Tensor], None]
@@ -41,10 +41,11 @@ class OptimizeSettings:
         lr: step size; None = 1.0 for L-BFGS (its usual unit step) and 0.05 for Adam (pixels in [0, 1]).
         history_size: L-BFGS memory (curvature pairs kept).
         line_search: None (fixed unit step, one loss evaluation per iteration) or ``strong_wolfe``.
-        precision: ``auto`` (bf16 autocast on CUDA, fp32 elsewhere), ``fp32``, ``bf16`` or ``fp16``. Only the
-            VGG convolutions run in reduced precision; the image, the loss terms and the optimizer stay fp32.
+        precision: ``auto`` (bf16 autocast where the hardware has bf16 arithmetic, fp32 elsewhere: the machine
+            rule of training, see :func:`machine_choice`), ``fp32``, ``bf16`` or ``fp16``. Only the VGG
+            convolutions run in reduced precision; the image, the loss terms and the optimizer stay fp32.
         channels_last: run VGG in channels-last memory format (the image parameter itself stays NCHW).
-            None = the measured default for the device (see :func:`default_channels_last`).
+            None = the machine rule's choice (with bf16, not in fp32).
         log_every: refresh the loss terms shown in the progress bar every this many iterations (each refresh
             is a host-device sync).
         seed: seed of the noise initialisation.
@@ -74,21 +75,19 @@ class OptimizeSettings:
         return float(self.lr) if self.lr is not None else DEFAULT_LR[self.optimizer]
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """Reduced-precision dtype for the VGG convolutions, or None for fp32.
-
-    ``auto`` is bf16 on CUDA and fp32 on CPU: on CPUs without AVX512-BF16/AMX (e.g. AVX2-only EPYC) bf16
-    convolutions are tens of times slower than fp32.
-    """
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    return _DTYPES[precision]
+_LIGHTNING_NAMES = {"auto": AUTO, "fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
 
 
-def default_channels_last(device: torch.device) -> bool:
-    """Measured default memory format for the VGG pass: channels-last on CUDA (tensor cores) and on CPU
-    (oneDNN's native NHWC layout; see docs/baseline.md for the CPU measurements)."""
-    return device.type in ("cuda", "cpu")
+def machine_choice(precision: str, channels_last: bool | None, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """The VGG pass's reduced-precision dtype (None: fp32) and memory format, by the machine rule training uses
+    (:func:`~nst_lightning.training.precision.resolve_precision`): ``auto`` is bf16 where the hardware has bf16
+    arithmetic (CUDA with bf16, CPUs with AMX or AVX-512 BF16), fp32 elsewhere; channels-last goes with bf16."""
+    choice = resolve_precision(
+        _LIGHTNING_NAMES[precision], device.type, AUTO if channels_last is None else channels_last
+    )
+    warn_if_emulated(choice)
+    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(choice.precision)
+    return dtype, choice.channels_last
 
 
 @contextlib.contextmanager
@@ -180,9 +179,7 @@ class ImageOptimization:
 
     def __post_init__(self) -> None:
         device = self.content.device
-        self.dtype = autocast_dtype(self.settings.precision, device)
-        cl = self.settings.channels_last
-        self.channels_last = default_channels_last(device) if cl is None else bool(cl)
+        self.dtype, self.channels_last = machine_choice(self.settings.precision, self.settings.channels_last, device)
         prepare_loss(self.loss, self.channels_last)
         self.content_feats = content_features(self.loss, self.content, self.channels_last, self.dtype)
         self.image = self.init.detach().float().contiguous().clone().requires_grad_(True)

@@ -1,12 +1,14 @@
 """What every command shares: a Hydra main around ``run(cfg)``, user errors as one line, help from the YAML.
 
 Each command module (:mod:`~nst_lightning.cli.train`, ``stylize``, ``optimize``, ``evaluate``, ...) defines
-``run(cfg) -> result`` (called directly by tests and other code) and ``main = hydra_app(NAME, run)``.
+``run(cfg) -> result`` (called directly by tests and other code); :mod:`nst_lightning.cli.commands` makes each a
+console command with ``hydra_app(NAME, "module:run")``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import re
@@ -18,8 +20,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from nst_lightning.cli.presets import group_options
-from nst_lightning.config import config_dir
+from nst_lightning.cli.config_errors import config_error
+from nst_lightning.config import config_dir, group_options
 from nst_lightning.errors import NSTError
 
 log = logging.getLogger("nst_lightning")
@@ -27,45 +29,90 @@ log = logging.getLogger("nst_lightning")
 Run = Callable[[DictConfig], Any]
 
 
-def hydra_app(name: str, run: Run, *, summary: str, metric: Callable[[Any], Any] | None = None) -> Callable[[], Any]:
+def _load(target: Callable[..., Any] | str | None) -> Callable[..., Any] | None:
+    """``target`` itself, or the function a ``"module:function"`` path names (imported now)."""
+    if not isinstance(target, str):
+        return target
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def hydra_app(
+    name: str, run: Run | str, *, summary: str, metric: Callable[[Any], Any] | str | None = None
+) -> Callable[[], Any]:
     """A console entry point for ``conf/<name>.yaml`` that calls ``run(cfg)``.
 
     Args:
         name: the command and its config file.
-        run: the command's logic.
+        run: the command's logic, or its ``"module:function"`` path (imported only when the command runs, so
+            that ``--help`` and configuration errors do not wait for torch).
         summary: one line for ``--help``.
-        metric: maps ``run``'s result to the value returned to Hydra (what ``--multirun`` sweepers optimise).
+        metric: maps ``run``'s result to the value returned to Hydra (what ``--multirun`` sweepers optimise);
+            a function or its ``"module:function"`` path.
     """
 
     @hydra.main(version_base="1.3", config_path=config_dir(), config_name=name)
     def task(cfg: DictConfig) -> Any:
-        _single_log_stream()
         try:
-            result = run(cfg)
-        except NSTError as exc:
-            log.error("%s", exc)  # into the run's log file too, when the command has one
-            print(f"error: {exc}", file=sys.stderr)
-            _remove_empty_dirs(_run_dir())
-            sys.exit(2)
+            command = _load(run)
+            _single_log_stream()  # after the command's imports: Lightning installs its handlers on import
+            result = command(cfg)
         except KeyboardInterrupt:
-            log.error("interrupted")
+            _log_to_files(logging.ERROR, "interrupted")
             print("interrupted", file=sys.stderr)
             _remove_empty_dirs(_run_dir())
             sys.exit(130)
-        except Exception:
-            log.exception("%s failed", name)
-            _remove_empty_dirs(_run_dir())
-            raise
-        return metric(result) if metric else None
+        except Exception as exc:
+            error = exc if isinstance(exc, NSTError) else config_error(exc)
+            if error is None:
+                log.exception("%s failed", name)
+                _remove_empty_dirs(_run_dir())
+                raise
+            _exit_with(error)
+        to_metric = _load(metric)
+        return to_metric(result) if to_metric else None
 
     def main() -> Any:
         if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
             print(app_help(name, summary))
             return None
-        return task()
+        # Hydra prints its own errors over several lines and exits 1; let them reach us instead.
+        previous = os.environ.get(_FULL_ERROR)
+        os.environ[_FULL_ERROR] = "1"
+        try:
+            return task()
+        except Exception as exc:
+            error = config_error(exc)
+            if error is None:
+                raise
+            _exit_with(error)
+        finally:
+            if previous is None:
+                os.environ.pop(_FULL_ERROR, None)
+            else:
+                os.environ[_FULL_ERROR] = previous
 
     main.__doc__ = summary
     return main
+
+
+_FULL_ERROR = "HYDRA_FULL_ERROR"
+
+
+def _exit_with(error: BaseException) -> None:
+    """Print ``error:`` and the message once (on stderr; the run's log file gets it too), then exit 2."""
+    _log_to_files(logging.ERROR, str(error))
+    print(f"error: {error}", file=sys.stderr)
+    _remove_empty_dirs(_run_dir())
+    sys.exit(2)
+
+
+def _log_to_files(level: int, message: str) -> None:
+    """Write ``message`` to the run's log files only: the console shows the ``error:`` line already."""
+    record = log.makeRecord(log.name, level, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def _single_log_stream() -> None:

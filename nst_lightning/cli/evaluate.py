@@ -10,7 +10,6 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from nst_lightning.cli.app import hydra_app
 from nst_lightning.cli.presets import checkpoint_style_image
 from nst_lightning.cli.stylize import chosen_style
 from nst_lightning.errors import NSTError
@@ -96,8 +95,3 @@ def run_zeroshot(cfg: DictConfig) -> dict[str, Any]:
                  {k: round(s["mean"][f"lbfgs@{k}"]["objective"], 4) for k in settings.lbfgs_iterations})  # fmt: skip
     (out_dir / "zeroshot.json").write_text(json.dumps(result, indent=2))
     return result
-
-
-main = hydra_app(
-    "evaluate", run, summary="score a network against per-image L-BFGS on its own objective (ckpt=NAME_OR_PATH)"
-)

@@ -9,7 +9,6 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from nst_lightning.cli.app import hydra_app
 from nst_lightning.errors import NSTError
 from nst_lightning.export import FORMATS, SUFFIXES, check_parity, export, load_runtime
 from nst_lightning.inference import load_model
@@ -74,10 +73,3 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "max_abs_diff": {f"{h}x{w}": d for (h, w), d in diffs.items()},
         "onnx_exporter": exporter,
     }
-
-
-main = hydra_app(
-    "export",
-    run,
-    summary="export a model to TorchScript, torch.export, ONNX or a slim .pt (ckpt=NAME_OR_PATH format=...)",
-)

@@ -10,7 +10,6 @@ import torch
 from omegaconf import DictConfig, ListConfig
 
 from nst_lightning.baseline.optimize import OptimizeSettings, initial_image, optimize_multiscale
-from nst_lightning.cli.app import hydra_app
 from nst_lightning.cli.presets import config_loss, style_image_path, style_source
 from nst_lightning.errors import NSTError
 from nst_lightning.image import IMAGE_SUFFIXES, load_image, preserve_color, save_image
@@ -151,6 +150,3 @@ def run(cfg: DictConfig) -> Path:
         )
     log.info("wrote %s", out)
     return out
-
-
-main = hydra_app("optimize", run, summary="per-image optimisation baseline (content=PATH style=NAME output=PATH)")

@@ -11,16 +11,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from nst_lightning.config import config_dir
+from nst_lightning.config import config_dir, group_options
 from nst_lightning.errors import NSTError
 from nst_lightning.image import IMAGE_SUFFIXES
 from nst_lightning.losses.config import LossConfig, loss_config
 from nst_lightning.styles import StyleSource, resolve_style_image
-
-
-def group_options(group: str) -> list[str]:
-    """The options of a config group: ``conf/<group>/*.yaml`` except the bases they inherit (``_*.yaml``)."""
-    return sorted(p.stem for p in (Path(config_dir()) / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
 def load_option(group: str, name: str) -> DictConfig:

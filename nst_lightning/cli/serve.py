@@ -6,7 +6,6 @@ import logging
 
 from omegaconf import DictConfig, OmegaConf
 
-from nst_lightning.cli.app import hydra_app
 from nst_lightning.serve import ServeSettings, create_app
 from nst_lightning.serve.server import check_port, serve_forever
 
@@ -24,6 +23,3 @@ def run(cfg: DictConfig) -> None:
     if settings.hosts() is None and settings.allowed_hosts is None:
         log.warning("host=%s accepts any Host header; set allowed_hosts=[NAME] to the names clients use", settings.host)
     serve_forever(app, settings, log_level)
-
-
-main = hydra_app("serve", run, summary="serve the style networks over HTTP: REST API, result cache, web page")

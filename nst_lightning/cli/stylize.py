@@ -11,7 +11,6 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from nst_lightning.cli.app import hydra_app
 from nst_lightning.errors import NSTError
 from nst_lightning.inference import choose_style, prepare_model, stylize_paths
 from nst_lightning.inference.video import is_video
@@ -95,8 +94,3 @@ def _video(cfg: DictConfig, model) -> Path:
     log.info("wrote %s: %d frames at %s fps (audio %s) in %.1f s (%.2f s/frame)", output, report.frames,
              report.rate, "copied" if report.audio else "none", report.seconds, report.seconds_per_frame)  # fmt: skip
     return output
-
-
-main = hydra_app(
-    "stylize", run, summary="stylize images with a trained network (ckpt=NAME_OR_PATH input=FILE_OR_FOLDER)"
-)

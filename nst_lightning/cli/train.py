@@ -10,20 +10,25 @@ from typing import Any
 
 import hydra
 import lightning as L
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from nst_lightning.cli.app import hydra_app
 from nst_lightning.cli.multistyle import build_multistyle_module, is_multistyle
 from nst_lightning.cli.presets import config_loss, style_image_path
 from nst_lightning.training import fault
 from nst_lightning.training.callbacks import BatchNormReestimation, ema_callbacks
+from nst_lightning.training.deliver import export_and_preview
 from nst_lightning.training.module import StyleTransferModule
-from nst_lightning.training.precision import PrecisionChoice, resolve_precision
+from nst_lightning.training.precision import PrecisionChoice, resolve_precision, warn_if_emulated
 
 log = logging.getLogger(__name__)
 # The VGG loss network is in eval mode on purpose; Lightning warns about any module in eval mode.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode.*")
+# Logging counts optimiser steps across epochs, so an epoch shorter than log_every_n_steps (a small folder) still
+# logs every log_every_n_steps steps; Lightning's warning about it does not apply.
+warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")  # inside Lightning
 
 
 # Keys of conf/model/_runtime.yaml that are not arguments of the network's builder.
@@ -81,12 +86,15 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
     fault.check_writable(out_dir / fault.CHECKPOINT_DIR)  # fail now, not at the first checkpoint hours later
     choice = apply_auto_precision(cfg)
     log.info("precision %s, channels_last=%s (%s)", choice.precision, choice.channels_last, choice.reason)
+    warn_if_emulated(choice)
     style_path = style_image_path(cfg.style)
     datamodule = hydra.utils.instantiate(cfg.data)
     module = build_multistyle_module(cfg, build_module) if is_multistyle(cfg) else build_module(cfg, str(style_path))
     loggers = _instantiate_all(cfg, "logger")
     callbacks = [*_instantiate_all(cfg, "callbacks"), *ema_callbacks(cfg.ema), BatchNormReestimation(),
                  *(extra_callbacks or [])]  # fmt: skip
+    if not cfg.trainer.enable_progress_bar:  # Lightning refuses a progress callback then
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     # Atomic checkpoint writes (and the SLURM environment): nst_lightning.training.fault.trainer_plugins.
     trainer: L.Trainer = hydra.utils.instantiate(
         cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=fault.trainer_plugins()
@@ -118,6 +126,9 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
         "last_ckpt": getattr(ckpt_cb, "last_model_path", None) or None,
         "best_ckpt": getattr(ckpt_cb, "best_model_path", None) or None,
     }
+    if cfg.export_at_end and trainer.is_global_zero and (result["best_ckpt"] or result["last_ckpt"]):
+        photos = datamodule.val_set or datamodule.train_set
+        result.update(export_and_preview(result["best_ckpt"] or result["last_ckpt"], out_dir, photos.files[0]))
     log.info("finished at step %d: %s", trainer.global_step, metrics)
     log.info("checkpoints: last=%s best=%s", result["last_ckpt"], result["best_ckpt"])
     return result
@@ -135,7 +146,3 @@ def objective(result: dict[str, Any]) -> float | None:
     log.warning("sweep_metric %s was not logged (logged: %s); returning train/objective %s",
                 name, ", ".join(sorted(metrics)) or "nothing", fallback)  # fmt: skip
     return fallback
-
-
-main = hydra_app("train", run, summary="train a style transfer network (python train.py style=starry_night)",
-                 metric=objective)  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import zipfile
 from pathlib import Path
@@ -14,11 +15,32 @@ from torch.utils.data import DataLoader, DistributedSampler
 from nst_lightning.data.datasets import ImageFolderDataset, eval_transform, train_transform, training_images
 from nst_lightning.data.download import download
 from nst_lightning.data.manifest import download_folder
+from nst_lightning.data.sample import data_dir_from_env
 from nst_lightning.data.sampler import ResumableDataLoader, ResumableSampler
 from nst_lightning.errors import NSTError
 from nst_lightning.image import list_images
 
 log = logging.getLogger(__name__)
+
+
+def resolve_num_workers(num_workers: int | str) -> int:
+    """``data.num_workers``: a number as given, or ``auto``: half the CPU cores this process may use, at least
+    1 and at most 8 (the training step needs the other half on a CPU; 8 feed a GPU at batch 16, 256 px)."""
+    if str(num_workers).lower() != "auto":
+        return int(num_workers)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(8, cores // 2))
+
+
+VAL_SHARE = 5  # a small folder gives validation at most one photo in this many
+
+
+def spare_val_count(val_count: int, num_files: int) -> int:
+    """The validation photos a folder of ``num_files`` can spare: ``val_count``, but at most one in
+    :data:`VAL_SHARE` and never the last training photo (at least one when ``val_count`` asks for any)."""
+    if val_count <= 0 or num_files < 2:
+        return 0
+    return max(1, min(val_count, num_files // VAL_SHARE))
 
 
 def split_train_val(files: list[Path], val_count: int) -> tuple[list[Path], list[Path]]:
@@ -41,7 +63,7 @@ class FolderDataModule(L.LightningDataModule):
         root: folder tree of jpg/png/webp images.
         image_size: side of the square training crops.
         batch_size: images per step (per device under DDP).
-        num_workers: data loader worker processes.
+        num_workers: data loader worker processes, or ``auto`` (:func:`resolve_num_workers`).
         val_count: images held out of ``root`` for validation (0 disables validation).
         val_size: side of the centre-cropped validation images.
         min_scale: smallest crop area fraction for the random-resized crop.
@@ -50,8 +72,11 @@ class FolderDataModule(L.LightningDataModule):
         pin_memory: pin host memory for faster copies to the GPU.
         shuffle: shuffle the training images each epoch (turn off only for reproducibility tests).
         augment: random-resized crops and flips; when false, training uses the deterministic centre crop.
-        manifest_prefix: when ``root`` holds no images, download the manifest's files under this prefix
-            (``train/``: the training photos) into it first; None disables downloading.
+        manifest_prefix: the manifest's files under this prefix (``train/``: the training photos) are what
+            ``download`` fetches; None disables downloading.
+        download: when ``root`` holds no images, download the manifest's files into it first: True, False, or
+            ``"auto"`` (only when ``root`` is the data folder's own ``<NST_DATA_DIR>/<manifest_prefix>``, so a
+            mistyped ``data.root`` is an error that creates nothing).
         seed: seed of the training order and of the random crops (None: a random one). The position in the
             order is saved in checkpoints, so a resumed run continues with the photos it would have seen.
     """
@@ -61,7 +86,7 @@ class FolderDataModule(L.LightningDataModule):
         root: str,
         image_size: int = 256,
         batch_size: int = 4,
-        num_workers: int = 2,
+        num_workers: int | str = "auto",
         val_count: int = 8,
         val_size: int = 256,
         min_scale: float = 0.25,
@@ -71,8 +96,10 @@ class FolderDataModule(L.LightningDataModule):
         augment: bool = True,
         max_upscale: float | None = None,
         seed: int | None = 0,
+        download: bool | str = "auto",
     ) -> None:
         super().__init__()
+        self.download = download
         self.max_upscale = max_upscale
         self._random_seed = seed is None
         self.seed = random.randrange(2**31) if seed is None else seed
@@ -82,7 +109,7 @@ class FolderDataModule(L.LightningDataModule):
         self.root = root
         self.image_size = image_size
         self.batch_size = batch_size
-        self.num_workers = num_workers
+        self.num_workers = resolve_num_workers(num_workers)
         self.val_count = val_count
         self.val_size = val_size
         self.min_scale = min_scale
@@ -94,16 +121,38 @@ class FolderDataModule(L.LightningDataModule):
         """Folder that holds the images (subclasses may download it first)."""
         return Path(self.root).expanduser()
 
+    def _may_download(self, root: Path) -> bool:
+        if not self.manifest_prefix or self.download is False or str(self.download).lower() == "false":
+            return False
+        if str(self.download).lower() == "auto":
+            default_root = Path(data_dir_from_env()) / self.manifest_prefix
+            return root.resolve() == default_root.resolve()
+        return True
+
     def prepare_data(self) -> None:
         root = self.image_root()
-        if self.manifest_prefix and not list_images(root, recursive=True):
+        if list_images(root, recursive=True):
+            return
+        if self._may_download(root):
             log.info("no images in %s: downloading the %s photos listed in the manifest", root, self.manifest_prefix)
             download_folder(self.manifest_prefix, root)
+        elif not root.exists():
+            raise NSTError(
+                f"data.root {root} does not exist; point data.root at a folder of photos "
+                "(or add data.download=true to download the training photos into it)"
+            )
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        train, val = split_train_val(training_images(self.image_root()), self.val_count)
+        files = training_images(self.image_root())
+        val_count = spare_val_count(self.val_count, len(files))
+        if val_count != self.val_count and self.val_count > 0:
+            log.info(
+                "only %d photos in %s: %d held out for validation instead of data.val_count=%d",
+                len(files), self.root, val_count, self.val_count,
+            )  # fmt: skip
+        train, val = split_train_val(files, val_count)
         transform = (
             train_transform(self.image_size, self.min_scale, max_upscale=self.max_upscale)
             if self.augment

@@ -81,7 +81,20 @@ def _read(path: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise NSTError(f"cannot read checkpoint {path} ({type(exc).__name__}: {exc})") from exc
+        raise NSTError(unreadable_checkpoint(path, exc)) from exc
+
+
+def unreadable_checkpoint(path: Path, exc: Exception) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, in the user's terms (not torch's loading advice)."""
+    if "Unsupported global" in str(exc):
+        return (
+            f"{path} holds Python objects besides tensors and plain values, which are not loaded for safety; "
+            "nst_lightning reads its own training checkpoints (.ckpt) and exported models (.pt)"
+        )
+    return (
+        f"{path} is not a checkpoint (not a file saved by torch.save: {type(exc).__name__}); "
+        "give a training checkpoint (.ckpt), an exported model (.pt) or a shipped model's name"
+    )
 
 
 def _from_lightning(raw: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:

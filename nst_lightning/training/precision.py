@@ -8,12 +8,15 @@ where it was measured faster (docs/quickstart.md); in fp32 on CPU it was not.
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 
+log = logging.getLogger(__name__)
 AUTO = "auto"
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
@@ -41,6 +44,7 @@ class PrecisionChoice:
     precision: str
     channels_last: bool
     reason: str
+    emulated_bf16: bool = False  # bf16 asked for on a CPU without bf16 arithmetic (see warn_if_emulated)
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
@@ -69,9 +73,11 @@ def detect_capabilities() -> Capabilities:
     )
 
 
-def _device_type(accelerator: str, caps: Capabilities) -> str:
-    """Lightning's accelerator name → ``cuda``, ``mps`` or ``cpu`` (``auto`` picks as Lightning does)."""
-    accelerator = (accelerator or AUTO).lower()
+def device_type(accelerator: str | None, caps: Capabilities | None = None) -> str:
+    """Lightning's accelerator name → ``cuda``, ``mps`` or ``cpu`` (``auto`` picks as Lightning does) on this
+    machine (or on ``caps``)."""
+    caps = caps or detect_capabilities()
+    accelerator = str(accelerator or AUTO).lower()
     if accelerator in ("gpu", "cuda"):
         return "cuda" if caps.cuda else ("mps" if caps.mps else "cpu")
     if accelerator == AUTO:
@@ -97,7 +103,7 @@ def resolve_precision(
         The Lightning precision string, whether to use channels-last, and a one-line reason for the log.
     """
     caps = caps or detect_capabilities()
-    device = _device_type(str(accelerator), caps)
+    device = device_type(str(accelerator), caps)
     if str(requested).lower() != AUTO:
         precision, reason = str(requested), "as configured"
     elif device == "cuda" and caps.cuda_bf16:
@@ -110,4 +116,39 @@ def resolve_precision(
         precision, reason = "32-true", f"{what} ({caps.cpu_capability if device == 'cpu' else device})"
     if isinstance(channels_last, str) and channels_last.lower() == AUTO or channels_last is None:
         channels_last = precision.startswith("bf16") and device in ("cuda", "cpu")
-    return PrecisionChoice(precision, bool(channels_last), reason)
+    emulated = precision.startswith("bf16") and device == "cpu" and not caps.cpu_fast_bf16
+    return PrecisionChoice(precision, bool(channels_last), reason, emulated)
+
+
+def bf16_slowdown(channels: int = 64, size: int = 64, repeats: int = 3) -> float:
+    """How many times slower a 3×3 convolution (forward and backward, 1×C×S×S) runs under CPU bf16 autocast
+    than in fp32 on this machine: the best of ``repeats`` timings each (about a second where bf16 is emulated)."""
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1)
+    x = torch.randn(1, channels, size, size, requires_grad=True)
+
+    def best(bf16: bool) -> float:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = conv(x)
+            out.float().sum().backward()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    return best(True) / best(False)
+
+
+@lru_cache(maxsize=1)
+def _warn_emulated_once(capability: str) -> None:
+    log.warning(
+        "bf16 on this CPU (%s, no AMX/AVX-512 BF16) is emulated: a convolution measured %.0fx slower than fp32 "
+        "here; precision=auto chooses fp32 on this machine",
+        capability, bf16_slowdown(),
+    )  # fmt: skip
+
+
+def warn_if_emulated(choice: PrecisionChoice) -> None:
+    """Warn once per process, with the slowdown measured here, when bf16 was forced on a CPU that emulates it."""
+    if choice.emulated_bf16:
+        _warn_emulated_once(detect_capabilities().cpu_capability)
