@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -119,3 +119,16 @@ def set_style_targets(
         raise NSTError("no style image given: use style=<preset> or style.image=PATH")
     grams = [style_grams(path, size, loss, cache_dir) for path, size in sources]
     loss.set_style_grams(grams[0] if len(grams) == 1 else blend_grams(grams, weights or [1.0] * len(grams)))
+
+
+def set_style_bank_targets(
+    loss: PerceptualLoss,
+    sources: Sequence[StyleSource],
+    term_weights: Sequence[Mapping[str, float]] | None = None,
+    cache_dir: str | Path | None = None,
+) -> None:
+    """The targets of several styles side by side (a multi-style network), each style's Grams cached as for one
+    style; ``term_weights``: per style, its content/style/TV weights (see :meth:`PerceptualLoss.set_style_bank`)."""
+    if not sources:
+        raise NSTError("no style images given: list them with styles=[NAME, ...]")
+    loss.set_style_bank([style_grams(path, size, loss, cache_dir) for path, size in sources], term_weights)

@@ -7,25 +7,43 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig
 
 from nst_lightning.cli.presets import checkpoint_style_image
+from nst_lightning.cli.stylize import chosen_style
 from nst_lightning.errors import NSTError
 from nst_lightning.evaluation.evaluate import EvalSettings, eval_images, evaluate, loss_from_meta
-from nst_lightning.inference import load_model, resolve_device
+from nst_lightning.evaluation.styles import style_view
+from nst_lightning.inference import LoadedModel, choose_style, load_model, prepare_model, resolve_device
 from nst_lightning.styles import set_style_targets
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Load the checkpoint, rebuild its loss and style targets, and run :func:`evaluate`."""
+    """Load the checkpoint, rebuild its loss and style targets, and run :func:`evaluate`.
+
+    A multi-style checkpoint is evaluated in each of its styles (into ``output_dir/<style>/``; returns
+    ``{style: report}``), or in the one named by ``style=NAME``.
+    """
     if cfg.zeroshot:
         return run_zeroshot(cfg)
     if not cfg.ckpt:
         raise NSTError("no checkpoint given: use ckpt=PATH (or the name of a shipped model, e.g. starry_night)")
     device = resolve_device(cfg.device)
     loaded = load_model(cfg.ckpt, device)
+    style = chosen_style(cfg.style)
+    if loaded.meta.get("styles"):
+        chosen = [style] if style is not None else list(loaded.net.style_names)
+        return {str(name): _run_one(cfg, style_view(loaded, name), device, Path(cfg.output_dir) / str(name))
+                for name in chosen}  # fmt: skip
+    if style is not None:
+        choose_style(prepare_model(loaded), style)  # only its own name is accepted
+    return _run_one(cfg, loaded, device, Path(cfg.output_dir))
+
+
+def _run_one(cfg: DictConfig, loaded: LoadedModel, device: torch.device, out_dir: Path) -> dict[str, Any]:
     loss = loss_from_meta(loaded.meta)
     style_path = checkpoint_style_image(loaded.meta, cfg.style_image, cfg.paths.data_dir)
     style_size = cfg.style_size or loaded.meta.get("style_size")
@@ -38,7 +56,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         grid_cell=int(cfg.grid_cell),
     )
     images = eval_images(cfg.eval_dir, settings.max_images)
-    out_dir = Path(cfg.output_dir)
     log.info("evaluating %s on %d images from %s at %d px, L-BFGS at %s", loaded.meta["source"], len(images),
              cfg.eval_dir, settings.size, settings.lbfgs_iterations)  # fmt: skip
     report = evaluate(loaded, loss, images, settings, device, out_dir, tensorboard=bool(cfg.tensorboard))

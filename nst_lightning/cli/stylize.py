@@ -9,13 +9,21 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from nst_lightning.errors import NSTError
-from nst_lightning.inference import stylize_paths
+from nst_lightning.inference import choose_style, prepare_model, stylize_paths
 from nst_lightning.inference.video import is_video
 
 log = logging.getLogger(__name__)
+
+
+def chosen_style(value: object) -> str | int | None:
+    """``style=NAME`` on the command line: Hydra loads the preset of that name (``conf/style/NAME.yaml``), whose
+    ``name`` is the style; a plain value (tests, the library) is taken as it is."""
+    if OmegaConf.is_config(value):
+        return value.get("name")  # type: ignore[union-attr]
+    return value  # type: ignore[return-value]
 
 
 def run(cfg: DictConfig) -> list[Path]:
@@ -27,6 +35,12 @@ def run(cfg: DictConfig) -> list[Path]:
     if not cfg.input:
         raise NSTError("no input given: use input=FILE_OR_FOLDER")
     model = _model(cfg)
+    style, mix = chosen_style(cfg.get("style")), cfg.get("style_mix")
+    if style is not None or mix:  # a multi-style network: the style is chosen once, for every image
+        mix = OmegaConf.to_container(mix) if OmegaConf.is_config(mix) else mix
+        if mix is not None and not isinstance(mix, dict):
+            raise NSTError(f"style_mix must be a mapping {{NAME: WEIGHT, ...}}, got {mix!r}")
+        model = choose_style(prepare_model(model, cfg.get("device")), style, mix)
     if is_video(cfg.input):
         return [_video(cfg, model)]
     report = stylize_paths(

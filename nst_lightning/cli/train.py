@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from nst_lightning.cli.multistyle import build_multistyle_module, is_multistyle
 from nst_lightning.cli.presets import config_loss, style_image_path
 from nst_lightning.training import fault
 from nst_lightning.training.callbacks import BatchNormReestimation, ema_callbacks
@@ -38,15 +39,18 @@ def _plain(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True)
 
 
-def build_module(cfg: DictConfig, style_image: str) -> StyleTransferModule:
+def build_module(
+    cfg: DictConfig, style_image: str | None, module_class: Any = StyleTransferModule
+) -> StyleTransferModule:
     """The LightningModule from the primitive values of ``cfg``'s groups (``model``, ``style``, ``loss``,
     ``optim``, ``init_from`` / ``teacher`` / ``distill``). ``init_from`` is not read here: the module loads it
-    when a fresh fit starts (never when it resumes)."""
+    when a fresh fit starts (never when it resumes). ``module_class``: a subclass with its own arguments bound
+    (the multi-style module)."""
     kwargs = _plain(cfg.model)
     name = kwargs.pop("name")
     runtime = {k: kwargs.pop(k) for k in RUNTIME_KEYS}
     freeze = kwargs.pop("freeze")
-    return StyleTransferModule(
+    return module_class(
         model={"name": name, "kwargs": kwargs},
         style={"name": cfg.style.name, "image": style_image, "size": cfg.style.size, "cache_dir": cfg.paths.cache_dir},
         loss=config_loss(cfg).to_dict(),
@@ -85,7 +89,7 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
     warn_if_emulated(choice)
     style_path = style_image_path(cfg.style)
     datamodule = hydra.utils.instantiate(cfg.data)
-    module = build_module(cfg, str(style_path))
+    module = build_multistyle_module(cfg, build_module) if is_multistyle(cfg) else build_module(cfg, str(style_path))
     loggers = _instantiate_all(cfg, "logger")
     callbacks = [*_instantiate_all(cfg, "callbacks"), *ema_callbacks(cfg.ema), BatchNormReestimation(),
                  *(extra_callbacks or [])]  # fmt: skip

@@ -31,12 +31,14 @@ from torch import nn
 
 from nst_lightning.errors import NSTError
 from nst_lightning.models.blocks import pad_to_multiple
+from nst_lightning.models.conditional import num_styles
 
 FORMATS = ("nst", "torchscript", "torch_export", "onnx")
 SUFFIXES = {"nst": ".pt", "torchscript": ".ts", "torch_export": ".pt2", "onnx": ".onnx"}
 META_KEY = "nst_lightning.json"  # extra file (TorchScript, .pt2) or metadata property (ONNX)
 META_FORMAT = "nst_lightning.exported"
 INPUT_NAME, OUTPUT_NAME = "image", "stylized"
+STYLE_INPUT_NAME = "style"  # multi-style networks: B×S style weights (one-hot picks a style; see models/conditional)
 ONNX_OPSET = 18
 
 
@@ -90,12 +92,13 @@ class SelfPadding(nn.Module):
         index = torch.arange(size)
         return torch.where(index < n, index, 2 * (n - 1) - index)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        """``style``: a multi-style network's B×S style weights, passed through to it."""
         h, w = x.shape[-2], x.shape[-1]
         m = self.multiple
         padded = x.index_select(2, self._reflect_index(h, (h + m - 1) // m * m))
         padded = padded.index_select(3, self._reflect_index(w, (w + m - 1) // m * m))
-        out = self.net(padded)
+        out = self.net(padded) if style is None else self.net(padded, style)
         return out.index_select(2, torch.arange(h)).index_select(3, torch.arange(w))
 
 
@@ -156,6 +159,18 @@ def example_input(contract: SizeContract, batch: int = 2, padded: bool = True) -
     return torch.rand(batch, 3, h, w) if padded else torch.rand(batch, 3, h + m // 2 + 1, w + 1)
 
 
+def example_inputs(net: nn.Module, contract: SizeContract, padded: bool = True) -> tuple[torch.Tensor, ...]:
+    """The graph's inputs: the image (:func:`example_input`), plus B×S style weights for a multi-style network
+    (a blend, so that no style is special-cased)."""
+    image = example_input(contract, padded=padded)
+    count = num_styles(net)
+    return (image,) if count == 1 else (image, torch.full((image.shape[0], count), 1.0 / count))
+
+
+def input_names(net: nn.Module) -> list[str]:
+    return [INPUT_NAME] if num_styles(net) == 1 else [INPUT_NAME, STYLE_INPUT_NAME]
+
+
 def _dynamic_dims(contract: SizeContract, padded: bool = True) -> dict[int, Any]:
     """torch.export dims: batch ≥ 1; H, W ≥ min_size, multiples of the contract's multiple when ``padded``."""
     from torch.export import Dim
@@ -167,6 +182,12 @@ def _dynamic_dims(contract: SizeContract, padded: bool = True) -> dict[int, Any]
     lo, hi = contract.min_size // contract.multiple, 32768 // contract.multiple
     h, w = Dim("h_blocks", min=lo, max=hi), Dim("w_blocks", min=lo, max=hi)
     return {0: batch, 2: contract.multiple * h, 3: contract.multiple * w}
+
+
+def _dynamic_shapes(net: nn.Module, contract: SizeContract, padded: bool = True) -> tuple[dict[int, Any], ...]:
+    """Per input: the image's dims, and the style weights' batch (the same dim as the image's)."""
+    dims = _dynamic_dims(contract, padded)
+    return (dims,) if num_styles(net) == 1 else (dims, {0: dims[0]})
 
 
 def _fail(fmt: str, net: nn.Module, exc: Exception) -> NSTError:
@@ -182,7 +203,7 @@ def to_torchscript(net: nn.Module, contract: SizeContract) -> torch.jit.ScriptMo
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings about the (no-op) padding branch; deprecation
-            return torch.jit.trace(net, example_input(contract), check_trace=False, _store_inputs=False)
+            return torch.jit.trace(net, example_inputs(net, contract), check_trace=False, _store_inputs=False)
     except Exception as exc:
         raise _fail("torchscript", net, exc) from exc
 
@@ -193,12 +214,15 @@ def to_torch_export(net: nn.Module, contract: SizeContract) -> torch.export.Expo
     The network's own padding check (a no-op after :class:`SelfPadding`) is kept as a runtime assert rather
     than a guard that symbolic shapes cannot prove (``prefer_deferred_runtime_asserts_over_guards``)."""
     try:
-        return torch.export.export(
-            SelfPadding(net, contract).eval(),
-            (example_input(contract, padded=False),),
-            dynamic_shapes=({**_dynamic_dims(contract, padded=False)},),
-            prefer_deferred_runtime_asserts_over_guards=True,
-        )
+        with warnings.catch_warnings():
+            # A multi-style network hands its style weights to its layers as plain attributes during the forward.
+            warnings.filterwarnings("ignore", message=r".*tensor attributes .*style.* were assigned during export")
+            return torch.export.export(
+                SelfPadding(net, contract).eval(),
+                example_inputs(net, contract, padded=False),
+                dynamic_shapes=_dynamic_shapes(net, contract, padded=False),
+                prefer_deferred_runtime_asserts_over_guards=True,
+            )
     except Exception as exc:
         raise _fail("torch_export", net, exc) from exc
 
@@ -232,7 +256,7 @@ def to_onnx(net: nn.Module, contract: SizeContract, exporter: str = "auto") -> t
                 program = torch.onnx.export(
                     to_torch_export(net, contract),
                     dynamo=True,
-                    input_names=[INPUT_NAME],
+                    input_names=input_names(net),
                     output_names=[OUTPUT_NAME],
                     opset_version=ONNX_OPSET,
                     verbose=False,
@@ -245,18 +269,19 @@ def to_onnx(net: nn.Module, contract: SizeContract, exporter: str = "auto") -> t
     if exporter not in ("auto", "dynamo", "torchscript"):
         raise NSTError(f"unknown ONNX exporter {exporter!r}; use auto, dynamo or torchscript")
     axes = {0: "batch", 2: "height", 3: "width"}
+    style_axes = {STYLE_INPUT_NAME: {0: "batch"}} if num_styles(net) > 1 else {}
     buffer = io.BytesIO()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 net,
-                (example_input(contract),),
+                example_inputs(net, contract),
                 buffer,
                 dynamo=False,
-                input_names=[INPUT_NAME],
+                input_names=input_names(net),
                 output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes},
+                dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes, **style_axes},
                 opset_version=17,
             )
     except Exception as exc:

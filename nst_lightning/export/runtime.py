@@ -24,7 +24,14 @@ from torch import nn
 from nst_lightning.errors import NSTError
 from nst_lightning.export import graph
 from nst_lightning.export.graph import ExportInfo, SizeContract
-from nst_lightning.inference.checkpoint import LoadedModel, load_model, resolve_checkpoint, resolve_device
+from nst_lightning.inference.checkpoint import (
+    LoadedModel,
+    load_model,
+    resolve_checkpoint,
+    resolve_device,
+    style_names_of_meta,
+)
+from nst_lightning.models.conditional import num_styles, resolve_style, style_weights
 
 RUNTIMES = ("eager", "torchscript", "torch_export", "onnxruntime", "onnxruntime_int8")
 # Which runtime runs which file format ("checkpoint": a Lightning checkpoint or an nst_lightning .pt model).
@@ -40,8 +47,10 @@ class Runtime(ABC):
         name: ``eager``, ``torchscript``, ``torch_export`` or ``onnxruntime``.
         device: where inputs are run and outputs are returned.
         model_name: the network's registry name (``johnson``, ``mobilenetv3``, ...).
-        meta: what the checkpoint says about the model (``style_name``, ...).
+        meta: what the checkpoint says about the model (``style_name``, ``styles``, ...).
         source: the file it was loaded from.
+        style_names: a multi-style network's styles, in order (one name for a single-style network).
+        style: the S style weights used when a call names none (style 0 unless :meth:`set_style` chose).
     """
 
     name: str = ""
@@ -52,17 +61,36 @@ class Runtime(ABC):
         self.model_name = model_name
         self.meta = meta
         self.source = str(meta.get("source", ""))
+        self.style_names = style_names_of_meta(meta)
+        self.style: torch.Tensor | None = None
+
+    @property
+    def num_styles(self) -> int:
+        return len(self.style_names)
+
+    def set_style(self, style: str | int | None = None, style_mix: dict[str, float] | None = None) -> Runtime:
+        """Choose the style (a name or index) or blend (``{name: weight}``) used when a call names none."""
+        weights = resolve_style(self.style_names, style, style_mix)
+        self.style = weights if self.num_styles > 1 else None
+        return self
 
     @abstractmethod
-    def _forward(self, padded: torch.Tensor) -> torch.Tensor:
-        """Padded B×3×H'×W' float32 on ``self.device`` → B×3×H'×W'."""
+    def _forward(self, padded: torch.Tensor, style: torch.Tensor | None) -> torch.Tensor:
+        """Padded B×3×H'×W' float32 on ``self.device`` (and B×S style weights for a multi-style network, else
+        None) → B×3×H'×W'."""
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, style: torch.Tensor | None = None) -> torch.Tensor:
+        """B×3×H×W in [0, 1] → B×3×H×W; ``style``: S or B×S weights, or B indices (default :attr:`style`)."""
         if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] < 1 or images.shape[3] < 1:
             raise NSTError(f"expected images of shape B×3×H×W, got {tuple(images.shape)}")
         padded, (h, w) = self.contract.pad(images.to(self.device, torch.float32))
+        weights = None
+        if self.num_styles > 1:
+            chosen = style if style is not None else self.style
+            weights = style_weights(chosen, self.num_styles, images.shape[0], self.device)
+            weights = weights.to(self.device, torch.float32).contiguous()
         with torch.inference_mode():
-            out = self._forward(padded.contiguous())
+            out = self._forward(padded.contiguous(), weights)
         return out[..., :h, :w].float().clamp(0, 1)
 
     def __repr__(self) -> str:
@@ -77,9 +105,11 @@ class EagerRuntime(Runtime):
     def __init__(self, net: nn.Module, device: torch.device, model_name: str, meta: dict[str, Any]):
         super().__init__(device, graph.size_contract(net), model_name, meta)
         self.net = net.eval().requires_grad_(False).to(device)
+        if num_styles(net) != self.num_styles:  # a bare network, without the checkpoint's list of styles
+            self.style_names = [str(i) for i in range(num_styles(net))]
 
-    def _forward(self, padded: torch.Tensor) -> torch.Tensor:
-        return self.net(padded)
+    def _forward(self, padded: torch.Tensor, style: torch.Tensor | None) -> torch.Tensor:
+        return self.net(padded) if style is None else self.net(padded, style)
 
 
 class TorchScriptRuntime(Runtime):
@@ -91,8 +121,8 @@ class TorchScriptRuntime(Runtime):
         super().__init__(device, info.contract, info.model_name, {**info.meta, "source": source})
         self.module = module.to(device).eval()
 
-    def _forward(self, padded: torch.Tensor) -> torch.Tensor:
-        return self.module(padded)
+    def _forward(self, padded: torch.Tensor, style: torch.Tensor | None) -> torch.Tensor:
+        return self.module(padded) if style is None else self.module(padded, style)
 
 
 class TorchExportRuntime(Runtime):
@@ -109,8 +139,8 @@ class TorchExportRuntime(Runtime):
         self.program = program
         self.module = program.module()
 
-    def _forward(self, padded: torch.Tensor) -> torch.Tensor:
-        return self.module(padded)
+    def _forward(self, padded: torch.Tensor, style: torch.Tensor | None) -> torch.Tensor:
+        return self.module(padded) if style is None else self.module(padded, style)
 
 
 class OnnxRuntime(Runtime):
@@ -158,8 +188,11 @@ class OnnxRuntime(Runtime):
         runtime.name = "onnxruntime_int8"
         return runtime
 
-    def _forward(self, padded: torch.Tensor) -> torch.Tensor:
-        out = self.session.run(None, {self.input_name: padded.cpu().numpy()})[0]
+    def _forward(self, padded: torch.Tensor, style: torch.Tensor | None) -> torch.Tensor:
+        feed = {self.input_name: padded.cpu().numpy()}
+        if style is not None:
+            feed[graph.STYLE_INPUT_NAME] = style.cpu().numpy()
+        out = self.session.run(None, feed)[0]
         return torch.from_numpy(out).to(self.device)
 
 
@@ -269,7 +302,13 @@ def export_info(loaded: LoadedModel, exported_as: str) -> ExportInfo:
     return info
 
 
-def load_runtime(source: str | Path, runtime: str | None = None, device: str | torch.device = "cpu") -> Runtime:
+def load_runtime(
+    source: str | Path,
+    runtime: str | None = None,
+    device: str | torch.device = "cpu",
+    style: str | int | None = None,
+    style_mix: dict[str, float] | None = None,
+) -> Runtime:
     """Load a model for inference from a checkpoint, a shipped model name or an exported file.
 
     Args:
@@ -280,10 +319,17 @@ def load_runtime(source: str | Path, runtime: str | None = None, device: str | t
             format; eager for checkpoints). A checkpoint with a non-eager runtime is converted in memory
             (checked by the export tests; ``export.py`` checks each file it writes).
         device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+        style, style_mix: a multi-style network's style (name or index) or blend (``{name: weight}``) for calls
+            that name none (see :meth:`Runtime.set_style`); default style 0.
 
     Raises:
-        NSTError: missing or unreadable file, unknown runtime, or a runtime that cannot run that file.
+        NSTError: missing or unreadable file, unknown runtime, a runtime that cannot run that file, or an
+            unknown style.
     """
+    return _open_runtime(source, runtime, device).set_style(style, style_mix)
+
+
+def _open_runtime(source: str | Path, runtime: str | None, device: str | torch.device) -> Runtime:
     name = normalize_runtime(runtime)
     dev = device if isinstance(device, torch.device) else resolve_device(str(device))
     path = resolve_checkpoint(source)

@@ -22,6 +22,14 @@ NET_PREFIX = "net."
 PRETRAINED_DIR = Path(__file__).parent.parent / "pretrained"
 # Checkpoint hyper-parameters that say where a network's weights came from (kept in exports; docs/transfer.md).
 TRANSFER_HPARAMS = ("init_provenance", "freeze", "teacher", "pixel_weight", "feature_weight")
+
+
+def style_names_of_meta(meta: dict[str, Any]) -> list[str]:
+    """The styles a checkpoint holds, in order: a multi-style network's list, else its one style's name."""
+    styles = meta.get("styles") or []
+    return [str(s["name"]) for s in styles] or [str(meta.get("style_name") or "style")]
+
+
 # Builder arguments that do not belong to a rebuilt network: the trained weights replace any pretrained encoder
 # weights, and older checkpoints recorded ``freeze_encoder``, an option the networks no longer take.
 _NOT_REBUILT = ("pretrained", "weights_file", "freeze_encoder")
@@ -102,6 +110,7 @@ def _from_lightning(raw: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str,
         # evaluated on its own loss).
         "loss": hp["loss"],
         "transfer": {k: v for k, v in hp["transfer"].items() if k in TRANSFER_HPARAMS and v},  # weights' origin
+        "styles": hp.get("styles"),  # a multi-style network's styles and their loss settings, in order
     }
     return hp["model"]["name"], dict(hp["model"]["kwargs"]), state, meta
 
@@ -125,6 +134,7 @@ def load_model(ckpt: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     net = create_model(name, **kwargs)
     net.load_state_dict({k: v.float() for k, v in state.items()})
     net.eval().requires_grad_(False).to(device)
+    net.style_names = style_names_of_meta(meta)  # what stylize(style=NAME) chooses from
     meta = {**meta, "source": str(path)}
     return LoadedModel(net=net, model_name=name, model_kwargs=kwargs, meta=meta)
 

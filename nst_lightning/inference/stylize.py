@@ -8,6 +8,7 @@ defaults are the library's defaults; ``conf/stylize.yaml`` is checked against th
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -27,6 +28,7 @@ from nst_lightning.inference.checkpoint import LoadedModel, load_model, resolve_
 from nst_lightning.inference.noise import DEFAULT_SIGMA, DEFAULT_SMOOTH_ONLY, InputNoise, resolve_input_noise
 from nst_lightning.inference.tiling import GlobalNormStats, stylize_tiled
 from nst_lightning.models.blocks import pad_to_multiple
+from nst_lightning.models.conditional import num_styles, resolve_style
 
 # Smaller inputs are reflection/replicate padded up to this side before the network and cropped back after it:
 # the networks' reflection padding needs more pixels than its width (a 4 px image crashed Johnson's 9×9 conv).
@@ -53,10 +55,12 @@ class Stylizer:
     device: torch.device
     dtype: torch.dtype = torch.float32
     module: nn.Module | None = None  # the eager network, whose instance-norm layers tiling can hook
+    style: torch.Tensor | None = None  # a multi-style network's S style weights (None: its default, style 0)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         padded, (h, w) = pad_to_multiple(images, 1, min_size=MIN_SIDE)
-        out = self.fn(padded.to(self.device, self.dtype))
+        x = padded.to(self.device, self.dtype)
+        out = self.fn(x) if self.style is None else self.fn(x, self.style.to(self.device).expand(x.shape[0], -1))
         if not isinstance(out, torch.Tensor) or out.shape != padded.shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise NSTError(
@@ -110,6 +114,27 @@ def prepare_model(model: ModelLike, device: str | torch.device | None = None) ->
         f"cannot use a {type(model).__name__} as a model; pass a checkpoint path, a shipped model name, "
         "a LoadedModel, an nn.Module or a callable mapping B×3×H×W images to B×3×H×W images"
     )
+
+
+def choose_style(
+    runner: Stylizer, style: str | int | None = None, style_mix: dict[str, float] | None = None
+) -> Stylizer:
+    """``runner`` with a multi-style network's style (name or index) or blend (``{name: weight}``) chosen.
+
+    A single-style network accepts only its own name (or 0) and runs as before.
+
+    Raises:
+        NSTError: both given, an unknown style (the message lists the network's), or bad mix weights.
+    """
+    if style is None and not style_mix:
+        return runner
+    model = runner.module if runner.module is not None else runner.fn
+    names = getattr(model, "style_names", None)
+    count = num_styles(model) if isinstance(model, nn.Module) else len(names or [None])
+    if not names or len(names) != count:
+        names = [str(i) for i in range(count)]
+    weights = resolve_style(names, style, style_mix)
+    return runner if count == 1 else dataclasses.replace(runner, style=weights)
 
 
 def _is_int(value: Any) -> bool:
@@ -248,6 +273,8 @@ def stylize(
     tile_stats_size: int | None = None,
     input_noise: float | InputNoise = DEFAULT_SIGMA,
     input_noise_smooth_only: bool = DEFAULT_SMOOTH_ONLY,
+    style: str | int | None = None,
+    style_mix: dict[str, float] | None = None,
 ) -> Image.Image | torch.Tensor:
     """Stylize one image (PIL) or a batch (tensor) with ``model``.
 
@@ -274,9 +301,12 @@ def stylize(
             (skies) get the style's texture instead of stripes (:mod:`.noise`); 0 turns it off. An
             :class:`~nst_lightning.inference.noise.InputNoise` also sets the seed.
         input_noise_smooth_only: add it only where the photo is smooth (a mask from the local gradient).
+        style: a multi-style network's style, by name or index (default: style 0).
+        style_mix: a blend of its styles, ``{name: weight}`` (weights normalised to sum 1): the convex combination
+            of the styles' instance-norm scales and shifts.
 
     Raises:
-        NSTError: an option out of range, an unusable image or model.
+        NSTError: an option out of range, an unusable image or model, an unknown style.
     """
     check_options(strength=strength, max_size=max_size, tile_size=tile_size, tile_overlap=tile_overlap)
     if tile_stats_size is not None and not (_is_int(tile_stats_size) and tile_stats_size >= 1):
@@ -291,7 +321,7 @@ def stylize(
         model = load_zeroshot(style_image, device=str(resolve_device(None if device is None else str(device))))
     if model is None:
         raise NSTError("no model given: pass a model (checkpoint, shipped name, network) or style_image=PAINTING")
-    runner = prepare_model(model, device)
+    runner = choose_style(prepare_model(model, device), style, style_mix)
     if isinstance(image, Image.Image):
         return _stylize_pil(image, runner, opts)
     if isinstance(image, torch.Tensor):

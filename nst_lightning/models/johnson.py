@@ -16,6 +16,7 @@ from torch.utils.checkpoint import checkpoint
 
 from nst_lightning.models.base import TransformNet
 from nst_lightning.models.blocks import ConvNormAct, ResidualBlock, UpsampleConv, make_pad, pad_to_multiple
+from nst_lightning.models.conditional import StyleArg, bind_style, make_conditional
 from nst_lightning.models.registry import register_model
 
 
@@ -31,6 +32,8 @@ class JohnsonNet(TransformNet):
         upsample: decoder upsampling, ``nearest`` (reference), ``bilinear`` or ``pixel_shuffle`` (see
             :class:`~nst_lightning.models.blocks.UpsampleConv`).
         padding: ``reflect`` (reference), ``replicate`` or ``zero``, for every convolution.
+        num_styles: styles held by the network (conditional instance norm, see
+            :mod:`~nst_lightning.models.conditional`); 1 is the ordinary single-style network.
     """
 
     size_multiple = 4  # two stride-2 convolutions
@@ -43,6 +46,7 @@ class JohnsonNet(TransformNet):
         checkpointing: bool = False,
         upsample: str = "nearest",
         padding: str = "reflect",
+        num_styles: int = 1,
     ) -> None:
         super().__init__()
         self.checkpointing = checkpointing
@@ -59,13 +63,19 @@ class JohnsonNet(TransformNet):
             make_pad(padding, 4),
             nn.Conv2d(c1, 3, 9),
         )
+        self.num_styles = num_styles
+        if num_styles > 1:
+            make_conditional(self, num_styles)
 
     def stage_names(self) -> list[str]:
         """Stages in forward order, for freezing (``model.freeze``): the downsampling stem, each residual
         block, the upsampling decoder."""
         return ["encoder", *(f"residuals.{i}" for i in range(len(self.residuals))), "decoder"]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, style: StyleArg = None) -> torch.Tensor:
+        """``style``: a multi-style network's style(s), see :data:`~nst_lightning.models.conditional.StyleArg`."""
+        if self.num_styles > 1:
+            bind_style(self, style, x.shape[0], x.device)
         padded, (h, w) = pad_to_multiple(x, self.size_multiple)
         y = self.encoder(padded)
         if self.checkpointing and torch.is_grad_enabled():

@@ -28,6 +28,7 @@ from nst_lightning.errors import NSTError
 from nst_lightning.image import IMAGENET_MEAN, IMAGENET_STD
 from nst_lightning.models.base import TransformNet
 from nst_lightning.models.blocks import ConvNormAct, pad_to_multiple
+from nst_lightning.models.conditional import StyleArg, bind_style, make_conditional
 from nst_lightning.models.registry import register_model
 
 
@@ -104,6 +105,8 @@ class TimmUNet(TransformNet):
         out_indices: which encoder stages to use (timm's default: all).
         checkpointing: gradient checkpointing of the encoder (timm's ``set_grad_checkpointing``) and of each
             decoder stage: activations are recomputed in the backward pass instead of stored.
+        num_styles: styles held by the network (conditional instance norm in the encoder with
+            ``bn_mode=instance`` and in an instance-norm decoder); 1 is the ordinary single-style network.
     """
 
     def __init__(
@@ -116,6 +119,7 @@ class TimmUNet(TransformNet):
         decoder_norm: str = "instance",
         out_indices: tuple[int, ...] | None = None,
         checkpointing: bool = False,
+        num_styles: int = 1,
     ) -> None:
         super().__init__()
         self.checkpointing = checkpointing
@@ -153,6 +157,9 @@ class TimmUNet(TransformNet):
             nn.ReflectionPad2d(1),
             nn.Conv2d(head_width, 3, 3),
         )
+        self.num_styles = num_styles
+        if num_styles > 1:
+            make_conditional(self, num_styles)
 
     def train(self, mode: bool = True) -> TimmUNet:
         super().train(mode)
@@ -168,7 +175,10 @@ class TimmUNet(TransformNet):
         inner = [f"encoder.{n}" for n, m in self.encoder.named_children() if any(True for _ in m.parameters())]
         return ["encoder", *inner, "bottleneck", *(f"stages.{i}" for i in range(len(self.stages))), "head"]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, style: StyleArg = None) -> torch.Tensor:
+        """``style``: a multi-style network's style(s), see :data:`~nst_lightning.models.conditional.StyleArg`."""
+        if self.num_styles > 1:
+            bind_style(self, style, x.shape[0], x.device)
         # At least 2×2 at the deepest stage: instance norm over a single position is undefined.
         padded, (h, w) = pad_to_multiple(x, self.size_multiple, min_size=2 * self.size_multiple)
         feats = self.encoder((padded - self.mean) / self.std)

@@ -40,7 +40,14 @@ from nst_lightning.serve.memory import release_memory
 from nst_lightning.serve.metrics import Metrics
 from nst_lightning.serve.models import StyleModel, load_styles, stylize_image
 from nst_lightning.serve.settings import ServeSettings
-from nst_lightning.serve.uploads import OUTPUT_FORMATS, Options, check_content_type, decode_upload, parse_options
+from nst_lightning.serve.uploads import (
+    OUTPUT_FORMATS,
+    Options,
+    check_content_type,
+    decode_upload,
+    parse_options,
+    parse_style_mix,
+)
 from nst_lightning.serve.zeroshot import ARBITRARY_STYLES, add_zeroshot_routes
 
 log = logging.getLogger(__name__)
@@ -52,6 +59,7 @@ STYLIZE_OPENAPI = {
         "type": "object", "required": ["image", "style"], "properties": {
             "image": {"type": "string", "format": "binary", "description": "the photo (png, jpeg, webp, ...)"},
             "style": {"type": "string", "description": "a name from GET /styles"},
+            "style_mix": {"type": "string", "description": 'a multi-style network: JSON {"style": weight, ...}'},
             "strength": {"type": "number", "minimum": 0, "maximum": 1, "default": 1},
             "preserve_color": {"type": "boolean", "default": False},
             "max_size": {"type": "integer", "description": "longest output side (default: the service's max_size)"},
@@ -119,11 +127,14 @@ class Pipeline:
     async def decode(self, data: bytes, max_size: int) -> Image.Image:
         return await asyncio.wrap_future(self.decoder.submit(self._decode, data, max_size))
 
-    def _compute(self, model: StyleModel, image: Image.Image, options: Options) -> bytes:
+    def _compute(
+        self, model: StyleModel, image: Image.Image, options: Options, style_mix: dict[str, float] | None = None
+    ) -> bytes:
         try:
             _, runner = model.variant(options.quality)
+            style = None if style_mix else model.style
             out = stylize_image(runner, image, options.strength, options.preserve_color, options.max_size,
-                                self.settings.tile_size)  # fmt: skip
+                                self.settings.tile_size, style=style, style_mix=style_mix)  # fmt: skip
             return encode(out, options.format)
         except NSTError as exc:
             raise BadRequest(422, str(exc)) from None
@@ -132,9 +143,11 @@ class Pipeline:
             if self.settings.trim_memory:
                 release_memory()
 
-    async def compute(self, model: StyleModel, image: Image.Image, options: Options) -> bytes:
+    async def compute(
+        self, model: StyleModel, image: Image.Image, options: Options, style_mix: dict[str, float] | None = None
+    ) -> bytes:
         start = time.perf_counter()
-        result = await self.gate.run(self._compute, model, image, options)
+        result = await self.gate.run(self._compute, model, image, options, style_mix)
         self.metrics.model_seconds.labels(model.name).observe(time.perf_counter() - start)
         return result
 
@@ -184,9 +197,18 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
 
     @app.get("/styles")
     async def list_styles() -> dict[str, Any]:
-        """Names and thumbnail URLs of the styles this service runs; ``arbitrary``: any painting, zero-shot."""
-        named = [{"name": n, "thumbnail": f"/styles/{n}/thumbnail.jpg"} for n in sorted(styles)]
-        return {"styles": named, "arbitrary": ARBITRARY_STYLES}
+        """Names and thumbnail URLs of the styles this service runs, and the network that serves each (a
+        multi-style network is listed under its own name, for style 0 or any ``style_mix``, and once per style as
+        ``<network>.<style>``; ``networks`` lists each one's styles); ``arbitrary``: any painting, zero-shot."""
+        named = []
+        for n in sorted(styles):
+            m = styles[n]
+            entry: dict[str, Any] = {"name": n, "thumbnail": f"/styles/{n}/thumbnail.jpg", "network": m.network or n}
+            if m.network_styles:
+                entry.update(style=m.style, network_styles=m.network_styles)
+            named.append(entry)
+        networks = {m.network: m.network_styles for m in styles.values() if m.network_styles}
+        return {"styles": named, "arbitrary": ARBITRARY_STYLES, "networks": networks}
 
     @app.get("/styles/{name}/thumbnail.jpg")
     async def thumbnail(name: str) -> Response:
@@ -213,11 +235,17 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
             raise BadRequest(413, f"the image is larger than {settings.max_upload_mb:g} MB")
         style = form.fields.get("style", "")
         if style not in styles:
-            raise BadRequest(422, f"unknown style {shorten(style)}; choose one of {', '.join(sorted(styles))}")
+            raise BadRequest(
+                422, f"unknown style {shorten(style)}; choose one of {', '.join(sorted(styles))} (GET /styles)"
+            )
         options = parse_options(form.fields, settings.max_size, settings.quality)
         options = replace(options, quality=styles[style].variant(options.quality)[0])  # what will really run
+        mix = parse_style_mix(form.fields.get("style_mix"), styles[style].network_styles)
+        extra = {"style_mix": mix} if mix else {}
         key = cache_key(
-            hashlib.sha256(upload.data).hexdigest(), style, {**options.key(), "tile_size": settings.tile_size}
+            hashlib.sha256(upload.data).hexdigest(),
+            style,
+            {**options.key(), "tile_size": settings.tile_size, **extra},
         )
         result = await anyio.to_thread.run_sync(cache.get, key)
         status = "hit"
@@ -225,7 +253,7 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
             result = await _join(pending[key])
             status = "shared"
         if result is None:
-            result = await _compute_once(key, styles[style], upload.data, options)
+            result = await _compute_once(key, styles[style], upload.data, options, mix)
             status = "miss"
         {"hit": metrics.cache_hits, "shared": metrics.shared, "miss": metrics.cache_misses}[status].inc()
         filename = f"stylized_{style}.{'jpg' if options.format == 'jpeg' else 'png'}"
@@ -235,13 +263,15 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
 
     pending: dict[str, asyncio.Future[bytes]] = {}  # results being computed, by cache key
 
-    async def _compute_once(key: str, model: StyleModel, data: bytes, options: Options) -> bytes:
+    async def _compute_once(
+        key: str, model: StyleModel, data: bytes, options: Options, mix: dict[str, float] | None = None
+    ) -> bytes:
         """Decode and run the model for ``key``; identical requests arriving meanwhile wait for this result."""
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         pending[key] = future
         try:
             image = await pipeline.decode(data, options.max_size)
-            result = await pipeline.compute(model, image, options)
+            result = await pipeline.compute(model, image, options, mix)
             await anyio.to_thread.run_sync(cache.put, key, result)
             future.set_result(result)
             return result

@@ -1,7 +1,8 @@
 """Model layer: load every style network once at startup and run it (eager or an exported runtime).
 
 A style is a checkpoint: the shipped models (``nst_lightning/pretrained/*.pt``) plus any ``*.pt``/``*.ckpt`` in
-``models_dir``; the file stem is the style's name.
+``models_dir``; the file stem is the style's name. A multi-style network also serves each of its styles as
+``<stem>.<style>``, and under its stem any blend of them (``style_mix``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,9 @@ class StyleModel:
     runner: Runner
     source: str
     thumbnail: bytes = b""  # JPEG
+    network: str = ""  # the name (file stem) of the network that serves it
+    style: str | None = None  # one style of a multi-style network (None: the network's default, style 0)
+    network_styles: list[str] = field(default_factory=list)  # a multi-style network's styles ([]: single-style)
     fast: Runner | None = None  # the fast variant (a student, or the network in a faster runtime), if any
 
     def variant(self, quality: str) -> tuple[str, Runner]:
@@ -54,6 +58,8 @@ def stylize_image(
     preserve_color: bool = False,
     max_size: int | None = None,
     tile_size: int | None = DEFAULT_TILE_SIZE,
+    style: str | None = None,
+    style_mix: dict[str, float] | None = None,
 ) -> Image.Image:
     """RGB or RGBA PIL image → stylized image (longest side at most ``max_size``, alpha kept), through the one
     inference core (:func:`nst_lightning.inference.stylize`, as ``stylize.py``). Outputs larger than
@@ -62,8 +68,9 @@ def stylize_image(
     # crops around its graph itself, so its inner module must never be called directly).
     model = runner.net if isinstance(runner, EagerRuntime) else runner
     return stylize(
-        image, model, strength=strength, preserve_color=preserve_color, max_size=max_size, tile_size=tile_size
-    )
+        image, model, strength=strength, preserve_color=preserve_color, max_size=max_size, tile_size=tile_size,
+        style=style, style_mix=style_mix,
+    )  # fmt: skip
 
 
 def load_runner(ckpt: Path, runtime: str, device: torch.device) -> Runner:
@@ -118,13 +125,13 @@ def style_painting(name: str) -> Path | None:
 
 def make_thumbnail(model: StyleModel, size: int) -> bytes:
     """JPEG bytes: the style painting when available, else the sample photo stylized by the model."""
-    painting = style_painting(model.name)
+    painting = style_painting(model.style or model.name)
     if painting is not None:
         with Image.open(painting) as img:
             thumb = img.convert("RGB")
             thumb.thumbnail((size, size))
     else:
-        thumb = stylize_image(model.runner, sample_photo(size))
+        thumb = stylize_image(model.runner, sample_photo(size), style=model.style)
     buf = io.BytesIO()
     thumb.save(buf, format="JPEG", quality=85)
     return buf.getvalue()
@@ -150,15 +157,23 @@ def load_styles(
         students = {p.stem: p for p in sorted([*folder.glob("*.pt"), *folder.glob("*.ckpt")])}
     loaded = {}
     for name, path in find_checkpoints(styles, models_dir).items():
-        model = StyleModel(name=name, runner=load_runner(path, runtime, dev), source=str(path))
+        runner = load_runner(path, runtime, dev)
+        fast_runner: Runner | None = None
         if name in students:
-            model.fast = load_runner(students[name], runtime, dev)
-        elif fast_runtime == "onnxruntime_int8" and getattr(model.runner, "model_bytes", None):
-            model.fast = model.runner.to_int8()  # type: ignore[attr-defined]  # the ONNX graph is exported once
+            fast_runner = load_runner(students[name], runtime, dev)
+        elif fast_runtime == "onnxruntime_int8" and getattr(runner, "model_bytes", None):
+            fast_runner = runner.to_int8()  # type: ignore[attr-defined]  # the ONNX graph is exported once
         elif fast_runtime:
-            model.fast = load_runner(path, fast_runtime, dev)
-        model.thumbnail = make_thumbnail(model, thumbnail_size)
-        loaded[name] = model
-        fast = getattr(model.fast, "name", "none") if name not in students else f"student {students[name]}"
-        log.info("loaded style %s from %s (runtime=%s, fast=%s, device=%s)", name, path, runtime, fast, dev)
+            fast_runner = load_runner(path, fast_runtime, dev)
+        own = list(getattr(runner, "style_names", []))
+        own = own if len(own) > 1 else []
+        common = dict(runner=runner, source=str(path), network=name, network_styles=own, fast=fast_runner)
+        entries = [StyleModel(name=name, **common)]  # type: ignore[arg-type]
+        entries += [StyleModel(name=f"{name}.{s}", style=s, **common) for s in own]  # type: ignore[arg-type]
+        for model in entries:
+            model.thumbnail = make_thumbnail(model, thumbnail_size)
+            loaded[model.name] = model
+        fast = getattr(fast_runner, "name", "none") if name not in students else f"student {students[name]}"
+        log.info("loaded style %s from %s (runtime=%s, fast=%s, device=%s%s)", name, path, runtime, fast, dev,
+                 f"; styles {', '.join(own)}" if own else "")  # fmt: skip
     return loaded

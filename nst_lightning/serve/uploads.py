@@ -9,6 +9,7 @@ parsed at all.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from PIL import Image
@@ -21,7 +22,15 @@ from nst_lightning.serve.settings import QUALITIES
 
 OUTPUT_FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg"}
 
-__all__ = ["OUTPUT_FORMATS", "BadRequest", "Options", "check_content_type", "decode_upload", "parse_options"]
+__all__ = [
+    "OUTPUT_FORMATS",
+    "BadRequest",
+    "Options",
+    "check_content_type",
+    "decode_upload",
+    "parse_options",
+    "parse_style_mix",
+]
 
 
 @dataclass(frozen=True)
@@ -102,3 +111,24 @@ def decode_upload(data: bytes, max_pixels: int, max_size: int) -> Image.Image:
         raise BadRequest(
             400, f"the upload is not an image we can read, or it is truncated or corrupt: {message}"
         ) from None
+
+
+def parse_style_mix(raw: str | None, network_styles: list[str]) -> dict[str, float] | None:
+    """The ``style_mix`` form field: a JSON object ``{"style": weight, ...}`` over a multi-style network's styles
+    (weights ≥ 0, normalised); None when absent. Raises :class:`BadRequest` (422) otherwise."""
+    if raw is None or not raw.strip():
+        return None
+    if not network_styles:
+        raise BadRequest(422, "style_mix needs a multi-style network (GET /styles lists each network's styles)")
+    try:
+        mix = json.loads(raw)
+    except ValueError:
+        mix = None
+    if not isinstance(mix, dict) or not mix:
+        raise BadRequest(422, f'style_mix must be a JSON object such as {{"{network_styles[0]}": 0.7, ...}}')
+    unknown = [k for k in mix if k not in network_styles]
+    bad = [k for k, v in mix.items() if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0]
+    if unknown or bad or not sum(float(v) for v in mix.values() if not isinstance(v, bool)) > 0:
+        raise BadRequest(422, f"style_mix: weights ≥ 0 (not all 0) over the styles {', '.join(network_styles)}")
+    total = sum(float(v) for v in mix.values())
+    return {k: float(v) / total for k, v in sorted(mix.items())}

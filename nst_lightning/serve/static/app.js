@@ -4,6 +4,7 @@
 const $ = (id) => document.getElementById(id);
 let chosenStyle = null;
 let resultUrl = null;
+const styleInfo = {};  // name -> its GET /styles entry (network, style, network_styles)
 
 function setStatus(text, isError = false) {
   $("status").textContent = text;
@@ -24,7 +25,31 @@ function chooseStyle(name) {
   for (const el of document.querySelectorAll(".style")) {
     el.setAttribute("aria-checked", String(el.dataset.name === name));
   }
+  showMix(styleInfo[name] || {});
   refreshButton();
+}
+
+// A multi-style network: one slider per style; the request sends them as style_mix (weights are normalised).
+function showMix(entry) {
+  const names = entry.network_styles || [];
+  $("mix").hidden = names.length < 2;
+  $("mix-on").checked = false;
+  $("mix-sliders").replaceChildren();
+  for (const [i, style] of names.entries()) {
+    const label = document.createElement("label");
+    const own = entry.style ? style === entry.style : i === 0;
+    label.innerHTML = `<span></span> <input type="range" min="0" max="1" step="0.05" value="${own ? 1 : 0}">`;
+    label.querySelector("span").textContent = style.replaceAll("_", " ");
+    label.querySelector("input").dataset.style = style;
+    $("mix-sliders").appendChild(label);
+  }
+}
+
+function styleMix() {
+  if ($("mix").hidden || !$("mix-on").checked) return null;
+  const mix = {};
+  for (const input of $("mix-sliders").querySelectorAll("input")) mix[input.dataset.style] = Number(input.value);
+  return JSON.stringify(mix);
 }
 
 async function loadStyles() {
@@ -32,6 +57,7 @@ async function loadStyles() {
   const { styles, arbitrary } = await response.json();
   $("painting-label").hidden = !(arbitrary && arbitrary.available);
   for (const style of styles) {
+    styleInfo[style.name] = style;
     const el = document.createElement("div");
     el.className = "style";
     el.dataset.name = style.name;
@@ -56,6 +82,8 @@ async function stylize() {
   else form.append("style", chosenStyle);
   form.append("strength", $("strength").value);
   form.append("preserve_color", $("preserve-color").checked ? "true" : "false");
+  const mix = styleMix();
+  if (mix) form.append("style_mix", mix);
   $("go").disabled = true;
   setStatus("Stylizing…");
   const started = performance.now();

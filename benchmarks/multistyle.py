@@ -1,0 +1,185 @@
+#!/usr/bin/env python
+"""Many styles in one network, measured at small scale: multi- vs single-style at equal training, and adding a
+style by training only its instance-norm scales and shifts.
+
+Runs (all the same narrow johnson, random crops of ``$NST_DATA_DIR/train``, validation on held-out photos, each
+style scored with its own preset's loss weights and Gram size):
+
+* ``single_<s>``: an ordinary single-style network per style, ``--steps`` steps each;
+* ``multi``: one network for the first ``--styles`` (conditional instance norm), their steps summed (equal total
+  training: every style sees as many images as its single-style run); ``multi_vs_single``: final val objective
+  per style, multi ÷ single;
+* ``add_<new>``: ``--new-style`` added to ``multi`` by training only its scales and shifts (lr ``--add-lr``),
+  ``--steps`` steps; ``add_style_steps_ratio``: steps it needed to reach ``single_<new>``'s final val objective
+  (linear between validations) ÷ ``--steps`` (null: never reached); ``trained_parameters`` and their share.
+
+Prints progress lines and, last, one JSON object (also written to ``--out`` if given).
+
+    NST_DATA_DIR=../shared/data nice python benchmarks/multistyle.py --out docs/results/multistyle_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from omegaconf import OmegaConf
+
+from nst_lightning.cli.multistyle import style_entry
+from nst_lightning.cli.presets import preset_style
+from nst_lightning.data.datamodule import FolderDataModule
+from nst_lightning.losses.config import LossConfig
+from nst_lightning.models import create_model
+from nst_lightning.models.conditional import style_parameters
+from nst_lightning.training.multistyle import MultiStyleModule
+
+warnings.filterwarnings("ignore", message=r".*(module\(s\) in eval mode|does not have many workers|LeafSpec).*")
+ARCH = ("johnson", {"base_channels": 8, "num_residual": 5})
+
+
+class Curves(L.Callback):
+    """Per style: (global step, val objective) after each validation."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self.points: dict[str, list[tuple[int, float]]] = {n: [] for n in names}
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for name in self.names:
+            key = f"val/style/{name}"
+            if key in trainer.callback_metrics:
+                self.points[name].append((trainer.global_step, round(float(trainer.callback_metrics[key]), 5)))
+        print(f"  step {trainer.global_step}: " + ", ".join(f"{n} {p[-1][1]}" for n, p in self.points.items() if p),
+              flush=True)  # fmt: skip
+
+
+def steps_to_reach(points: list[tuple[int, float]], target: float) -> float | None:
+    """First step at which a curve reaches ``target`` (linear between validations), or None."""
+    for (s0, v0), (s1, v1) in zip(points, points[1:], strict=False):
+        if v1 <= target:
+            return float(s1) if v0 == v1 else s0 + (v0 - target) / (v0 - v1) * (s1 - s0)
+    return 0.0 if points and points[0][1] <= target else None
+
+
+def loss_layers(name: str) -> LossConfig:
+    """The layers of ``conf/loss/<name>.yaml``, composed as the training config composes it (each style
+    brings its own weights)."""
+    from hydra import compose, initialize_config_dir
+
+    from nst_lightning.config import config_dir
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        structure = OmegaConf.to_container(compose("train", overrides=[f"loss={name}"]).loss, resolve=True)
+    return LossConfig.from_dict({**LossConfig().to_dict(), **structure}, f"conf/loss/{name}.yaml")
+
+
+def train_run(
+    name: str, styles: list[dict], steps: int, a: argparse.Namespace, out: Path, lr: float = 1e-3, **extra: Any
+) -> dict:
+    L.seed_everything(0, workers=True)
+    module = MultiStyleModule(styles=styles, model={"name": ARCH[0], "kwargs": dict(ARCH[1])},
+                              loss=loss_layers(a.loss).to_dict(), optim={"lr": lr}, **extra)  # fmt: skip
+    data = FolderDataModule(
+        os.path.join(os.environ.get("NST_DATA_DIR", "data"), "train"), image_size=a.crop, batch_size=a.batch,
+        num_workers=1, val_count=a.val_count, val_size=a.crop,
+    )  # fmt: skip
+    trained = [styles[i]["name"] for i in module.trained]
+    curves = Curves(trained)
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, precision="32-true", max_steps=steps, max_epochs=-1,
+        val_check_interval=a.val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[curves],
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    trainer.validate(module, datamodule=data, verbose=False)  # step 0
+    trainer.fit(module, datamodule=data)
+    seconds = time.perf_counter() - t0
+    ckpt = out / f"{name}.ckpt"
+    trainer.save_checkpoint(ckpt)
+    params = [p for p in module.net.parameters()]
+    run = {
+        "curves": curves.points, "seconds": round(seconds, 1), "ckpt": str(ckpt), "steps": steps,
+        "parameters": sum(p.numel() for p in params),
+        "trained_parameters": sum(p.numel() for p in params if p.requires_grad),
+    }  # fmt: skip
+    print(json.dumps({"run": name, **{k: v for k, v in run.items() if k != "ckpt"}}), flush=True)
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--styles", nargs="+", default=["starry_night", "the_wave"])
+    parser.add_argument("--new-style", default="candy")
+    parser.add_argument("--steps", type=int, default=60, help="steps per style")
+    parser.add_argument("--crop", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--val-every", type=int, default=10)
+    parser.add_argument("--val-count", type=int, default=4)
+    parser.add_argument("--add-lr", type=float, nargs="+", default=[1e-2])
+    parser.add_argument("--loss", default="default", help="conf/loss/<name>.yaml: the layers (tiny: VGG to relu2_2)")
+    parser.add_argument("--skip-singles", action="store_true", help="only the add-style comparison")
+    parser.add_argument("--out", default=None)
+    a = parser.parse_args()
+    torch.set_num_threads(int(os.environ.get("NST_THREADS", "2")))
+    data_dir = os.environ.get("NST_DATA_DIR", "data")
+    entry = {n: style_entry(preset_style(n, data_dir)) for n in [*a.styles, a.new_style]}
+    t_start = time.perf_counter()
+    runs: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        # The add-style runs first (after their source), so that an interrupted benchmark still has them.
+        multi_styles = [entry[n] for n in a.styles]
+        runs["multi"] = train_run("multi", multi_styles, a.steps * len(a.styles), a, out)
+        runs[f"single_{a.new_style}"] = train_run(f"single_{a.new_style}", [entry[a.new_style]], a.steps, a, out)
+        for lr in a.add_lr:
+            runs[f"add_{a.new_style}_lr{lr:g}"] = train_run(
+                f"add_{a.new_style}_lr{lr:g}", [*multi_styles, entry[a.new_style]], a.steps, a, out,
+                train_styles=[len(multi_styles)], transfer={"init_from": runs["multi"]["ckpt"]}, lr=lr,
+            )  # fmt: skip
+        for n in [] if a.skip_singles else a.styles:
+            runs[f"single_{n}"] = train_run(f"single_{n}", [entry[n]], a.steps, a, out)
+    final = {k: {s: c[-1][1] for s, c in r["curves"].items()} for k, r in runs.items()}
+    target = final[f"single_{a.new_style}"][a.new_style]
+    add = {}
+    for k, r in runs.items():
+        if k.startswith("add_"):
+            reached = steps_to_reach(r["curves"][a.new_style], target)
+            add[k] = {
+                "steps_to_reach_single": reached,
+                "steps_ratio": None if reached is None else round(reached / a.steps, 3),
+                "final_objective": final[k][a.new_style],
+                "trained_parameters": r["trained_parameters"],
+                "trained_share": round(r["trained_parameters"] / r["parameters"], 5),
+            }
+    full = create_model("johnson", num_styles=2)
+    one_style = sum(p.numel() for p in style_parameters(full, 1))
+    full_total = sum(p.numel() for p in create_model("johnson").parameters())
+    result = {
+        "arch": f"{ARCH[0]}({ARCH[1]})", "loss": a.loss, "crop": a.crop, "batch": a.batch, "steps_per_style": a.steps,
+        "val_every": a.val_every, "val_count": a.val_count, "styles": a.styles, "new_style": a.new_style,
+        "device": "cpu", "threads": torch.get_num_threads(),
+        "final_val_objective": final,
+        "multi_vs_single": None if a.skip_singles else {
+            s: round(final["multi"][s] / final[f"single_{s}"][s], 3) for s in a.styles},
+        "parameters": {"single": runs[f"single_{a.new_style}"]["parameters"], "multi": runs["multi"]["parameters"]},
+        "add_style": add, "single_target_objective": target,
+        "full_johnson_one_style_share": round(one_style / full_total, 5),
+        "curves": {k: r["curves"] for k, r in runs.items()},
+        "seconds": {k: r["seconds"] for k, r in runs.items()}, "total_seconds": round(time.perf_counter() - t_start),
+    }  # fmt: skip
+    text = json.dumps(result)
+    if a.out:
+        Path(a.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

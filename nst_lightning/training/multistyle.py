@@ -1,0 +1,116 @@
+"""Train one network on many styles (conditional instance norm), or add a style to a trained one.
+
+Each training batch mixes the styles: image i of step t takes trained style ``(t·B + i) mod N``, so every style
+gets the same share of images and of steps. Each style is scored against its own Gram targets with its own
+loss weights (its preset's ``content_weight``, ``style_weight``, ``tv_weight``); the layers and loss network
+are shared. Validation runs every trained style on every validation image.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from nst_lightning import transfer
+from nst_lightning.errors import NSTError
+from nst_lightning.styles import set_style_bank_targets
+from nst_lightning.training.module import StyleTransferModule
+
+TERM_KEYS = ("content_weight", "style_weight", "tv_weight")
+
+
+class MultiStyleModule(StyleTransferModule):
+    """:class:`StyleTransferModule` for a network of several styles.
+
+    Args:
+        styles: the network's styles in order, each ``{name, image, size, content_weight, style_weight,
+            tv_weight}`` (``image`` and ``size``: its Gram targets). Saved in the checkpoint's hyper-parameters.
+        train_styles: indices of the styles to train (None: all). With fewer than all (adding a style), every
+            other parameter of the network is frozen and only those styles' scales and shifts are trained; the
+            network then starts from ``transfer.init_from``, whose styles are the first ones of ``styles``
+            (see :func:`nst_lightning.transfer.load_with_new_styles`).
+        **groups: as :class:`StyleTransferModule` (``model.kwargs`` gets ``num_styles``; the style group is
+            replaced by ``styles``).
+    """
+
+    def __init__(self, styles: list[dict[str, Any]], train_styles: list[int] | None = None, **groups: Any) -> None:
+        if not styles:
+            raise NSTError("a multi-style network needs at least one style: styles=[NAME, ...]")
+        names = [str(s["name"]) for s in styles]
+        if len(set(names)) != len(names):
+            raise NSTError(f"style names must differ, got {names}")
+        missing = [f"{s['name']}.{k}" for s in styles for k in ("image", "size", *TERM_KEYS) if k not in s]
+        if missing:
+            raise NSTError(f"each style needs image, size and its loss weights; missing {', '.join(missing)}")
+        transfer_group = dict(groups.get("transfer") or {})
+        if transfer_group.get("teacher"):
+            raise NSTError("distillation (teacher=...) is not supported for multi-style networks")
+        model = dict(groups.get("model") or {})
+        model["kwargs"] = {**(model.get("kwargs") or {}), "num_styles": len(styles)}
+        style = {**(groups.get("style") or {}), "name": "+".join(names), "image": None}
+        super().__init__(**{**groups, "model": model, "style": style})
+        self.styles = [dict(s) for s in styles]
+        self.trained = list(range(len(styles))) if train_styles is None else [int(i) for i in train_styles]
+        bad = [i for i in self.trained if not 0 <= i < len(styles)]
+        if bad or not self.trained:
+            raise NSTError(f"train_styles must be indices of the {len(styles)} styles, got {train_styles}")
+        self.adding = len(self.trained) < len(styles)
+        if self.adding and not transfer_group.get("init_from"):
+            raise NSTError("training only some styles needs the trained network to start from: init_from=...")
+        self.save_hyperparameters({**self.hparams, "styles": self.styles, "train_styles": train_styles})
+        if self.adding:
+            transfer.train_only_styles(self.net, self.trained)
+
+    @property
+    def style_names(self) -> list[str]:
+        return [str(s["name"]) for s in self.styles]
+
+    def load_init_weights(self) -> None:
+        """Adding styles: the source network's styles come first, the new ones start from their mean."""
+        if not self.adding:
+            super().load_init_weights()
+            return
+        arch = transfer.describe_arch(self.model_group.name, self.model_group.kwargs)
+        new = len(self.styles) - min(self.trained)
+        self._set_provenance(transfer.load_with_new_styles(self.net, self.transfer_group.init_from, new, arch))
+
+    def setup(self, stage: str) -> None:
+        if not self.loss_fn.target_grams:
+            trained = [self.styles[i] for i in self.trained]
+            sources = [(s["image"], s["size"]) for s in trained]
+            weights = [{k: s[k] for k in TERM_KEYS} for s in trained]
+            set_style_bank_targets(self.loss_fn, sources, weights, cache_dir=self.style_group.cache_dir)
+        super().setup(stage)
+
+    def _styles_of_batch(self, batch_size: int) -> torch.Tensor:
+        """Position in ``self.trained`` of each image's style: round robin, continuing across steps."""
+        start = self.global_step * batch_size
+        return (torch.arange(batch_size) + start) % len(self.trained)
+
+    def _shared_step(self, batch: torch.Tensor, prefix: str) -> dict[str, torch.Tensor]:
+        if self.channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        b = batch.shape[0]
+        if prefix == "train":
+            slots = self._styles_of_batch(b).to(batch.device)
+            style = torch.tensor(self.trained, device=batch.device)[slots]
+            out = self.net(batch, style)
+            groups = [(k, slots == k) for k in range(len(self.trained)) if bool((slots == k).any())]
+            per_style = {k: self.loss_fn(out[mask], batch[mask], style=k) for k, mask in groups}
+            shares = {k: float(mask.sum()) / b for k, mask in groups}
+        else:  # every trained style on every validation image
+            per_style = {}
+            for k, index in enumerate(self.trained):
+                out = self.net(batch, torch.full((b,), index, device=batch.device))
+                per_style[k] = self.loss_fn(out, batch, style=k)
+            shares = {k: 1.0 / len(self.trained) for k in per_style}
+        names = next(iter(per_style.values()))
+        terms = {name: sum(shares[k] * t[name] for k, t in per_style.items()) for name in names}
+        on_step = prefix == "train"
+        log = dict(on_step=on_step, on_epoch=not on_step, batch_size=b, sync_dist=not on_step)
+        for name, value in terms.items():
+            self.log(f"{prefix}/{name}", value.detach(), prog_bar=name == "objective", **log)
+        for k, t in per_style.items():
+            self.log(f"{prefix}/style/{self.style_names[self.trained[k]]}", t["objective"].detach(), **log)
+        return terms

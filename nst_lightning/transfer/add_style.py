@@ -1,0 +1,91 @@
+"""Add a style to a trained network by training only its new instance-norm scales and shifts.
+
+A multi-style network (conditional instance norm, :mod:`nst_lightning.models.conditional`) keeps each style in
+its instance-norm layers' scale and shift. A new style is one more scale/shift row per layer: the network is
+started from a trained one (its styles come first, unchanged), the new rows from the mean of the existing
+styles, and every other parameter is frozen (no gradient, no optimizer state), so the old styles' outputs stay
+the same bit for bit. A single-style network can be the start too: its instance-norm layers become style 0.
+
+Torch only (no Lightning, no Hydra).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from nst_lightning.errors import NSTError
+from nst_lightning.image import file_digest
+from nst_lightning.inference.checkpoint import load_model
+from nst_lightning.models.conditional import add_styles, make_conditional, num_styles, style_parameters
+from nst_lightning.transfer.init import describe_arch
+
+
+def source_styles(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """The styles a checkpoint holds, as ``{name, image, size, content_weight, style_weight, tv_weight}`` each:
+    a multi-style checkpoint's own list, or the one style of a single-style checkpoint."""
+    if meta.get("styles"):
+        return [dict(s) for s in meta["styles"]]
+    loss = meta.get("loss") or {}
+    return [{
+        "name": meta.get("style_name") or "style0",
+        "image": meta.get("style_image"),
+        "size": meta.get("style_size"),
+        **{k: loss[k] for k in ("content_weight", "style_weight", "tv_weight") if k in loss},
+    }]  # fmt: skip
+
+
+def load_with_new_styles(net: nn.Module, source: str | Path, new: int = 1, arch: str | None = None) -> dict[str, Any]:
+    """Copy the network of ``source`` into ``net``, whose last ``new`` styles are the added ones.
+
+    ``net`` must be the source's architecture with ``num_styles`` = the source's styles + ``new``. The added
+    styles start from the mean of the source's scales and shifts.
+
+    Returns:
+        Provenance (primitives only, as :func:`~nst_lightning.transfer.init.load_init_weights` gives):
+        ``init_from`` as given, ``path``, ``sha256`` prefix, ``arch``, the source's ``styles`` (names),
+        ``style_name`` and ``global_step``.
+
+    Raises:
+        NSTError: the source is missing, or its architecture or style count does not fit ``net``.
+    """
+    loaded = load_model(source)
+    src = loaded.net
+    have = num_styles(src)
+    if have == 1:
+        make_conditional(src, 1)  # its instance norms become style 0
+    if num_styles(net) != have + new:
+        raise NSTError(
+            f"{source} holds {have} style(s), so the network with {new} more needs num_styles={have + new}, "
+            f"not {num_styles(net)}"
+        )
+    add_styles(src, new)
+    own, theirs = net.state_dict(), src.state_dict()
+    bad = [k for k in own if k not in theirs or own[k].shape != theirs[k].shape] + [k for k in theirs if k not in own]
+    if bad:
+        raise NSTError(
+            f"{source} holds a {describe_arch(loaded.model_name, loaded.model_kwargs)} network, which does not fit "
+            f"the {arch or type(net).__name__} being trained (keys {', '.join(bad[:3])}{' …' if len(bad) > 3 else ''})"
+        )
+    net.load_state_dict(theirs)
+    path = Path(loaded.meta["source"])
+    return {
+        "init_from": str(source),
+        "path": str(path.resolve()),
+        "sha256": file_digest(path)[:16],
+        "arch": describe_arch(loaded.model_name, loaded.model_kwargs),
+        "styles": [s["name"] for s in source_styles(loaded.meta)],
+        "style_name": loaded.meta.get("style_name"),
+        "global_step": loaded.meta.get("global_step"),
+    }
+
+
+def train_only_styles(net: nn.Module, indices: list[int]) -> list[nn.Parameter]:
+    """Freeze every parameter of ``net`` except the scales and shifts of the styles ``indices``; returns those."""
+    net.requires_grad_(False)
+    params = [p for i in indices for p in style_parameters(net, i)]
+    for p in params:
+        p.requires_grad_(True)
+    return params

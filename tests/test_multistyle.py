@@ -1,0 +1,320 @@
+"""Many styles in one network (conditional instance norm): training, choosing and blending, exports, tiling,
+adding a style by training its scales and shifts alone, and a single-style network as the start."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nst_lightning.cli.train import run as train
+from nst_lightning.errors import NSTError
+from nst_lightning.inference import load_model, stylize
+from nst_lightning.models import create_model
+from nst_lightning.models.conditional import (
+    ConditionalInstanceNorm2d,
+    conditional_layers,
+    num_styles,
+    resolve_style,
+    style_parameters,
+)
+from tests.conftest import compose_train, synthetic_photo, tiny_train_cfg
+
+
+def _painting(folder: Path, name: str, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:48, 0:64].astype(np.float32)
+    f = rng.uniform(1, 4, 3)
+    img = np.stack([0.5 + 0.5 * np.sin(xx / f[0]), 0.5 + 0.5 * np.cos((xx + yy) / f[1]), 0.5 + 0.5 * np.sin(yy / f[2])])
+    path = folder / f"{name}.png"
+    Image.fromarray((img.transpose(1, 2, 0) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def paintings(tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("paintings")
+    return [_painting(folder, name, seed) for seed, name in enumerate(["the_wave", "candy", "udnie"])]
+
+
+@pytest.fixture(scope="module")
+def multi_ckpt(tmp_path_factory, image_dir, style_path, paintings) -> Path:
+    """A 4-step two-style johnson_tiny checkpoint (styles ``the_wave`` and ``candy``)."""
+    styles = f"styles=[{paintings[0]},{paintings[1]}]"
+    cfg = tiny_train_cfg(tmp_path_factory.mktemp("multi"), image_dir, style_path, [styles, "style.style_weight=30"])
+    return Path(train(cfg)["last_ckpt"])
+
+
+def _random_styles(net: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every style its own (random) scales and shifts, as training would."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in conditional_layers(net):
+            for params, centre in ((layer.scale, 1.0), (layer.shift, 0.0)):
+                for p in params:
+                    p.copy_(torch.randn(p.shape, generator=generator) * 0.5 + centre)
+    return net.eval()
+
+
+# -- the layer and the network --------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["johnson_tiny", "mobilenetv3"])
+def test_each_style_is_its_own_scales_and_a_blend_lies_between(name):
+    kwargs = {"decoder_max_channels": 16} if name == "mobilenetv3" else {}
+    net = _random_styles(create_model(name, num_styles=2, **kwargs))
+    assert num_styles(net) == 2 and conditional_layers(net)
+    x = torch.rand(2, 3, 64, 48)
+    with torch.no_grad():
+        a, b = net(x, torch.tensor([0, 0])), net(x, torch.tensor([1, 1]))
+        assert torch.equal(net(x, torch.tensor([1.0, 0.0])), a)  # one-hot weights are the style, exactly
+        assert torch.equal(net(x, torch.tensor([[0.0, 1.0], [0.0, 1.0]])), b)
+        assert torch.equal(net(x), a)  # no style: the first
+        mixed = net(x, torch.tensor([0.5, 0.5]))
+        per_image = net(x, torch.tensor([0, 1]))  # each image its own style
+    assert torch.equal(per_image[0], a[0]) and torch.equal(per_image[1], b[1])
+    gap = (a - b).abs().mean()
+    assert gap > 0.01
+    assert (mixed - a).abs().mean() < gap and (mixed - b).abs().mean() < gap
+
+
+def test_the_layer_blends_scales_and_shifts_convexly():
+    layer = ConditionalInstanceNorm2d(4, 3)
+    with torch.no_grad():
+        for s in range(3):
+            layer.scale[s].fill_(s + 1.0)
+            layer.shift[s].fill_(10.0 * s)
+    layer.style = torch.tensor([[0.2, 0.3, 0.5]])
+    x = torch.randn(1, 4, 5, 5)
+    normalized = torch.nn.functional.instance_norm(x)
+    expected = normalized * (0.2 * 1 + 0.3 * 2 + 0.5 * 3) + (0.3 * 10 + 0.5 * 20)
+    torch.testing.assert_close(layer(x), expected)
+
+
+def test_a_single_style_network_is_unchanged():
+    net = create_model("johnson_tiny")
+    assert num_styles(net) == 1 and not conditional_layers(net)
+    assert "encoder.0.2.weight" in net.state_dict()  # today's checkpoints load as they are
+
+
+def test_resolve_style_names_indices_and_mixes():
+    names = ["a", "b", "c"]
+    assert resolve_style(names).tolist() == [1, 0, 0]
+    assert resolve_style(names, "c").tolist() == [0, 0, 1]
+    assert resolve_style(names, 1).tolist() == [0, 1, 0]
+    torch.testing.assert_close(resolve_style(names, style_mix={"a": 7, "c": 3}), torch.tensor([0.7, 0.0, 0.3]))
+    for bad in [dict(style="z"), dict(style=5), dict(style_mix={"a": -1}), dict(style_mix={"a": 0}),
+                dict(style="a", style_mix={"b": 1})]:  # fmt: skip
+        with pytest.raises(NSTError):
+            resolve_style(names, **bad)
+
+
+# -- training, checkpoint, choosing and blending --------------------------------------------------------------
+def test_multistyle_checkpoint_lists_its_styles_and_chooses_and_blends(multi_ckpt, paintings):
+    raw = torch.load(multi_ckpt, map_location="cpu", weights_only=True)
+    styles = raw["hyper_parameters"]["styles"]
+    assert [s["name"] for s in styles] == ["the_wave", "candy"]
+    assert styles[0]["style_weight"] == 30.0 and styles[0]["image"] == str(paintings[0]) and "size" in styles[0]
+    assert raw["hyper_parameters"]["model"]["kwargs"]["num_styles"] == 2
+    loaded = load_model(multi_ckpt)
+    assert num_styles(loaded.net) == 2 and loaded.net.style_names == ["the_wave", "candy"]
+
+    photo = synthetic_photo(40, 36, seed=3)
+    pixels = {name: np.asarray(stylize(photo, loaded, style=name), dtype=np.int16) for name in ("the_wave", "candy")}
+    assert np.abs(pixels["the_wave"] - pixels["candy"]).mean() > 0  # each style its own output
+    assert np.array_equal(np.asarray(stylize(photo, loaded)), pixels["the_wave"])  # default: the first style
+    for name, mix in (("the_wave", {"the_wave": 1, "candy": 0}), ("candy", {"the_wave": 0.0, "candy": 1.0})):
+        assert np.array_equal(np.asarray(stylize(photo, loaded, style_mix=mix)), pixels[name])
+    x = torch.rand(1, 3, 40, 36)
+    a, b = (stylize(x, loaded, style=s) for s in ("the_wave", "candy"))
+    half = stylize(x, loaded, style_mix={"the_wave": 0.5, "candy": 0.5})
+    assert (half - a).abs().mean() < (a - b).abs().mean() and (half - b).abs().mean() < (a - b).abs().mean()
+    with pytest.raises(NSTError, match="the_wave, candy"):
+        stylize(photo, loaded, style="nope")
+
+
+def test_training_logs_each_style(multi_ckpt):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(multi_ckpt.parent.parent)).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/style/the_wave", "train/style/candy", "val/style/the_wave", "val/style/candy"} <= tags
+
+
+def test_stylize_cli_picks_and_blends(multi_ckpt, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from nst_lightning.cli.stylize import run as stylize_cli
+    from nst_lightning.config import config_dir
+
+    src = tmp_path / "photo.png"
+    synthetic_photo(40, 36, seed=5).save(src)
+    outs = {}
+    for label, extra in {"one": ["style=candy"], "mix": ["style_mix={the_wave: 0, candy: 1}"], "first": []}.items():
+        out = tmp_path / f"{label}.png"
+        common = [f"ckpt={multi_ckpt}", f"input={src}", f"output={out}", "device=cpu", "tile_size=null"]
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            stylize_cli(compose("stylize", overrides=[*common, *extra]))
+        outs[label] = np.asarray(Image.open(out))
+    assert np.array_equal(outs["one"], outs["mix"]) and not np.array_equal(outs["one"], outs["first"])
+
+
+# -- exports and tiling ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["torchscript", "torch_export", "onnx"])
+def test_exports_take_the_style_weights_as_an_input(multi_ckpt, tmp_path, fmt):
+    from nst_lightning.export import export, load_runtime
+    from nst_lightning.export.graph import SUFFIXES
+
+    loaded = load_model(multi_ckpt)
+    path = export(loaded, fmt, tmp_path / f"model{SUFFIXES[fmt]}")
+    runtime = load_runtime(path, style_mix={"the_wave": 0.3, "candy": 0.7})
+    eager = load_runtime(multi_ckpt, style_mix={"the_wave": 0.3, "candy": 0.7})
+    assert runtime.style_names == ["the_wave", "candy"]
+    x = torch.rand(2, 3, 45, 37)
+    assert (runtime(x) - eager(x)).abs().max() < 1e-4
+    per_image = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # a style per image, through the graph's input
+    assert (runtime(x, per_image) - eager(x, per_image)).abs().max() < 1e-4
+    one = stylize(x, runtime, style="candy")
+    assert (one - stylize(x, loaded, style="candy")).abs().max() < 1e-4
+
+
+def test_tiling_records_each_styles_statistics(multi_ckpt):
+    loaded = load_model(multi_ckpt)
+    _random_styles(loaded.net)  # styles far apart (4 training steps leave them close)
+    x = torch.nn.functional.interpolate(torch.rand(1, 3, 15, 14), size=(150, 140), mode="bilinear")
+    whole = {s: stylize(x, loaded, style=s) for s in ("the_wave", "candy")}
+    tiled = stylize(x, loaded, style="candy", tile_size=64, tile_overlap=16, tile_stats_size=150)
+    assert (tiled - whole["candy"]).abs().mean() < 0.5 * (tiled - whole["the_wave"]).abs().mean()
+
+
+# -- adding a style ---------------------------------------------------------------------------------------------
+def _add_style(tmp_path, image_dir, source, painting, steps=2):
+    """``train.py experiment=add_style`` at the tiny experiment's scale."""
+    cfg = compose_train([
+        "experiment=add_style", f"init_from={source}", "style=custom", f"style.image={painting}", "style.size=64",
+        "model=johnson_tiny", "loss=tiny", "data=tiny", "trainer=tiny", f"data.root={image_dir}",
+        f"paths.output_dir={tmp_path / 'run'}", "data.image_size=32", "data.batch_size=2", "data.num_workers=0",
+        "data.val_count=2", "data.val_size=32", "model.channels_last=false", "trainer.precision=32-true",
+        "trainer.max_time=null", f"trainer.max_steps={steps}", "trainer.val_check_interval=1",
+        "trainer.log_every_n_steps=1", "callbacks.grid.every_n_steps=100",
+    ])  # fmt: skip
+    return train(cfg)
+
+
+def test_add_style_trains_only_the_new_scales_and_keeps_old_styles_bit_identical(
+    multi_ckpt, tmp_path, image_dir, style_path, paintings
+):
+    result = _add_style(tmp_path, image_dir, multi_ckpt, paintings[2])
+    raw = torch.load(result["last_ckpt"], map_location="cpu", weights_only=True)
+    assert [s["name"] for s in raw["hyper_parameters"]["styles"]] == ["the_wave", "candy", "udnie"]
+    assert raw["hyper_parameters"]["transfer"]["init_provenance"]["styles"] == ["the_wave", "candy"]
+    old, new = load_model(multi_ckpt), load_model(result["last_ckpt"])
+    assert num_styles(new.net) == 3
+    x = torch.rand(2, 3, 40, 44)
+    with torch.no_grad():
+        for s in (0, 1):
+            assert torch.equal(new.net(x, torch.tensor([s, s])), old.net(x, torch.tensor([s, s])))
+        assert not torch.equal(new.net(x, torch.tensor([2, 2])), old.net(x, torch.tensor([0, 0])))
+    # Only the new style's scales and shifts have optimizer state: one style's worth of parameters.
+    state = raw["optimizer_states"][0]["state"]
+    trained = sum(v["exp_avg"].numel() for v in state.values())
+    one_style = sum(p.numel() for p in style_parameters(new.net, 2))
+    assert trained == one_style and len(state) == 2 * len(conditional_layers(new.net))
+    total = sum(p.numel() for p in new.net.parameters())
+    assert one_style / total < 0.05
+
+
+def test_a_single_style_network_becomes_style_0(tiny_ckpt, tmp_path, image_dir, style_path, paintings):
+    result = _add_style(tmp_path, image_dir, tiny_ckpt, paintings[2], steps=1)
+    single, multi = load_model(tiny_ckpt), load_model(result["last_ckpt"])
+    assert multi.net.style_names == [single.meta["style_name"], "udnie"]
+    x = torch.rand(1, 3, 40, 44)
+    with torch.no_grad():
+        torch.testing.assert_close(multi.net(x, torch.tensor([0])), single.net(x), atol=1e-5, rtol=0)
+
+
+def test_add_style_needs_a_start_and_a_new_name(multi_ckpt, tmp_path, image_dir, style_path, paintings):
+    with pytest.raises(NSTError, match="already has a style named 'the_wave'"):
+        _add_style(tmp_path, image_dir, multi_ckpt, paintings[0])
+
+
+# -- evaluation and the service ---------------------------------------------------------------------------------
+def test_evaluate_scores_each_style_on_its_own_objective(multi_ckpt, image_dir, tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from nst_lightning.cli.evaluate import run as evaluate_cli
+    from nst_lightning.config import config_dir
+
+    common = [f"ckpt={multi_ckpt}", f"eval_dir={image_dir}", "size=32", "lbfgs_iterations=[2]", "max_images=1",
+              f"output_dir={tmp_path}", "device=cpu", "grid_cell=32", "tensorboard=false"]  # fmt: skip
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        every, one = compose("evaluate", overrides=common), compose("evaluate", overrides=[*common, "style=candy"])
+    reports = evaluate_cli(every)
+    assert sorted(reports) == ["candy", "the_wave"] and reports["candy"]["style"] == "candy"
+    assert (tmp_path / "the_wave" / "report.json").exists() and (tmp_path / "candy" / "grid.png").exists()
+    objective = {s: r["summary"]["mean"]["network"]["objective"] for s, r in reports.items()}
+    assert objective["the_wave"] != objective["candy"]
+    assert list(evaluate_cli(one)) == ["candy"]
+
+
+def test_service_serves_each_style_and_blends(multi_ckpt, tmp_path):
+    import shutil
+
+    import httpx
+
+    from nst_lightning.serve import ServeSettings, create_app
+    from nst_lightning.serve.models import load_styles
+    from nst_lightning.serve.server import running_in_thread
+
+    shutil.copy(multi_ckpt, tmp_path / "duo.ckpt")
+    styles = load_styles([], str(tmp_path), "eager", "cpu", thumbnail_size=32)
+    assert sorted(styles) == ["duo", "duo.candy", "duo.the_wave"]
+    photo = tmp_path / "photo.png"
+    synthetic_photo(48, 40, seed=2).save(photo)
+    app = create_app(ServeSettings(runtime="eager", max_size=64), styles)
+    with running_in_thread(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        listing = client.get("/styles").json()
+        assert listing["networks"] == {"duo": ["the_wave", "candy"]}
+        entry = {s["name"]: s for s in listing["styles"]}["duo.candy"]
+        assert entry["network"] == "duo" and entry["style"] == "candy"
+
+        def post(**fields: str) -> httpx.Response:
+            return client.post("/stylize", files={"image": ("p.png", photo.read_bytes(), "image/png")}, data=fields)
+
+        one, mixed, first = post(style="duo.candy"), post(style="duo", style_mix='{"candy": 1}'), post(style="duo")
+        assert one.status_code == mixed.status_code == first.status_code == 200
+        assert one.content == mixed.content != first.content
+        for bad in ('{"nope": 1}', "[1]", '{"the_wave": -1}', '{"the_wave": 0}'):
+            response = post(style="duo", style_mix=bad)
+            assert response.status_code == 422, (bad, response.text)
+
+
+def test_each_style_of_a_network_gets_the_networks_fast_variant(multi_ckpt, tmp_path):
+    import shutil
+
+    import httpx
+
+    from nst_lightning.serve import ServeSettings, create_app
+    from nst_lightning.serve.models import load_styles
+    from nst_lightning.serve.server import running_in_thread
+
+    shutil.copy(multi_ckpt, tmp_path / "duo.ckpt")
+    styles = load_styles([], str(tmp_path), "eager", "cpu", thumbnail_size=32, fast_runtime="torchscript")
+    fast = {id(m.fast) for m in styles.values()}
+    assert len(fast) == 1 and styles["duo"].fast is not None  # one fast runner, shared by the network's styles
+    photo = synthetic_photo(48, 40, seed=3)
+    app = create_app(ServeSettings(runtime="eager", max_size=64), styles)
+    with running_in_thread(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        buf = io.BytesIO()
+        photo.save(buf, format="PNG")
+
+        def post(**fields: str) -> httpx.Response:
+            return client.post("/stylize", files={"image": ("p.png", buf.getvalue(), "image/png")}, data=fields)
+
+        candy, wave = post(style="duo.candy", quality="fast"), post(style="duo.the_wave", quality="fast")
+        mixed = post(style="duo", style_mix='{"candy": 1}', quality="fast")
+        assert candy.status_code == wave.status_code == mixed.status_code == 200
+        assert candy.headers["X-Variant"] == mixed.headers["X-Variant"] == "fast"
+        assert candy.content == mixed.content != wave.content  # the style reaches the fast runner
