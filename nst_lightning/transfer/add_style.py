@@ -17,10 +17,9 @@ from typing import Any
 from torch import nn
 
 from nst_lightning.errors import NSTError
-from nst_lightning.image import file_digest
 from nst_lightning.inference.checkpoint import load_model
 from nst_lightning.models.conditional import add_styles, make_conditional, num_styles, style_parameters
-from nst_lightning.transfer.init import describe_arch
+from nst_lightning.transfer.init import describe_arch, provenance
 
 
 def source_styles(meta: dict[str, Any]) -> list[dict[str, Any]]:
@@ -70,16 +69,7 @@ def load_with_new_styles(net: nn.Module, source: str | Path, new: int = 1, arch:
             f"the {arch or type(net).__name__} being trained (keys {', '.join(bad[:3])}{' …' if len(bad) > 3 else ''})"
         )
     net.load_state_dict(theirs)
-    path = Path(loaded.meta["source"])
-    return {
-        "init_from": str(source),
-        "path": str(path.resolve()),
-        "sha256": file_digest(path)[:16],
-        "arch": describe_arch(loaded.model_name, loaded.model_kwargs),
-        "styles": [s["name"] for s in source_styles(loaded.meta)],
-        "style_name": loaded.meta.get("style_name"),
-        "global_step": loaded.meta.get("global_step"),
-    }
+    return {**provenance(source, loaded), "styles": [s["name"] for s in source_styles(loaded.meta)]}
 
 
 def train_only_styles(net: nn.Module, indices: list[int]) -> list[nn.Parameter]:

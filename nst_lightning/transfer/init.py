@@ -56,12 +56,18 @@ def load_init_weights(net: nn.Module, source: str | Path, arch: str | None = Non
             "from a checkpoint of this one."
         )
     net.load_state_dict(theirs)
+    return provenance(source, loaded)
+
+
+def provenance(source: str | Path, loaded: Any) -> dict[str, Any]:
+    """Where a network's starting weights came from: ``source`` as given, the file, its digest, its architecture,
+    style and step (recorded in hyper-parameters and exports). ``loaded``: the source's ``LoadedModel``."""
     path = Path(loaded.meta["source"])
     return {
         "init_from": str(source),
         "path": str(path.resolve()),
         "sha256": file_digest(path)[:16],
-        "arch": source_arch,
+        "arch": describe_arch(loaded.model_name, loaded.model_kwargs),
         "style_name": loaded.meta.get("style_name"),
         "global_step": loaded.meta.get("global_step"),
     }
