@@ -60,7 +60,8 @@ def test_plain_onnxruntime_stylizes_an_odd_size_like_the_library(tmp_path: Path)
     meta = json.loads(_client(ONNX_CLIENT, str(path), str(tmp_path / "photo.png"), str(tmp_path / "out.png")))
     assert meta["layout"] == "NCHW" and meta["input_range"] == "0..1" and "any H, W" in meta["sizes"]
     client = np.asarray(Image.open(tmp_path / "out.png"), dtype=np.int16)
-    library = np.asarray(stylize(photo, "starry_night"), dtype=np.int16)
+    # the exported graph is the network alone: the stylize core's input noise (against striped skies) is off here
+    library = np.asarray(stylize(photo, "starry_night", input_noise=0), dtype=np.int16)
     assert client.shape == library.shape == (203, 301, 3)
     assert np.abs(client - library).max() <= 1  # within one 8-bit level
 
