@@ -16,7 +16,7 @@ from nst_lightning.training.multistyle import TERM_KEYS, MultiStyleModule
 
 def is_multistyle(cfg: DictConfig) -> bool:
     """Does ``cfg`` train a multi-style network (``styles`` listed, or ``add_style``)?"""
-    return bool(cfg.get("styles")) or bool(cfg.get("add_style"))
+    return bool(cfg.styles) or bool(cfg.add_style)
 
 
 def style_entry(style: Any) -> dict[str, Any]:
@@ -48,8 +48,8 @@ def build_multistyle_module(cfg: DictConfig, build_module: Any) -> MultiStyleMod
     """The :class:`MultiStyleModule` for ``cfg`` (``build_module``: the single-style builder, which supplies the
     model, loss layers, optimiser and transfer settings). Adding a style: the network of ``init_from`` is read
     here for its styles; its weights are loaded when training starts."""
-    if cfg.get("add_style"):
-        source = cfg.get("init_from")
+    if cfg.add_style:
+        source = cfg.init_from
         if not source:
             raise NSTError("add_style needs the trained network to extend: init_from=CHECKPOINT_OR_NAME")
         from nst_lightning.inference import load_model

@@ -35,12 +35,12 @@ def run(cfg: DictConfig) -> list[Path]:
     if not cfg.input:
         raise NSTError("no input given: use input=FILE_OR_FOLDER")
     model = _model(cfg)
-    style, mix = chosen_style(cfg.get("style")), cfg.get("style_mix")
+    style, mix = chosen_style(cfg.style), cfg.style_mix
     if style is not None or mix:  # a multi-style network: the style is chosen once, for every image
         mix = OmegaConf.to_container(mix) if OmegaConf.is_config(mix) else mix
         if mix is not None and not isinstance(mix, dict):
             raise NSTError(f"style_mix must be a mapping {{NAME: WEIGHT, ...}}, got {mix!r}")
-        model = choose_style(prepare_model(model, cfg.get("device")), style, mix)
+        model = choose_style(prepare_model(model, cfg.device), style, mix)
     if is_video(cfg.input):
         return [_video(cfg, model)]
     report = stylize_paths(
