@@ -809,13 +809,23 @@ def phase_transfer(s: Session) -> None:
 # --- ship ----------------------------------------------------------------------------------------------------
 
 
+def package_file(name: str) -> str:
+    """Where the package looks for a released model, relative to ``nst_lightning/pretrained/``: a student is its
+    teacher's fast variant (``fast/<style>.pt``), the decoder is the zero-shot one."""
+    if name == "decoder":
+        return "zeroshot/relu4_1.pt"
+    if name.endswith("_student"):
+        return f"fast/{name.removesuffix('_student')}.pt"
+    return f"{name}.pt"
+
+
 def phase_ship(s: Session, models: dict[str, Path], rows: dict[str, dict[str, Any]], recipe: dict[str, Any]) -> None:
     """OUT gets: runs.jsonl, release.json (figures of every checked model), ablation.md, session.log (from the
     shell), logs.tgz (logs, TensorBoard events, hydra configs) and models_N.tgz (passing models, ≤ 15 MiB each)."""
     passed = [n for n, r in rows.items() if r.get("passed")]
     release = {"card": s.card, "recipe": recipe, "models": {}, "finished_s": round(s.elapsed(), 1)}
     for name, row in rows.items():
-        file = "zeroshot/relu4_1.pt" if name == "decoder" else f"{name}.pt"  # where the package looks for it
+        file = package_file(name)
         train = _train_rows(s).get(name, {})
         release["models"][name] = {
             "file": file,

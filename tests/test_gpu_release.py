@@ -112,3 +112,11 @@ def test_dry_run_runs_every_phase_and_brings_back_at_most_8_small_files(tmp_path
     files = [p for p in out.iterdir() if p.name != "work"]
     assert {"runs.jsonl", "release.json", "session.log", "logs.tgz"} <= {p.name for p in files}
     assert len(files) <= 8 and all(p.stat().st_size <= 16 * 2**20 for p in files)
+
+
+def test_released_files_land_where_the_package_and_the_service_look():
+    from nst_lightning.inference.checkpoint import PRETRAINED_DIR, PRETRAINED_FAST_DIR
+
+    assert PRETRAINED_DIR / gr.package_file("candy") == PRETRAINED_DIR / "candy.pt"
+    assert PRETRAINED_DIR / gr.package_file("candy_student") == PRETRAINED_FAST_DIR / "candy.pt"
+    assert (PRETRAINED_DIR / gr.package_file("decoder")).parent == PRETRAINED_DIR / "zeroshot"

@@ -450,6 +450,27 @@ def test_quality_picks_the_fast_variant_per_request(styles: dict[str, StyleModel
         assert client.get("/health").json()["fast"] == ["two"]
 
 
+def test_a_shipped_student_is_the_fast_variant_of_its_own_teacher_only(tiny_ckpt, tmp_path, monkeypatch) -> None:
+    """A student in ``pretrained/fast/`` named like a shipped model serves that model's quality=fast; a user's
+    network of the same name (``models_dir``) never gets it; ``fast_models_dir`` overrides the shipped one."""
+    from nst_lightning.inference import checkpoint, export_model
+
+    shipped = tmp_path / "fast"
+    export_model(tiny_ckpt, shipped / f"{STYLE}.pt")
+    monkeypatch.setattr(checkpoint, "PRETRAINED_FAST_DIR", shipped)
+    x = torch.rand(1, 3, 24, 20)
+    student = load_styles([STYLE], None, "eager", "cpu", thumbnail_size=16)[STYLE]
+    assert student.fast is not None and student.variant("fast")[0] == "fast"
+    torch.testing.assert_close(student.fast(x), checkpoint.load_model(tiny_ckpt).net.eval()(x))
+    own = tmp_path / "own"
+    export_model(tiny_ckpt, own / f"{STYLE}.pt")
+    assert load_styles([], str(own), "eager", "cpu", thumbnail_size=16)[STYLE].fast is None
+    other = tmp_path / "other"
+    export_model(STYLE, other / f"{STYLE}.pt")  # the full network as the "student": a different output
+    chosen = load_styles([STYLE], None, "eager", "cpu", thumbnail_size=16, fast_models_dir=str(other))[STYLE]
+    assert not torch.allclose(chosen.fast(x), student.fast(x))
+
+
 def test_an_upload_gives_the_pixels_stylize_py_writes(styles: dict[str, StyleModel], tmp_path: Path) -> None:
     """The service decodes, resizes and stylizes with the library's own code: byte-for-byte the pixels of
     ``stylize_file`` (what ``stylize.py`` runs) for a 16-bit PNG (reduced-size decoding), an RGBA PNG, a 10×10."""

@@ -10,10 +10,12 @@
 
 from nst_lightning.inference.checkpoint import (
     EXPORT_FORMAT,
+    PRETRAINED_DIR,
     LoadedModel,
     export_model,
     load_model,
     pretrained_models,
+    pretrained_students,
     resolve_checkpoint,
     resolve_device,
 )
@@ -37,6 +39,7 @@ __all__ = [
     "DEFAULT_TILE_OVERLAP",
     "DEFAULT_TILE_SIZE",
     "EXPORT_FORMAT",
+    "PRETRAINED_DIR",
     "MIN_SIDE",
     "MIN_TILE",
     "LoadedModel",
@@ -50,6 +53,7 @@ __all__ = [
     "load_model",
     "plan_outputs",
     "pretrained_models",
+    "pretrained_students",
     "prepare_model",
     "resolve_checkpoint",
     "resolve_device",

@@ -20,8 +20,10 @@ from nst_lightning.models import create_model
 EXPORT_FORMAT = "nst_lightning.model"
 NET_PREFIX = "net."
 PRETRAINED_DIR = Path(__file__).parent.parent / "pretrained"
+# Distilled students of shipped models, named like their teacher: the service's fast variant (quality=fast).
+PRETRAINED_FAST_DIR = PRETRAINED_DIR / "fast"
 # Checkpoint hyper-parameters that say where a network's weights came from (kept in exports; docs/transfer.md).
-TRANSFER_HPARAMS = ("init_provenance", "freeze", "teacher", "pixel_weight", "feature_weight")
+TRANSFER_HPARAMS = ("init_provenance", "freeze", "teacher", "pixel_weight", "feature_weight", "objective_weight")
 
 
 def style_names_of_meta(meta: dict[str, Any]) -> list[str]:
@@ -38,6 +40,12 @@ _NOT_REBUILT = ("pretrained", "weights_file", "freeze_encoder")
 def pretrained_models() -> dict[str, Path]:
     """Models shipped with the package: ``{name: path}`` (``stylize.py ckpt=<name>``)."""
     return {p.stem: p for p in sorted(PRETRAINED_DIR.glob("*.pt"))}
+
+
+def pretrained_students() -> dict[str, Path]:
+    """Distilled students shipped with the package: ``{teacher's name: path}`` (the service's fast variant;
+    ``stylize.py ckpt=<path>`` runs one like any model)."""
+    return {p.stem: p for p in sorted(PRETRAINED_FAST_DIR.glob("*.pt"))}
 
 
 def resolve_checkpoint(ckpt: str | Path) -> Path:

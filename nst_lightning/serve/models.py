@@ -22,7 +22,14 @@ from PIL import Image
 from nst_lightning.errors import NSTError
 from nst_lightning.export.runtime import EagerRuntime, load_runtime, normalize_runtime
 from nst_lightning.image import is_image_file
-from nst_lightning.inference import DEFAULT_TILE_SIZE, pretrained_models, resolve_device, stylize
+from nst_lightning.inference import (
+    DEFAULT_TILE_SIZE,
+    PRETRAINED_DIR,
+    pretrained_models,
+    pretrained_students,
+    resolve_device,
+    stylize,
+)
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +154,10 @@ def load_styles(
     fast_models_dir: str | None = None,
 ) -> dict[str, StyleModel]:
     """Load every style once (the service calls this at startup), with its fast variant: the student in
-    ``fast_models_dir`` named like the style if there is one, else the network in ``fast_runtime``, else none."""
+    ``fast_models_dir`` named like the style if there is one, else (for a shipped network) its shipped student
+    (``nst_lightning/pretrained/fast/``), else the network in ``fast_runtime``, else none."""
     dev = resolve_device(device)
+    shipped_students = pretrained_students()
     students: dict[str, Path] = {}
     if fast_models_dir:
         folder = Path(fast_models_dir).expanduser()
@@ -158,6 +167,8 @@ def load_styles(
     loaded = {}
     for name, path in find_checkpoints(styles, models_dir).items():
         runner = load_runner(path, runtime, dev)
+        if name not in students and name in shipped_students and path.parent == PRETRAINED_DIR:
+            students[name] = shipped_students[name]  # a shipped student only ever stands in for its own teacher
         fast_runner: Runner | None = None
         if name in students:
             fast_runner = load_runner(students[name], runtime, dev)

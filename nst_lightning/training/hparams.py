@@ -120,6 +120,9 @@ class TransferGroup(_Group):
         teacher: a trained model to distill (checkpoint, export or shipped name); never saved in checkpoints.
         pixel_weight, feature_weight, feature_layers: the distillation terms
             (:func:`~nst_lightning.transfer.distill.distill_terms`).
+        objective_weight: weight of the perceptual objective in a distilling run's training loss; 0 trains on
+            the distillation terms alone and skips the loss network in training steps (validation still
+            reports the objective). Without a teacher the objective is the whole loss and this is not read.
     """
 
     init_from: str | None = None
@@ -129,6 +132,12 @@ class TransferGroup(_Group):
     pixel_weight: float = 0.0
     feature_weight: float = 0.0
     feature_layers: tuple[str, ...] = ("relu2_2",)
+    objective_weight: float = 1.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "feature_layers", tuple(str(n) for n in self.feature_layers))
+        if self.objective_weight < 0:
+            raise NSTError(f"distill.objective_weight must be >= 0, got {self.objective_weight}")
+        if self.teacher and not (self.objective_weight or self.pixel_weight or self.feature_weight):
+            raise NSTError("distillation with every weight 0 trains nothing: set distill.pixel_weight, "
+                             "distill.feature_weight or distill.objective_weight")  # fmt: skip

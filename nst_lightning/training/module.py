@@ -133,10 +133,12 @@ class StyleTransferModule(L.LightningModule):
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         out = self.net(batch)
-        terms = self.loss_fn(out, batch)
+        on_step = prefix == "train"
+        # Pure distillation (objective_weight 0) skips the loss network in training steps: most of a step's cost.
+        pure = self.teacher is not None and on_step and self.transfer_group.objective_weight == 0
+        terms = {} if pure else self.loss_fn(out, batch)
         if self.teacher is not None:
             terms.update(self._distill_terms(out, batch, with_teacher_objective=prefix == "val"))
-        on_step = prefix == "train"
         for name, value in terms.items():
             self.log(
                 f"{prefix}/{name}",
@@ -171,7 +173,11 @@ class StyleTransferModule(L.LightningModule):
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor | None:
         terms = self._shared_step(batch, "train")
-        loss = terms["objective"] + terms.get("distill_pixel", 0.0) + terms.get("distill_feature", 0.0)
+        loss = terms.get("distill_pixel", 0.0) + terms.get("distill_feature", 0.0)
+        if self.teacher is None:
+            loss = terms["objective"]
+        elif self.transfer_group.objective_weight:
+            loss = loss + self.transfer_group.objective_weight * terms["objective"]
         # Divergence guard: a NaN/inf loss skips this update (None); training.fault.DivergenceGuard counts it.
         return loss if loss_is_finite(self, loss) else None
 

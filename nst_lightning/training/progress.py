@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import ProgressBar, Timer
 from tqdm import tqdm
 
 log = logging.getLogger(__name__)
-_SHOWN = ("objective", "content", "style")  # the train/* terms shown, in this order
+_SHOWN = ("objective", "content", "style", "distill_pixel", "distill_feature")  # train/* terms shown, in order
 
 
 def format_duration(seconds: float) -> str:
