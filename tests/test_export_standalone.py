@@ -17,7 +17,7 @@ from PIL import Image
 from nst_lightning.export import export
 from nst_lightning.image import pil_to_tensor
 from nst_lightning.inference import load_model, stylize
-from tests.conftest import synthetic_photo
+from tests.conftest import REPO, synthetic_photo
 
 # What docs/export.md shows a client: onnxruntime, numpy and Pillow only.
 ONNX_CLIENT = r"""
@@ -77,3 +77,12 @@ def test_plain_torch_export_program_takes_any_size(tmp_path: Path) -> None:
     with torch.inference_mode():
         expected = loaded.net(x)
     assert got.shape == x.shape and float((got - expected).abs().max()) < 1e-4
+
+
+def test_loading_onnx_runtime_leaves_nothing_in_the_temp_folder(tmp_path: Path) -> None:
+    """onnxruntime's telemetry writes a ``.ses`` file into the temp folder on import: a long-running service
+    must not leave it behind (the service's soak counts temp-file bytes)."""
+    code = "from nst_lightning.export.runtime import _import_onnxruntime; _import_onnxruntime()"
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(REPO)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=120)
+    assert [p.name for p in tmp_path.iterdir() if p.is_file() or any(p.iterdir())] == []

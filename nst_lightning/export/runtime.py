@@ -12,6 +12,10 @@ result back, so any H, W ≥ 1 works, including images smaller than the network'
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
+import tempfile
 import warnings
 import zipfile
 from abc import ABC, abstractmethod
@@ -197,10 +201,25 @@ class OnnxRuntime(Runtime):
 
 
 def _import_onnxruntime() -> Any:
+    first = "onnxruntime" not in sys.modules
+    # On import, onnxruntime's telemetry writes a session file (.ses) into the temp folder and never removes it:
+    # the first import happens with a private temp folder, removed right after (nothing of ours needs the file).
+    private = tempfile.mkdtemp(prefix="nst-ort-") if first else None
+    saved = os.environ.get("TMPDIR")
     try:
+        if private:
+            os.environ["TMPDIR"] = private
         import onnxruntime
     except ImportError as exc:
         raise NSTError("the ONNX runtime needs onnxruntime: pip install 'nst_lightning[export]'") from exc
+    finally:
+        if private:
+            if saved is None:
+                os.environ.pop("TMPDIR", None)
+            else:
+                os.environ["TMPDIR"] = saved
+            shutil.rmtree(private, ignore_errors=True)
+    onnxruntime.disable_telemetry_events()
     return onnxruntime
 
 
