@@ -13,9 +13,15 @@ style scored with its own preset's loss weights and Gram size):
   ``--steps`` steps; ``add_style_steps_ratio``: steps it needed to reach ``single_<new>``'s final val objective
   (linear between validations) ÷ ``--steps`` (null: never reached); ``trained_parameters`` and their share.
 
+``--add-from SOURCE`` measures the add-style run alone, on a trained network (a shipped model or checkpoint; a
+single-style network's norms become style 0) at its own architecture, against a scratch network of that
+architecture: what a user who has one good network and wants another style does.
+
 Prints progress lines and, last, one JSON object (also written to ``--out`` if given).
 
     NST_DATA_DIR=../shared/data nice python benchmarks/multistyle.py --out docs/results/multistyle_cpu.json
+    NST_DATA_DIR=../shared/data python benchmarks/multistyle.py --add-from starry_night --crop 128 --batch 4 \
+        --steps 120 --val-every 10 --add-lr 1e-2 3e-2 --out docs/results/add_style_cpu.json
 """
 
 from __future__ import annotations
@@ -36,10 +42,12 @@ from omegaconf import OmegaConf
 from nst_lightning.cli.multistyle import style_entry
 from nst_lightning.cli.presets import preset_style
 from nst_lightning.data.datamodule import FolderDataModule
+from nst_lightning.inference import load_model, resolve_checkpoint
 from nst_lightning.losses.config import LossConfig
 from nst_lightning.models import create_model
 from nst_lightning.models.conditional import style_parameters
 from nst_lightning.training.multistyle import MultiStyleModule
+from nst_lightning.transfer.add_style import source_styles
 
 warnings.filterwarnings("ignore", message=r".*(module\(s\) in eval mode|does not have many workers|LeafSpec).*")
 ARCH = ("johnson", {"base_channels": 8, "num_residual": 5})
@@ -82,10 +90,11 @@ def loss_layers(name: str) -> LossConfig:
 
 
 def train_run(
-    name: str, styles: list[dict], steps: int, a: argparse.Namespace, out: Path, lr: float = 1e-3, **extra: Any
-) -> dict:
+    name: str, styles: list[dict], steps: int, a: argparse.Namespace, out: Path, lr: float = 1e-3,
+    arch: tuple[str, dict] = ARCH, **extra: Any,
+) -> dict:  # fmt: skip
     L.seed_everything(0, workers=True)
-    module = MultiStyleModule(styles=styles, model={"name": ARCH[0], "kwargs": dict(ARCH[1])},
+    module = MultiStyleModule(styles=styles, model={"name": arch[0], "kwargs": dict(arch[1])},
                               loss=loss_layers(a.loss).to_dict(), optim={"lr": lr}, **extra)  # fmt: skip
     data = FolderDataModule(
         os.path.join(os.environ.get("NST_DATA_DIR", "data"), "train"), image_size=a.crop, batch_size=a.batch,
@@ -114,38 +123,8 @@ def train_run(
     return run
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--styles", nargs="+", default=["starry_night", "the_wave"])
-    parser.add_argument("--new-style", default="candy")
-    parser.add_argument("--steps", type=int, default=60, help="steps per style")
-    parser.add_argument("--crop", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--val-every", type=int, default=10)
-    parser.add_argument("--val-count", type=int, default=4)
-    parser.add_argument("--add-lr", type=float, nargs="+", default=[1e-2])
-    parser.add_argument("--loss", default="default", help="conf/loss/<name>.yaml: the layers (tiny: VGG to relu2_2)")
-    parser.add_argument("--skip-singles", action="store_true", help="only the add-style comparison")
-    parser.add_argument("--out", default=None)
-    a = parser.parse_args()
-    torch.set_num_threads(int(os.environ.get("NST_THREADS", "2")))
-    data_dir = os.environ.get("NST_DATA_DIR", "data")
-    entry = {n: style_entry(preset_style(n, data_dir)) for n in [*a.styles, a.new_style]}
-    t_start = time.perf_counter()
-    runs: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
-        # The add-style runs first (after their source), so that an interrupted benchmark still has them.
-        multi_styles = [entry[n] for n in a.styles]
-        runs["multi"] = train_run("multi", multi_styles, a.steps * len(a.styles), a, out)
-        runs[f"single_{a.new_style}"] = train_run(f"single_{a.new_style}", [entry[a.new_style]], a.steps, a, out)
-        for lr in a.add_lr:
-            runs[f"add_{a.new_style}_lr{lr:g}"] = train_run(
-                f"add_{a.new_style}_lr{lr:g}", [*multi_styles, entry[a.new_style]], a.steps, a, out,
-                train_styles=[len(multi_styles)], transfer={"init_from": runs["multi"]["ckpt"]}, lr=lr,
-            )  # fmt: skip
-        for n in [] if a.skip_singles else a.styles:
-            runs[f"single_{n}"] = train_run(f"single_{n}", [entry[n]], a.steps, a, out)
+def add_result(runs: dict[str, dict], a: argparse.Namespace) -> tuple[dict, float, dict]:
+    """Final objectives per run and style, the scratch network's target and the add-style runs' figures."""
     final = {k: {s: c[-1][1] for s, c in r["curves"].items()} for k, r in runs.items()}
     target = final[f"single_{a.new_style}"][a.new_style]
     add = {}
@@ -159,6 +138,84 @@ def main() -> None:
                 "trained_parameters": r["trained_parameters"],
                 "trained_share": round(r["trained_parameters"] / r["parameters"], 5),
             }
+    return final, target, add
+
+
+def add_from_source(a: argparse.Namespace, entry: dict[str, dict], t_start: float) -> None:
+    """``--add-from``: the new style's scales and shifts on a trained network against a scratch network of the
+    same architecture, equal steps."""
+    src = load_model(a.add_from)
+    kwargs = {k: v for k, v in src.model_kwargs.items() if k != "num_styles"}
+    arch = (src.model_name, kwargs)
+    path = str(resolve_checkpoint(a.add_from))
+    own = []
+    for s in source_styles(src.meta):  # the source's styles, with this machine's style images
+        preset = entry.get(s["name"]) or style_entry(preset_style(s["name"], os.environ.get("NST_DATA_DIR", "data")))
+        own.append({**preset, "size": s.get("size") or preset["size"]})
+    runs: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        runs[f"single_{a.new_style}"] = train_run(f"single_{a.new_style}", [entry[a.new_style]], a.steps, a, out,
+                                                  arch=arch)  # fmt: skip
+        for lr in a.add_lr:
+            runs[f"add_{a.new_style}_lr{lr:g}"] = train_run(
+                f"add_{a.new_style}_lr{lr:g}", [*own, entry[a.new_style]], a.steps, a, out, lr=lr, arch=arch,
+                train_styles=[len(own)], transfer={"init_from": path},
+            )  # fmt: skip
+    final, target, add = add_result(runs, a)
+    result = {
+        "add_from": a.add_from, "arch": f"{arch[0]}({arch[1]})", "loss": a.loss, "crop": a.crop, "batch": a.batch,
+        "steps": a.steps, "val_every": a.val_every, "val_count": a.val_count, "new_style": a.new_style,
+        "device": "cpu", "threads": torch.get_num_threads(), "final_val_objective": final, "add_style": add,
+        "single_target_objective": target, "curves": {k: r["curves"] for k, r in runs.items()},
+        "seconds": {k: r["seconds"] for k, r in runs.items()}, "total_seconds": round(time.perf_counter() - t_start),
+    }  # fmt: skip
+    if a.out:
+        Path(a.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--styles", nargs="+", default=["starry_night", "the_wave"])
+    parser.add_argument("--new-style", default="candy")
+    parser.add_argument("--steps", type=int, default=60, help="steps per style")
+    parser.add_argument("--crop", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--val-every", type=int, default=10)
+    parser.add_argument("--val-count", type=int, default=4)
+    parser.add_argument("--add-lr", type=float, nargs="+", default=[1e-2])
+    parser.add_argument("--loss", default="default", help="conf/loss/<name>.yaml: the layers (tiny: VGG to relu2_2)")
+    parser.add_argument("--skip-singles", action="store_true", help="only the add-style comparison")
+    parser.add_argument(
+        "--add-from", default=None, metavar="SOURCE",
+        help="add the new style to this trained network (shipped name or checkpoint; a single-style one's norms "
+             "become style 0) at its own architecture, against a scratch network of that architecture; no "
+             "multi- vs single-style runs",
+    )  # fmt: skip
+    parser.add_argument("--out", default=None)
+    a = parser.parse_args()
+    torch.set_num_threads(int(os.environ.get("NST_THREADS", "2")))
+    data_dir = os.environ.get("NST_DATA_DIR", "data")
+    entry = {n: style_entry(preset_style(n, data_dir)) for n in [*a.styles, a.new_style]}
+    t_start = time.perf_counter()
+    runs: dict[str, dict] = {}
+    if a.add_from:
+        return add_from_source(a, entry, t_start)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        # The add-style runs first (after their source), so that an interrupted benchmark still has them.
+        multi_styles = [entry[n] for n in a.styles]
+        runs["multi"] = train_run("multi", multi_styles, a.steps * len(a.styles), a, out)
+        runs[f"single_{a.new_style}"] = train_run(f"single_{a.new_style}", [entry[a.new_style]], a.steps, a, out)
+        for lr in a.add_lr:
+            runs[f"add_{a.new_style}_lr{lr:g}"] = train_run(
+                f"add_{a.new_style}_lr{lr:g}", [*multi_styles, entry[a.new_style]], a.steps, a, out,
+                train_styles=[len(multi_styles)], transfer={"init_from": runs["multi"]["ckpt"]}, lr=lr,
+            )  # fmt: skip
+        for n in [] if a.skip_singles else a.styles:
+            runs[f"single_{n}"] = train_run(f"single_{n}", [entry[n]], a.steps, a, out)
+    final, target, add = add_result(runs, a)
     full = create_model("johnson", num_styles=2)
     one_style = sum(p.numel() for p in style_parameters(full, 1))
     full_total = sum(p.numel() for p in create_model("johnson").parameters())
