@@ -24,6 +24,7 @@ from nst_lightning.transfer import (
     reestimate_batchnorm,
     stage_names,
 )
+from nst_lightning.transfer.shrink import can_shrink, shrink_into
 
 from .conftest import compose_train, net_state, run_cli, tiny_train_cfg
 
@@ -140,8 +141,11 @@ def test_init_from_a_shipped_model_by_name():
 
 
 def test_init_from_rejects_another_architecture_and_missing_files(tmp_path):
+    other_decoder = create_model("johnson_tiny", upsample="pixel_shuffle")
     with pytest.raises(NSTError, match=r"holds a johnson\(base_channels=32.*does not fit the johnson_tiny\(base"):
-        load_init_weights(create_model("johnson_tiny"), "starry_night", arch="johnson_tiny(base_channels=8)")
+        load_init_weights(other_decoder, "starry_night", arch="johnson_tiny(base_channels=8, upsample=pixel_shuffle)")
+    with pytest.raises(NSTError, match="does not fit"):  # wider than the source: nothing to select from
+        load_init_weights(create_model("johnson", base_channels=48), "starry_night")
     with pytest.raises(NSTError, match="checkpoint not found"):
         load_init_weights(create_model("johnson_tiny"), tmp_path / "nope.ckpt")
 
@@ -149,10 +153,65 @@ def test_init_from_rejects_another_architecture_and_missing_files(tmp_path):
 @pytest.mark.slow
 def test_cli_init_from_another_architecture_exits_2_naming_both(tmp_path, image_dir, style_path):
     result = run_cli("train.py", "experiment=tiny", "style=custom", f"style.image={style_path}",
-                     f"data.root={image_dir}", f"hydra.run.dir={tmp_path / 'r'}", "init_from=starry_night")  # fmt: skip
+                     f"data.root={image_dir}", f"hydra.run.dir={tmp_path / 'r'}", "init_from=starry_night",
+                     "model.upsample=pixel_shuffle")  # fmt: skip
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert "johnson(base_channels=32" in result.stderr and "johnson_tiny(base_channels=8" in result.stderr
+
+
+def _embed(narrow: torch.nn.Module, wide: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``wide``'s state holding ``narrow`` in its first channels and its last blocks; every other channel and
+    block is switched off (instance-norm scale and shift 0), so the two compute the same function."""
+    torch.manual_seed(1)
+    ns, extra = narrow.state_dict(), len(wide.residuals) - len(narrow.residuals)
+    out = {}
+    for key, value in wide.state_dict().items():
+        value = torch.randn_like(value) if value.dim() > 1 else torch.zeros_like(value)
+        parts = key.split(".")
+        if parts[0] == "residuals":
+            if int(parts[1]) < extra:
+                out[key] = value
+                continue
+            key_n = ".".join([parts[0], str(int(parts[1]) - extra), *parts[2:]])
+        else:
+            key_n = key
+        src = ns[key_n]
+        value[tuple(slice(0, n) for n in src.shape)] = src
+        out[key] = value
+    return out
+
+
+def test_a_narrower_johnson_starts_from_the_channels_that_matter():
+    """A wide network that is a narrow one plus switched-off channels and blocks shrinks back to exactly the
+    narrow one: the selection keeps what carries the function and drops what does not."""
+    torch.manual_seed(0)
+    narrow, wide = create_model("johnson", base_channels=4, num_residual=2), create_model("johnson")
+    for m in narrow.modules():  # instance-norm scales away from 1 and 0, as after training
+        if isinstance(m, torch.nn.InstanceNorm2d):
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    wide.load_state_dict(_embed(narrow, wide))
+    x = torch.rand(1, 3, 36, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(wide(x), narrow(x))
+    started = create_model("johnson", base_channels=4, num_residual=2)
+    info = shrink_into(started, wide)
+    assert info == {"kept_blocks": [3, 4], "from_width": 32, "from_blocks": 5}
+    assert all(torch.equal(started.state_dict()[k], v) for k, v in narrow.state_dict().items())
+    assert not can_shrink(wide, create_model("johnson", base_channels=4, upsample="bilinear"))
+
+
+def test_init_from_a_wider_shipped_model_selects_its_channels():
+    student = create_model("johnson", base_channels=16, num_residual=3)
+    provenance = load_init_weights(student, "starry_night")
+    assert provenance["shrunk"]["from_width"] == 32 and len(provenance["shrunk"]["kept_blocks"]) == 3
+    teacher = load_model("starry_night").net.eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():  # a stylizing start: nearer the teacher than a random network of the same shape
+        near = (student.eval()(x) - teacher(x)).pow(2).mean()
+        far = (create_model("johnson", base_channels=16, num_residual=3).eval()(x) - teacher(x)).pow(2).mean()
+    assert near < far
 
 
 # -- timm encoders: ImageNet weights from a local file, batch-norm statistics -----------------------------------

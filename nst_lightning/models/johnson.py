@@ -50,6 +50,9 @@ class JohnsonNet(TransformNet):
     ) -> None:
         super().__init__()
         self.checkpointing = checkpointing
+        # The layout arguments (what a narrower network started from this one must share: transfer/shrink.py).
+        self.config = {"base_channels": base_channels, "num_residual": num_residual, "norm": norm,
+                       "upsample": upsample, "padding": padding}  # fmt: skip
         c1, c2, c3 = base_channels, base_channels * 2, base_channels * 4
         self.encoder = nn.Sequential(
             ConvNormAct(3, c1, 9, norm=norm, padding=padding),

@@ -10,6 +10,7 @@ from torch import nn
 from nst_lightning.errors import NSTError
 from nst_lightning.image import file_digest
 from nst_lightning.inference.checkpoint import load_model
+from nst_lightning.transfer.shrink import can_shrink, shrink_into
 
 # Builder arguments that do not change the weights' layout (and so never make two architectures differ).
 _LAYOUT_FREE_KWARGS = ("checkpointing", "pretrained", "weights_file")
@@ -30,9 +31,13 @@ def load_init_weights(net: nn.Module, source: str | Path, arch: str | None = Non
             (``starry_night``), as :func:`nst_lightning.inference.checkpoint.resolve_checkpoint` finds it.
         arch: how to name ``net``'s architecture in error messages (default: its class name).
 
+    A narrower and/or shallower johnson than the source's starts from the source's most important channels and
+    residual blocks (:mod:`nst_lightning.transfer.shrink`); any other difference of architecture is an error.
+
     Returns:
         Provenance (primitives only, for hyper-parameters and exports): ``init_from`` as given, the resolved
-        ``path``, its ``sha256`` prefix, the source's ``arch``, ``style_name`` and ``global_step``.
+        ``path``, its ``sha256`` prefix, the source's ``arch``, ``style_name`` and ``global_step``; ``shrunk``
+        (kept blocks, source width and depth) when channels were selected.
 
     Raises:
         NSTError: the source is missing or unreadable, or holds a different architecture (both are named).
@@ -44,6 +49,8 @@ def load_init_weights(net: nn.Module, source: str | Path, arch: str | None = Non
     missing = [k for k in own if k not in theirs]
     unexpected = [k for k in theirs if k not in own]
     reshaped = [k for k in own if k in theirs and own[k].shape != theirs[k].shape]
+    if (missing or unexpected or reshaped) and can_shrink(loaded.net, net):
+        return {**provenance(source, loaded), "shrunk": shrink_into(net, loaded.net)}  # type: ignore[arg-type]
     if missing or unexpected or reshaped:
         detail = "; ".join(
             f"{label}: {', '.join(keys[:3])}{' …' if len(keys) > 3 else ''}"
