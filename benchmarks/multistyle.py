@@ -154,7 +154,8 @@ def add_from_source(a: argparse.Namespace, entry: dict[str, dict], t_start: floa
         own.append({**preset, "size": s.get("size") or preset["size"]})
     runs: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
+        out = Path(a.keep or tmp)
+        out.mkdir(parents=True, exist_ok=True)
         runs[f"single_{a.new_style}"] = train_run(f"single_{a.new_style}", [entry[a.new_style]], a.steps, a, out,
                                                   arch=arch)  # fmt: skip
         for lr in a.add_lr:
@@ -194,6 +195,7 @@ def main() -> None:
              "multi- vs single-style runs",
     )  # fmt: skip
     parser.add_argument("--out", default=None)
+    parser.add_argument("--keep", default=None, metavar="DIR", help="keep every run's checkpoint in DIR")
     a = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("NST_THREADS", "2")))
     data_dir = os.environ.get("NST_DATA_DIR", "data")
@@ -203,7 +205,8 @@ def main() -> None:
     if a.add_from:
         return add_from_source(a, entry, t_start)
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp)
+        out = Path(a.keep or tmp)
+        out.mkdir(parents=True, exist_ok=True)
         # The add-style runs first (after their source), so that an interrupted benchmark still has them.
         multi_styles = [entry[n] for n in a.styles]
         runs["multi"] = train_run("multi", multi_styles, a.steps * len(a.styles), a, out)

@@ -127,6 +127,16 @@ def test_help_runs_from_the_entry_scripts(tmp_path: Path) -> None:
         assert proc.returncode == 0 and proc.stdout.startswith(f"{app}: "), proc.stderr
 
 
+def test_help_piped_into_a_reader_that_stops_early_is_quiet(tmp_path: Path) -> None:
+    """``evaluate.py --help | head -1``: no BrokenPipeError traceback when the reader closes the pipe."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is already gone: the first write fails
+    proc = subprocess.run([sys.executable, str(REPO / "evaluate.py"), "--help"], stdout=write_end,
+                          stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path, timeout=60)  # fmt: skip
+    os.close(write_end)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
 @pytest.mark.slow
 def test_optuna_sweep_gets_the_metric(tmp_path: Path, image_dir: Path, style_path: Path) -> None:
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")

@@ -74,7 +74,10 @@ def hydra_app(
 
     def main() -> Any:
         if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
-            print(app_help(name, summary))
+            try:
+                print(app_help(name, summary), flush=True)
+            except BrokenPipeError:  # `--help | head`: the reader has what it wanted
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
             return None
         # Hydra prints its own errors over several lines and exits 1; let them reach us instead.
         previous = os.environ.get(_FULL_ERROR)
