@@ -6,10 +6,11 @@ random crops of ``$NST_DATA_DIR/train`` and validate on its held-out photos (the
 recorded loss: weights, layers and Gram size from the shipped model's meta).
 
 (b) student vs teacher: the teacher is the shipped model (``--teacher``, the full johnson). A small johnson
-    student trains on the same style with the distillation terms (``distilled``) and without (``undistilled``),
-    same steps, seed and data order. Keys ``student_objective_ratio`` and ``undistilled_objective_ratio``
-    (final val objective ÷ the teacher's on the same photos) and ``student_speedup_1024`` (teacher ÷ student
-    seconds per 1024-px image on this machine's CPU).
+    student (``conf/model/johnson_student.yaml``) trains on the same style with the distillation terms, started
+    from the teacher's most important channels as ``experiment=distill`` does (``distilled``), and from random
+    weights without them (``undistilled``), same steps, seed and data order. Keys ``student_objective_ratio``
+    and ``undistilled_objective_ratio`` (final val objective ÷ the teacher's on the same photos) and
+    ``student_speedup_1024`` (teacher ÷ student seconds per 1024-px image on this machine's CPU).
 (a) new style (``--new-style``): from scratch (``scratch``), from a model trained on another style
     (``finetune``, weights only, fresh optimizer) and the same with its encoder frozen (``frozen``), equal
     steps. The source is the profile's ``finetune_from``: the shipped model at its own architecture (``cpu``:
@@ -34,6 +35,7 @@ from typing import Any
 
 import lightning as L
 import torch
+import yaml
 
 from nst_lightning.cli.presets import preset_style, style_image_path
 from nst_lightning.data.datamodule import FolderDataModule
@@ -54,7 +56,9 @@ PROFILES: dict[str, dict[str, Any]] = {
     "gpu": dict(crop=256, batch=16, steps=1500, val_every=100, val_count=16, val_size=256, workers=8,
                 precision="bf16-mixed", accelerator="gpu", finetune_from="student", student_crop=256),
 }  # fmt: skip
-STUDENT = {"base_channels": 8, "num_residual": 5}
+# The recipe's student (conf/model/johnson_student.yaml), without the runtime keys it inherits.
+_STUDENT_YAML = Path(__file__).resolve().parent.parent / "conf" / "model" / "johnson_student.yaml"
+STUDENT = {k: v for k, v in yaml.safe_load(_STUDENT_YAML.read_text()).items() if k not in ("defaults", "name")}
 
 
 class Curve(L.Callback):
@@ -219,7 +223,7 @@ def main() -> None:
             return
         teacher_path = str(resolve_checkpoint(args.teacher))
         distill = dict(teacher=teacher_path, pixel_weight=pixel_w, feature_weight=feature_w,
-                       feature_layers=feature_layers)  # fmt: skip
+                       feature_layers=feature_layers, init_from=teacher_path)  # fmt: skip  # as experiment=distill
         p_student = {**p, "crop": p["student_crop"], "val_size": p["student_crop"]}
         runs["distilled"] = train_run("distilled", teacher_style, loss, p_student, out, **distill)
         if args.only_distill:
