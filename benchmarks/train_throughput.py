@@ -10,10 +10,11 @@ NCHW, not compiled, with one full VGG pass per input (the content batch is run t
 separately). Ours: the content batch stops at the content layer without autograd, plus the requested
 precision, memory format and compilation.
 
-``--precision auto`` measures what ``trainer.precision=auto`` (and ``model.channels_last=auto``) picks on this
-machine (:func:`nst_lightning.training.precision.resolve_precision`) against our own fp32 NCHW step (the old default),
-and adds ``auto_precision``, ``auto_channels_last``, ``auto_reason``, ``fp32_images_per_s`` and
-``speedup_vs_fp32`` to its line.
+``--precision auto`` measures what ``trainer.precision=auto`` (and ``model.channels_last=auto``,
+``model.allocator=auto``) picks on this machine (:func:`nst_lightning.training.precision.resolve_precision`)
+against our own fp32 NCHW step with the system allocator (the old default), and adds ``auto_precision``,
+``auto_channels_last``, ``auto_allocator``, ``auto_reason``, ``fp32_images_per_s`` and ``speedup_vs_fp32`` to its
+line. Every line has ``sys_s_per_step`` and ``page_faults_per_step`` (the kernel time the allocator saves).
 
     python benchmarks/train_throughput.py --models johnson --sizes 256 --batch 4 --precision 32
     python benchmarks/train_throughput.py --models johnson mobilenetv3 resnet50 --sizes 256 512 \\
@@ -39,6 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from nst_lightning.losses import PerceptualLoss
 from nst_lightning.losses import functional as LF
 from nst_lightning.models import create_model
+from nst_lightning.training.allocator import set_allocator
 from nst_lightning.training.precision import AUTO, resolve_precision
 
 DTYPES = {"32": None, "32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
@@ -160,6 +162,10 @@ def measure(
         checkpointing=args.checkpointing and not baseline,
     )
     run_precision = "32" if baseline else (auto.precision if auto else precision)
+    if auto is not None and not baseline:
+        # Process-wide from here on: later measurements in this process (another size or model) run with it too,
+        # so their baselines are faster than a fresh process's and their speedups understated.
+        set_allocator(auto.allocator)
     step, net, loss = make_step(model, size, args.batch, device, run_precision, baseline=baseline,
                                 compile_mode=args.compile_mode, **opts)  # fmt: skip
     x = torch.rand(args.batch, 3, size, size, device=device)
@@ -172,6 +178,7 @@ def measure(
     for _ in range(args.warmup - 1):
         step(x)
     times = []
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     batches = real_batches(args, size) if args.data == "real" else None
     if batches is not None:
         next(batches)  # start the loader's workers before timing
@@ -184,6 +191,7 @@ def measure(
         sync(device)
         times.append(time.perf_counter() - t)
     ms = statistics.median(times) * 1000
+    after = resource.getrusage(resource.RUSAGE_SELF)
     flops = flops_per_image(step, x) if not opts["compile_"] else None
     dtypes = precision_report(step, x) if args.dtype_report and not opts["compile_"] else None
     result = {
@@ -201,13 +209,16 @@ def measure(
         "ms_per_step": round(ms, 1),
         "images_per_s": round(args.batch / (ms / 1000), 3),
         "first_step_s": round(first_step_s, 2),
+        "sys_s_per_step": round((after.ru_stime - usage.ru_stime) / len(times), 3),
+        "page_faults_per_step": round((after.ru_minflt - usage.ru_minflt) / len(times)),
         "peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if device.type == "cuda" else None,
         "process_max_rss_mb": round(rss_mb(), 1),
         "matmul_peak_gflops": round(peak["fp32"], 1),
         "matmul_peak_bf16_gflops": round(peak["bf16"], 1),
     }
     if auto is not None:
-        result.update(auto_precision=auto.precision, auto_channels_last=auto.channels_last, auto_reason=auto.reason)
+        result.update(auto_precision=auto.precision, auto_channels_last=auto.channels_last, auto_reason=auto.reason,
+                      auto_allocator=auto.allocator)  # fmt: skip
     if flops is not None:
         result["gflop_per_image"] = round(flops / 1e9, 2)
         result["achieved_gflops"] = round(flops * args.batch / (ms / 1000) / 1e9, 1)

@@ -1,5 +1,7 @@
 """Mixed precision: bf16 autocast trains like fp32 (short run), with fp32 Grams and finite losses."""
 
+import os
+
 import pytest
 import torch
 
@@ -60,10 +62,23 @@ def test_auto_precision_follows_the_hardware(machine, accelerator, precision, ch
 
 def test_explicit_settings_are_kept():
     amx = caps(flags=("amx_bf16",))
-    assert resolve_precision("32-true", "cpu", "auto", caps=amx) == PrecisionChoice("32-true", False, "as configured")
+    kept = PrecisionChoice("32-true", False, "as configured", allocator="reuse")
+    assert resolve_precision("32-true", "cpu", "auto", caps=amx) == kept
     assert resolve_precision("16-mixed", "cuda", True, caps=caps()).precision == "16-mixed"
     assert resolve_precision("auto", "cpu", False, caps=amx).channels_last is False
-    assert resolve_precision(32, "cpu", True, caps=caps()) == PrecisionChoice("32", True, "as configured")
+    assert resolve_precision(32, "cpu", True, caps=caps(), allocator="system") == PrecisionChoice(
+        "32", True, "as configured", allocator="system"
+    )
+
+
+def test_cpu_work_keeps_freed_memory_for_the_next_step():
+    """``allocator=auto``: reuse on a CPU (no page faults per step), the system allocator on a GPU."""
+    gpu = caps(cuda=True, cuda_bf16=True)
+    assert resolve_precision("auto", "cpu", caps=caps()).allocator == "reuse"
+    assert resolve_precision("auto", "cuda", caps=gpu).allocator == "system"
+    assert resolve_precision("auto", "cpu", caps=caps(), allocator="system").allocator == "system"
+    with pytest.raises(ValueError, match="auto, reuse or system"):
+        resolve_precision("auto", "cpu", caps=caps(), allocator="jemalloc")
 
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
@@ -79,7 +94,8 @@ def test_training_logs_the_precision_choice(tmp_path, image_dir, style_path, cap
     expected = resolve_precision("auto", "cpu", cfg.model.channels_last)
     with caplog.at_level("INFO", logger="nst_lightning.cli.train"):
         result = train(cfg)
-    assert f"precision {expected.precision}, channels_last={expected.channels_last} ({expected.reason})" in caplog.text
+    assert (f"precision {expected.precision}, channels_last={expected.channels_last}, allocator="
+            f"{expected.allocator} ({expected.reason})") in caplog.text  # fmt: skip
     ckpt = torch.load(result["last_ckpt"], map_location="cpu", weights_only=True)
     assert ckpt["hyper_parameters"]["runtime"]["channels_last"] is expected.channels_last
 
@@ -111,3 +127,41 @@ def test_the_baseline_follows_the_training_machine_rule(monkeypatch, flags, dtyp
     monkeypatch.setattr(precision, "detect_capabilities", lambda: caps(flags=flags))
     assert machine_choice("auto", None, torch.device("cpu")) == (dtype, channels_last)
     assert machine_choice("fp32", True, torch.device("cpu")) == (None, True)
+
+
+ALLOC_SCRIPT = """
+import resource, sys, torch
+from nst_lightning.training.allocator import set_allocator
+applied = set_allocator(sys.argv[1])
+def faults():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        x = torch.ones(16, 1024, 1024)  # 64 MiB, written: every page touched
+        y = torch.ones(16, 1024, 1024)
+        del x, y
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+faults()
+print(applied, faults())
+"""
+
+
+def test_reused_memory_is_not_page_faulted_in_again(tmp_path):
+    """What ``allocator=reuse`` buys, counted (not timed): 64 MiB buffers freed and allocated again come back
+    without page faults; with glibc's defaults every round faults all their pages in again."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    def faults(mode: str) -> tuple[str, int]:
+        out = subprocess.run([sys.executable, "-c", ALLOC_SCRIPT, mode], capture_output=True, text=True, timeout=120,
+                             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)  # fmt: skip
+        applied, count = out.stdout.split()
+        return applied, int(count)
+
+    applied, reused = faults("reuse")
+    if applied != "True":
+        pytest.skip("not glibc: the allocator setting does not apply here")
+    _, system = faults("system")
+    pages = 10 * 64 * 2**20 // 4096  # five rounds of two 64 MiB buffers
+    assert reused < pages // 20 and system > pages // 2, (reused, system)

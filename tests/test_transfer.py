@@ -308,7 +308,8 @@ def test_distill_experiment_ends_with_a_loadable_student(tmp_path, image_dir, st
     assert ckpt["hyper_parameters"]["transfer"]["teacher"] == "starry_night"
     exported = export_model(result["last_ckpt"], tmp_path / "student.pt")
     student = load_model(exported)
-    assert student.model_kwargs["base_channels"] == 8 and student.meta["transfer"]["teacher"] == "starry_night"
+    assert student.model_kwargs["base_channels"] == 16 and student.meta["transfer"]["teacher"] == "starry_night"
+    assert student.meta["transfer"]["init_provenance"]["shrunk"]["from_width"] == 32  # the teacher's channels
     assert student.net(torch.rand(1, 3, 40, 30)).shape == (1, 3, 40, 30)
     events = next(Path(result["output_dir"]).glob("events.out.tfevents*"))
     acc = EventAccumulator(str(events), size_guidance={"scalars": 0})

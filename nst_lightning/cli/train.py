@@ -32,7 +32,7 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` 
 
 
 # Keys of conf/model/_runtime.yaml that are not arguments of the network's builder.
-RUNTIME_KEYS = ("channels_last", "compile", "compile_mode")
+RUNTIME_KEYS = ("channels_last", "compile", "compile_mode", "allocator")
 
 
 def _plain(node: Any) -> Any:
@@ -63,8 +63,10 @@ def build_module(
 def apply_auto_precision(cfg: DictConfig) -> PrecisionChoice:
     """Resolve ``trainer.precision=auto`` and ``model.channels_last=auto`` for this machine and write the choice
     into ``cfg`` (Lightning does not know ``auto``); call it before instantiating ``cfg.trainer``."""
-    choice = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator, cfg.model.channels_last)
+    choice = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator, cfg.model.channels_last,
+                               allocator=cfg.model.allocator)  # fmt: skip
     cfg.trainer.precision, cfg.model.channels_last = choice.precision, choice.channels_last
+    cfg.model.allocator = choice.allocator
     return choice
 
 
@@ -85,7 +87,8 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
     out_dir = Path(cfg.paths.output_dir)
     fault.check_writable(out_dir / fault.CHECKPOINT_DIR)  # fail now, not at the first checkpoint hours later
     choice = apply_auto_precision(cfg)
-    log.info("precision %s, channels_last=%s (%s)", choice.precision, choice.channels_last, choice.reason)
+    log.info("precision %s, channels_last=%s, allocator=%s (%s)", choice.precision, choice.channels_last,
+             choice.allocator, choice.reason)  # fmt: skip
     warn_if_emulated(choice)
     style_path = style_image_path(cfg.style)
     datamodule = hydra.utils.instantiate(cfg.data)

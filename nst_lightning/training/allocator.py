@@ -16,8 +16,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +34,7 @@ def _libc() -> ctypes.CDLL | None:
 
 
 def set_allocator(mode: str) -> bool:
-    """``reuse``: keep freed blocks of any size for reuse; ``system``: glibc's defaults (and give free memory
+    """``reuse``: keep freed blocks of any size for reuse; ``system``: glibc's initial thresholds (and give free memory
     back now). Returns whether it applied (False where the C library is not glibc: nothing changes there)."""
     if mode not in MODES:
         raise ValueError(f"allocator mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -50,14 +48,3 @@ def set_allocator(mode: str) -> bool:
     if mode == "system":
         libc.malloc_trim(0)
     return True
-
-
-@contextmanager
-def allocator(mode: str) -> Iterator[bool]:
-    """:func:`set_allocator` for a block, then glibc's defaults again (benchmarks compare both in one process)."""
-    applied = set_allocator(mode)
-    try:
-        yield applied
-    finally:
-        if applied and mode != "system":
-            set_allocator("system")

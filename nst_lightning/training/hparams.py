@@ -100,9 +100,12 @@ class RuntimeGroup(_Group):
             (with bf16, see :func:`~nst_lightning.training.precision.resolve_precision`).
         compile: ``torch.compile`` the network and VGG (in place: checkpoint keys are unchanged).
         compile_mode: the ``mode`` given to ``torch.compile`` (``default``, ``reduce-overhead``, ...).
+        allocator: glibc malloc while training, ``auto`` (``reuse`` on a CPU), ``reuse`` or ``system``
+            (:mod:`~nst_lightning.training.allocator`).
     """
 
     channels_last: bool | str = "auto"
+    allocator: str = "auto"
     compile: bool = False
     compile_mode: str = "default"
 

@@ -12,6 +12,7 @@ from nst_lightning.losses.config import LossConfig
 from nst_lightning.losses.perceptual import PerceptualLoss
 from nst_lightning.models import create_model
 from nst_lightning.styles import set_style_targets
+from nst_lightning.training.allocator import set_allocator
 from nst_lightning.training.fault import loss_is_finite
 from nst_lightning.training.hparams import ModelGroup, OptimGroup, RuntimeGroup, StyleGroup, TransferGroup
 from nst_lightning.training.precision import resolve_precision
@@ -115,7 +116,9 @@ class StyleTransferModule(L.LightningModule):
         rt = self.runtime_group
         if self._trainer is not None:  # ``auto`` follows the trainer's precision on the device it trains on
             device = self.trainer.strategy.root_device.type
-            self.channels_last = resolve_precision(self.trainer.precision, device, rt.channels_last).channels_last
+            choice = resolve_precision(self.trainer.precision, device, rt.channels_last, allocator=rt.allocator)
+            self.channels_last = choice.channels_last
+            set_allocator(choice.allocator)
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
             self.loss_fn.vgg.to(memory_format=torch.channels_last)

@@ -1,9 +1,11 @@
-"""``trainer.precision=auto`` and ``model.channels_last=auto``: the fastest safe setting for this machine.
+"""``trainer.precision=auto``, ``model.channels_last=auto`` and ``model.allocator=auto``: the fastest safe setting
+for this machine.
 
 bf16 autocast pays off only where the hardware has bf16 arithmetic: CUDA GPUs that support it, and CPUs with
 AMX-BF16 or AVX-512 BF16 (Sapphire Rapids and later, Zen 4 and later). Elsewhere PyTorch emulates bf16 on the
 CPU, about 100× slower than fp32, so ``auto`` means ``32-true`` there. Channels-last (NHWC) goes with bf16,
-where it was measured faster (docs/quickstart.md); in fp32 on CPU it was not.
+where it was measured faster (docs/quickstart.md); in fp32 on CPU it was not. On a CPU, freed activation buffers
+are kept for the next step (``allocator``): measured 1.2× on a 2-core AVX2 machine (docs/quickstart.md).
 """
 
 from __future__ import annotations
@@ -39,12 +41,13 @@ class Capabilities:
 
 @dataclass(frozen=True)
 class PrecisionChoice:
-    """The resolved Lightning precision and memory format, and why."""
+    """The resolved Lightning precision, memory format and CPU allocator mode, and why."""
 
     precision: str
     channels_last: bool
     reason: str
     emulated_bf16: bool = False  # bf16 asked for on a CPU without bf16 arithmetic (see warn_if_emulated)
+    allocator: str = "system"  # glibc malloc: reuse (keep freed blocks) or system (training/allocator.py)
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
@@ -90,6 +93,7 @@ def resolve_precision(
     accelerator: str | None = AUTO,
     channels_last: bool | str | None = AUTO,
     caps: Capabilities | None = None,
+    allocator: str = AUTO,
 ) -> PrecisionChoice:
     """Resolve ``auto`` precision and memory format for ``accelerator`` on this machine (or on ``caps``).
 
@@ -98,9 +102,13 @@ def resolve_precision(
         accelerator: ``trainer.accelerator`` (``auto``, ``cpu``, ``gpu``, ``cuda``, ``mps``, ...).
         channels_last: ``model.channels_last``; ``auto`` follows the resolved precision, a bool is kept.
         caps: the machine's capabilities (default: :func:`detect_capabilities`); tests pass fakes.
+        allocator: ``model.allocator``; ``auto`` is ``reuse`` when the work runs on the CPU (its activation
+            buffers are page-faulted in again every step otherwise: :mod:`~nst_lightning.training.allocator`),
+            ``system`` elsewhere; ``reuse`` or ``system`` is kept.
 
     Returns:
-        The Lightning precision string, whether to use channels-last, and a one-line reason for the log.
+        The Lightning precision string, whether to use channels-last, the allocator mode, and a one-line reason
+        for the log.
     """
     caps = caps or detect_capabilities()
     device = device_type(str(accelerator), caps)
@@ -117,7 +125,12 @@ def resolve_precision(
     if isinstance(channels_last, str) and channels_last.lower() == AUTO or channels_last is None:
         channels_last = precision.startswith("bf16") and device in ("cuda", "cpu")
     emulated = precision.startswith("bf16") and device == "cpu" and not caps.cpu_fast_bf16
-    return PrecisionChoice(precision, bool(channels_last), reason, emulated)
+    allocator = str(allocator).lower()
+    if allocator == AUTO:
+        allocator = "reuse" if device == "cpu" else "system"
+    elif allocator not in ("reuse", "system"):
+        raise ValueError(f"model.allocator must be auto, reuse or system, got {allocator!r}")
+    return PrecisionChoice(precision, bool(channels_last), reason, emulated, allocator)
 
 
 def bf16_slowdown(channels: int = 64, size: int = 64, repeats: int = 3) -> float:
