@@ -8,7 +8,7 @@
 
 ``--matrix`` starts two servers (``runtime=eager``; ``runtime=onnxruntime fast_runtime=onnxruntime_int8``), all
 requests misses (``cache=none``), and reports for 256 and 512 px the eager baseline, the full network (ONNX
-Runtime) and the fast variant (``quality=fast``), each with its req/s ratio to the same run's eager baseline,
+Runtime) and the fast variant (``quality=fast``: the shipped student when there is one, else int8), each with its req/s ratio to the same run's eager baseline,
 and the eval objective (the checkpoint's own perceptual loss, as ``evaluate.py``) of full and fast on
 ``--quality-images`` photos from ``$NST_DATA_DIR/eval`` at 512 px.
 
@@ -104,8 +104,8 @@ def objectives(url: str, style: str, count: int, size: int) -> dict[str, float] 
     if not data or not (Path(data) / "eval").is_dir() or count <= 0:
         return None
     from nst_lightning.cli.presets import checkpoint_style_image
-    from nst_lightning.evaluation.evaluate import list_images, loss_from_meta, score
-    from nst_lightning.image import open_rgb, pil_to_tensor, scale_to_max_size
+    from nst_lightning.evaluation.evaluate import eval_images, loss_from_meta, score
+    from nst_lightning.image import fit_size, open_rgb, pil_to_tensor
     from nst_lightning.inference import load_model
     from nst_lightning.styles import set_style_targets
 
@@ -114,9 +114,10 @@ def objectives(url: str, style: str, count: int, size: int) -> dict[str, float] 
     set_style_targets(loss, [(checkpoint_style_image(meta, None, data), meta.get("style_size"))])
     totals = {"full": 0.0, "fast": 0.0}
     folder = Path(data) / "eval" / "content"
-    photos = list_images(folder if folder.is_dir() else Path(data) / "eval", count)
+    photos = eval_images(folder if folder.is_dir() else Path(data) / "eval", count)
     for path in photos:
-        content_img = scale_to_max_size(open_rgb(path), size)
+        content_img = open_rgb(path)
+        content_img = content_img.resize(fit_size(*content_img.size, size), Image.Resampling.LANCZOS)
         buf = io.BytesIO()
         content_img.save(buf, format="PNG")
         content = pil_to_tensor(content_img).unsqueeze(0)
