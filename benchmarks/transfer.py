@@ -108,6 +108,7 @@ def train_run(
         callbacks=[curve, BatchNormReestimation()],
     )  # fmt: skip
     t0 = time.perf_counter()
+    module.load_init_weights()  # step 0 is the start the run trains from (fit loads the same weights again)
     trainer.validate(module, datamodule=data, verbose=False)  # step 0
     trainer.fit(module, datamodule=data)
     seconds = time.perf_counter() - t0
