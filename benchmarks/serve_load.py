@@ -8,7 +8,8 @@
 
 ``--matrix`` starts two servers (``runtime=eager``; ``runtime=onnxruntime fast_runtime=onnxruntime_int8``), all
 requests misses (``cache=none``), and reports for 256 and 512 px the eager baseline, the full network (ONNX
-Runtime) and the fast variant (``quality=fast``: the shipped student when there is one, else int8), each with its req/s ratio to the same run's eager baseline,
+Runtime) and the fast variant (``quality=fast``: the shipped student when there is one, else int8), each with
+its req/s ratio to the same run's eager baseline,
 and the eval objective (the checkpoint's own perceptual loss, as ``evaluate.py``) of full and fast on
 ``--quality-images`` photos from ``$NST_DATA_DIR/eval`` at 512 px.
 

@@ -135,9 +135,9 @@ from nst_lightning.training.allocator import set_allocator
 applied = set_allocator(sys.argv[1])
 def faults():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(5):
-        x = torch.ones(16, 1024, 1024)  # 64 MiB, written: every page touched
-        y = torch.ones(16, 1024, 1024)
+    for _ in range(20):
+        x = torch.ones(4, 1024, 1024)  # 16 MiB, written: every page touched
+        y = torch.ones(4, 1024, 1024)
         del x, y
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 faults()
@@ -146,8 +146,8 @@ print(applied, faults())
 
 
 def test_reused_memory_is_not_page_faulted_in_again(tmp_path):
-    """What ``allocator=reuse`` buys, counted (not timed): 64 MiB buffers freed and allocated again come back
-    without page faults; with glibc's defaults every round faults all their pages in again."""
+    """What ``allocator=reuse`` buys, counted (not timed): 16 MiB buffers freed and allocated again come back
+    without page faults; with glibc's initial thresholds every round faults all their pages in again."""
     import subprocess
     import sys
 
@@ -163,5 +163,5 @@ def test_reused_memory_is_not_page_faulted_in_again(tmp_path):
     if applied != "True":
         pytest.skip("not glibc: the allocator setting does not apply here")
     _, system = faults("system")
-    pages = 10 * 64 * 2**20 // 4096  # five rounds of two 64 MiB buffers
+    pages = 40 * 16 * 2**20 // 4096  # twenty rounds of two 16 MiB buffers
     assert reused < pages // 20 and system > pages // 2, (reused, system)
