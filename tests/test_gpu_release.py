@@ -120,3 +120,17 @@ def test_released_files_land_where_the_package_and_the_service_look():
     assert PRETRAINED_DIR / gr.package_file("candy") == PRETRAINED_DIR / "candy.pt"
     assert PRETRAINED_DIR / gr.package_file("candy_student") == PRETRAINED_FAST_DIR / "candy.pt"
     assert (PRETRAINED_DIR / gr.package_file("decoder")).parent == PRETRAINED_DIR / "zeroshot"
+
+
+def test_every_shipped_model_file_is_package_data():
+    """A wheel holds what ``pyproject.toml`` lists: every file the package looks for under ``pretrained/``
+    (models, students, decoders, the manifest) must match one of its patterns."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    from nst_lightning.inference.checkpoint import PRETRAINED_DIR
+
+    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    listed = patterns["nst_lightning.pretrained"]
+    files = [p.relative_to(PRETRAINED_DIR) for p in PRETRAINED_DIR.rglob("*") if p.is_file() and p.suffix != ".py"]
+    assert files and all(any(f.match(pattern) and len(f.parts) == len(Path(pattern).parts) for pattern in listed)
+                         for f in files), (files, listed)  # fmt: skip
