@@ -40,7 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from nst_lightning.losses import PerceptualLoss
 from nst_lightning.losses import functional as LF
 from nst_lightning.models import create_model
-from nst_lightning.training.allocator import set_allocator
+from nst_lightning.training.allocator import use_allocator
 from nst_lightning.training.precision import AUTO, resolve_precision
 
 DTYPES = {"32": None, "32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
@@ -165,7 +165,7 @@ def measure(
     if auto is not None and not baseline:
         # Process-wide from here on: later measurements in this process (another size or model) run with it too,
         # so their baselines are faster than a fresh process's and their speedups understated.
-        set_allocator(auto.allocator)
+        use_allocator(auto.allocator)
     step, net, loss = make_step(model, size, args.batch, device, run_precision, baseline=baseline,
                                 compile_mode=args.compile_mode, **opts)  # fmt: skip
     x = torch.rand(args.batch, 3, size, size, device=device)

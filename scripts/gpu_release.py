@@ -886,7 +886,7 @@ def install(out: Path) -> None:
     for name, row in release["models"].items():
         if row.get("passed"):
             manifest["models"][name] = row
-    MANIFEST.write_text(json.dumps(manifest, indent=1) + "\n")
+    MANIFEST.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
     print(f"installed {sorted(n for n, r in release['models'].items() if r.get('passed'))} into {PRETRAINED}")
 
 

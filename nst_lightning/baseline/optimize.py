@@ -21,7 +21,7 @@ import torch
 from nst_lightning.errors import NSTError
 from nst_lightning.image import resize_tensor
 from nst_lightning.losses.perceptual import PerceptualLoss
-from nst_lightning.training.allocator import set_allocator
+from nst_lightning.training.allocator import use_allocator
 from nst_lightning.training.precision import AUTO, resolve_precision, warn_if_emulated
 
 OPTIMIZERS = ("lbfgs", "adam")
@@ -87,7 +87,7 @@ def machine_choice(precision: str, channels_last: bool | None, device: torch.dev
         _LIGHTNING_NAMES[precision], device.type, AUTO if channels_last is None else channels_last
     )
     warn_if_emulated(choice)
-    set_allocator(choice.allocator)  # L-BFGS re-allocates the same VGG activations every iteration too
+    use_allocator(choice.allocator)  # L-BFGS re-allocates the same VGG activations every iteration too
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(choice.precision)
     return dtype, choice.channels_last
 

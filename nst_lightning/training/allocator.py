@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+from functools import lru_cache
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,8 @@ _GLIBC_DEFAULT = {_M_MMAP_THRESHOLD: 128 * 1024, _M_TRIM_THRESHOLD: 128 * 1024}
 MODES = ("reuse", "system")
 
 
-def _libc() -> ctypes.CDLL | None:
+@lru_cache(maxsize=1)
+def _libc() -> ctypes.CDLL | None:  # find_library runs ldconfig: once per process
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
@@ -48,3 +50,9 @@ def set_allocator(mode: str) -> bool:
     if mode == "system":
         libc.malloc_trim(0)
     return True
+
+
+def use_allocator(mode: str) -> bool:
+    """Apply the machine rule's choice (:func:`~nst_lightning.training.precision.resolve_precision`): ``reuse``
+    keeps freed blocks; ``system`` leaves glibc's own adaptive thresholds alone. Returns whether it changed them."""
+    return set_allocator("reuse") if mode == "reuse" else False

@@ -12,7 +12,7 @@ from nst_lightning.losses.config import LossConfig
 from nst_lightning.losses.perceptual import PerceptualLoss
 from nst_lightning.models import create_model
 from nst_lightning.styles import set_style_targets
-from nst_lightning.training.allocator import set_allocator
+from nst_lightning.training.allocator import use_allocator
 from nst_lightning.training.fault import loss_is_finite
 from nst_lightning.training.hparams import ModelGroup, OptimGroup, RuntimeGroup, StyleGroup, TransferGroup
 from nst_lightning.training.precision import resolve_precision
@@ -118,7 +118,7 @@ class StyleTransferModule(L.LightningModule):
             device = self.trainer.strategy.root_device.type
             choice = resolve_precision(self.trainer.precision, device, rt.channels_last, allocator=rt.allocator)
             self.channels_last = choice.channels_last
-            set_allocator(choice.allocator)
+            use_allocator(choice.allocator)
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
             self.loss_fn.vgg.to(memory_format=torch.channels_last)
