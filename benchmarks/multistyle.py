@@ -13,6 +13,11 @@ style scored with its own preset's loss weights and Gram size):
   ``--steps`` steps; ``add_style_steps_ratio``: steps it needed to reach ``single_<new>``'s final val objective
   (linear between validations) ÷ ``--steps`` (null: never reached); ``trained_parameters`` and their share.
 
+``--init-from SOURCE`` starts every run of the multi- vs single-style comparison (the multi-style network and
+each single-style one) from a trained network at its own architecture (:func:`nst_lightning.transfer.
+load_for_styles`: its body, and its style's scales and shifts for a style of the same name, else their mean),
+with no add-style runs: what a user who has one good network and wants many styles does.
+
 ``--add-from SOURCE`` measures the add-style run alone, on a trained network (a shipped model or checkpoint; a
 single-style network's norms become style 0) at its own architecture, against a scratch network of that
 architecture: what a user who has one good network and wants another style does.
@@ -22,6 +27,9 @@ Prints progress lines and, last, one JSON object (also written to ``--out`` if g
     NST_DATA_DIR=../shared/data nice python benchmarks/multistyle.py --out docs/results/multistyle_cpu.json
     NST_DATA_DIR=../shared/data python benchmarks/multistyle.py --add-from starry_night --crop 128 --batch 4 \
         --steps 120 --val-every 10 --add-lr 1e-2 3e-2 --out docs/results/add_style_cpu.json
+    NST_DATA_DIR=../shared/data python benchmarks/multistyle.py --init-from starry_night --crop 128 --batch 4 \
+        --styles starry_night the_scream the_wave candy mosaic --steps 150 --val-every 25 \
+        --out docs/results/multistyle_from_shipped_cpu.json
 """
 
 from __future__ import annotations
@@ -124,9 +132,14 @@ def train_run(
     return run
 
 
+def final_objectives(runs: dict[str, dict]) -> dict[str, dict[str, float]]:
+    """Each run's last validation objective per style."""
+    return {k: {s: c[-1][1] for s, c in r["curves"].items()} for k, r in runs.items()}
+
+
 def add_result(runs: dict[str, dict], a: argparse.Namespace) -> tuple[dict, float, dict]:
     """Final objectives per run and style, the scratch network's target and the add-style runs' figures."""
-    final = {k: {s: c[-1][1] for s, c in r["curves"].items()} for k, r in runs.items()}
+    final = final_objectives(runs)
     target = final[f"single_{a.new_style}"][a.new_style]
     add = {}
     for k, r in runs.items():
@@ -142,13 +155,17 @@ def add_result(runs: dict[str, dict], a: argparse.Namespace) -> tuple[dict, floa
     return final, target, add
 
 
+def source_arch(source: str) -> tuple[Any, tuple[str, dict], str]:
+    """A trained network's loaded model, its architecture as one style's and the path of its file."""
+    src = load_model(source)
+    kwargs = {k: v for k, v in src.model_kwargs.items() if k != "num_styles"}
+    return src, (src.model_name, kwargs), str(resolve_checkpoint(source))
+
+
 def add_from_source(a: argparse.Namespace, entry: dict[str, dict], t_start: float) -> None:
     """``--add-from``: the new style's scales and shifts on a trained network against a scratch network of the
     same architecture, equal steps."""
-    src = load_model(a.add_from)
-    kwargs = {k: v for k, v in src.model_kwargs.items() if k != "num_styles"}
-    arch = (src.model_name, kwargs)
-    path = str(resolve_checkpoint(a.add_from))
+    src, arch, path = source_arch(a.add_from)
     own = []
     for s in source_styles(src.meta):  # the source's styles, with this machine's style images
         preset = entry.get(s["name"]) or style_entry(preset_style(s["name"], os.environ.get("NST_DATA_DIR", "data")))
@@ -195,6 +212,11 @@ def main() -> None:
              "become style 0) at its own architecture, against a scratch network of that architecture; no "
              "multi- vs single-style runs",
     )  # fmt: skip
+    parser.add_argument(
+        "--init-from", default=None, metavar="SOURCE",
+        help="start the multi-style network and every single-style one from this trained network (shipped name "
+             "or checkpoint) at its own architecture; no add-style runs",
+    )  # fmt: skip
     parser.add_argument("--out", default=None)
     parser.add_argument("--keep", default=None, metavar="DIR", help="keep every run's checkpoint in DIR")
     a = parser.parse_args()
@@ -205,32 +227,39 @@ def main() -> None:
     runs: dict[str, dict] = {}
     if a.add_from:
         return add_from_source(a, entry, t_start)
+    arch, start = ARCH, {}
+    if a.init_from:
+        _, arch, path = source_arch(a.init_from)
+        start = {"transfer": {"init_from": path}}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(a.keep or tmp)
         out.mkdir(parents=True, exist_ok=True)
         # The add-style runs first (after their source), so that an interrupted benchmark still has them.
         multi_styles = [entry[n] for n in a.styles]
-        runs["multi"] = train_run("multi", multi_styles, a.steps * len(a.styles), a, out)
-        runs[f"single_{a.new_style}"] = train_run(f"single_{a.new_style}", [entry[a.new_style]], a.steps, a, out)
-        for lr in a.add_lr:
+        runs["multi"] = train_run("multi", multi_styles, a.steps * len(a.styles), a, out, arch=arch, **start)
+        if not a.init_from:
+            runs[f"single_{a.new_style}"] = train_run(f"single_{a.new_style}", [entry[a.new_style]], a.steps, a, out)
+        for lr in [] if a.init_from else a.add_lr:
             runs[f"add_{a.new_style}_lr{lr:g}"] = train_run(
                 f"add_{a.new_style}_lr{lr:g}", [*multi_styles, entry[a.new_style]], a.steps, a, out,
                 train_styles=[len(multi_styles)], transfer={"init_from": runs["multi"]["ckpt"]}, lr=lr,
             )  # fmt: skip
         for n in [] if a.skip_singles else a.styles:
-            runs[f"single_{n}"] = train_run(f"single_{n}", [entry[n]], a.steps, a, out)
-    final, target, add = add_result(runs, a)
+            runs[f"single_{n}"] = train_run(f"single_{n}", [entry[n]], a.steps, a, out, arch=arch, **start)
+    final, target, add = (final_objectives(runs), None, {}) if a.init_from else add_result(runs, a)
     full = create_model("johnson", num_styles=2)
     one_style = sum(p.numel() for p in style_parameters(full, 1))
     full_total = sum(p.numel() for p in create_model("johnson").parameters())
+    single_params = runs[f"single_{a.styles[0] if a.init_from else a.new_style}"]["parameters"]
     result = {
-        "arch": f"{ARCH[0]}({ARCH[1]})", "loss": a.loss, "crop": a.crop, "batch": a.batch, "steps_per_style": a.steps,
+        "init_from": a.init_from, "arch": f"{arch[0]}({arch[1]})", "loss": a.loss, "crop": a.crop, "batch": a.batch,
+        "steps_per_style": a.steps,
         "val_every": a.val_every, "val_count": a.val_count, "styles": a.styles, "new_style": a.new_style,
         "device": "cpu", "threads": torch.get_num_threads(),
         "final_val_objective": final,
         "multi_vs_single": None if a.skip_singles else {
             s: round(final["multi"][s] / final[f"single_{s}"][s], 3) for s in a.styles},
-        "parameters": {"single": runs[f"single_{a.new_style}"]["parameters"], "multi": runs["multi"]["parameters"]},
+        "parameters": {"single": single_params, "multi": runs["multi"]["parameters"]},
         "add_style": add, "single_target_objective": target,
         "full_johnson_one_style_share": round(one_style / full_total, 5),
         "curves": {k: r["curves"] for k, r in runs.items()},

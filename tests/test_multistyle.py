@@ -240,6 +240,50 @@ def test_add_style_needs_a_start_and_a_new_name(multi_ckpt, tmp_path, image_dir,
         _add_style(tmp_path, image_dir, multi_ckpt, paintings[0])
 
 
+def test_a_multistyle_network_starts_from_a_trained_one_style_by_style(multi_ckpt):
+    from nst_lightning.transfer import load_for_styles
+
+    source = load_model(multi_ckpt)  # the_wave, candy
+    net = create_model(source.model_name, **{**source.model_kwargs, "num_styles": 3}).eval()
+    provenance = load_for_styles(net, multi_ckpt, ["candy", "udnie", "the_wave"])
+    assert provenance["styles"] == ["the_wave", "candy"] and provenance["matched"] == ["candy", "the_wave"]
+    x = torch.rand(1, 3, 40, 44)
+    with torch.no_grad():
+        assert torch.equal(net(x, torch.tensor([0])), source.net(x, torch.tensor([1])))
+        assert torch.equal(net(x, torch.tensor([2])), source.net(x, torch.tensor([0])))
+        # A style the source lacks starts from the mean of its scales and shifts: the even blend.
+        torch.testing.assert_close(net(x, torch.tensor([1])), source.net(x, torch.tensor([[0.5, 0.5]])))
+    with pytest.raises(NSTError, match="holds 3 style"):
+        load_for_styles(net, multi_ckpt, ["candy", "udnie"])
+    one = create_model(source.model_name, **{**source.model_kwargs, "num_styles": 1}).eval()  # a plain network
+    load_for_styles(one, multi_ckpt, ["the_wave"])
+    with torch.no_grad():
+        torch.testing.assert_close(one(x), source.net(x, torch.tensor([0])), atol=1e-5, rtol=0)
+
+
+def test_training_many_styles_from_a_single_style_network(tiny_ckpt, tmp_path, image_dir, style_path, paintings):
+    """``experiment=multistyle init_from=ONE_STYLE``: the body and its style carry over, every style trains."""
+    single = load_model(tiny_ckpt)
+    styles = f"styles=[{paintings[0]},{style_path}]"
+    cfg = tiny_train_cfg(tmp_path, image_dir, style_path, [styles, f"init_from={tiny_ckpt}", "trainer.max_steps=1"])
+    last = train(cfg)["last_ckpt"]
+    raw = torch.load(last, map_location="cpu", weights_only=True)
+    hp = raw["hyper_parameters"]
+    assert [s["name"] for s in hp["styles"]] == ["the_wave", style_path.stem]
+    # Neither name is the source's ("custom"), so both start from its one style (the mean of one).
+    assert hp["transfer"]["init_provenance"]["styles"] == [single.meta["style_name"]]
+    multi = load_model(last)
+    state = raw["optimizer_states"][0]["state"]  # every parameter trains, both styles' scales and shifts included
+    assert sum(v["exp_avg"].numel() for v in state.values()) == sum(p.numel() for p in multi.net.parameters())
+    x = torch.rand(1, 3, 40, 44)
+    fresh = create_model(multi.model_name, **multi.model_kwargs).eval()
+    with torch.no_grad():
+        reference = single.net(x)
+        for style in (0, 1):  # one step away from the source, not from a random start
+            near = (multi.net(x, torch.tensor([style])) - reference).abs().mean()
+            assert near < 0.3 * (fresh(x, torch.tensor([style])) - reference).abs().mean()
+
+
 # -- evaluation and the service ---------------------------------------------------------------------------------
 def test_evaluate_scores_each_style_on_its_own_objective(multi_ckpt, image_dir, tmp_path):
     from hydra import compose, initialize_config_dir

@@ -29,7 +29,8 @@ class MultiStyleModule(StyleTransferModule):
         train_styles: indices of the styles to train (None: all). With fewer than all (adding a style), every
             other parameter of the network is frozen and only those styles' scales and shifts are trained; the
             network then starts from ``transfer.init_from``, whose styles are the first ones of ``styles``
-            (see :func:`nst_lightning.transfer.load_with_new_styles`).
+            (see :func:`nst_lightning.transfer.load_with_new_styles`). Training every style, ``transfer.init_from``
+            starts the whole network (:func:`nst_lightning.transfer.load_for_styles`).
         **groups: as :class:`StyleTransferModule` (``model.kwargs`` gets ``num_styles``; the style group is
             replaced by ``styles``).
     """
@@ -67,13 +68,18 @@ class MultiStyleModule(StyleTransferModule):
         return [str(s["name"]) for s in self.styles]
 
     def load_init_weights(self) -> None:
-        """Adding styles: the source network's styles come first, the new ones start from their mean."""
-        if not self.adding:
-            super().load_init_weights()
+        """Adding styles: the source network's styles come first, the new ones start from their mean. Training
+        every style: the source's body, and each style's scales and shifts from the source's style of that name
+        (else their mean); see :func:`nst_lightning.transfer.load_for_styles`."""
+        source = self.transfer_group.init_from
+        if not source:
             return
         arch = transfer.describe_arch(self.model_group.name, self.model_group.kwargs)
-        new = len(self.styles) - min(self.trained)
-        self._set_provenance(transfer.load_with_new_styles(self.net, self.transfer_group.init_from, new, arch))
+        if self.adding:
+            new = len(self.styles) - min(self.trained)
+            self._set_provenance(transfer.load_with_new_styles(self.net, source, new, arch))
+        else:
+            self._set_provenance(transfer.load_for_styles(self.net, source, self.style_names, arch))
 
     def setup(self, stage: str) -> None:
         if not self.loss_fn.target_grams:

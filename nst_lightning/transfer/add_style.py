@@ -5,6 +5,7 @@ its instance-norm layers' scale and shift. A new style is one more scale/shift r
 started from a trained one (its styles come first, unchanged), the new rows from the mean of the existing
 styles, and every other parameter is frozen (no gradient, no optimizer state), so the old styles' outputs stay
 the same bit for bit. A single-style network can be the start too: its instance-norm layers become style 0.
+A whole multi-style network can also start from a trained one (:func:`load_for_styles`), every style trained.
 
 Torch only (no Lightning, no Hydra).
 """
@@ -18,7 +19,13 @@ from torch import nn
 
 from nst_lightning.errors import NSTError
 from nst_lightning.inference.checkpoint import load_model
-from nst_lightning.models.conditional import add_styles, make_conditional, num_styles, style_parameters
+from nst_lightning.models.conditional import (
+    add_styles,
+    conditional_layers,
+    make_conditional,
+    num_styles,
+    style_parameters,
+)
 from nst_lightning.transfer.init import describe_arch, provenance
 
 
@@ -50,18 +57,59 @@ def load_with_new_styles(net: nn.Module, source: str | Path, new: int = 1, arch:
     Raises:
         NSTError: the source is missing, or its architecture or style count does not fit ``net``.
     """
-    loaded = load_model(source)
-    src = loaded.net
-    have = num_styles(src)
-    if have == 1:
-        make_conditional(src, 1)  # its instance norms become style 0
+    loaded, src, names = _conditional_source(source)
+    have = len(names)
     if num_styles(net) != have + new:
         raise NSTError(
             f"{source} holds {have} style(s), so the network with {new} more needs num_styles={have + new}, "
             f"not {num_styles(net)}"
         )
     add_styles(src, new)
+    _copy_network(net, src, loaded, source, arch)
+    return {**provenance(source, loaded), "styles": names}
+
+
+def load_for_styles(net: nn.Module, source: str | Path, styles: list[str], arch: str | None = None) -> dict[str, Any]:
+    """Start a multi-style network of ``styles`` (every one of them to be trained) from a trained network.
+
+    Everything but the per-style scales and shifts is copied from ``source``; a style the source holds (same
+    name) starts from its own scales and shifts, every other style from the mean of the source's. So the shipped
+    single-style network can start a five-style one: its body is shared, its style is style 0 if named first.
+
+    Returns:
+        Provenance as :func:`load_with_new_styles`, plus ``matched``: the names found in the source.
+
+    Raises:
+        NSTError: the source is missing, ``net`` does not hold ``len(styles)`` styles, or the architectures
+            differ.
+    """
+    loaded, src, names = _conditional_source(source)
+    if num_styles(net) != len(styles):
+        raise NSTError(f"the network holds {num_styles(net)} style(s), not the {len(styles)} named: {styles}")
+    add_styles(src, 1)  # row len(names): the mean of the source's styles
+    rows = [names.index(s) if s in names else len(names) for s in styles]
+    for layer in conditional_layers(src):
+        for attr in ("scale", "shift"):
+            params = getattr(layer, attr)
+            setattr(layer, attr, nn.ParameterList(nn.Parameter(params[r].detach().clone()) for r in rows))
+    _copy_network(net, src, loaded, source, arch)
+    return {**provenance(source, loaded), "styles": names, "matched": [s for s in styles if s in names]}
+
+
+def _conditional_source(source: str | Path) -> tuple[Any, nn.Module, list[str]]:
+    """The loaded source, its network with conditional norms (a single-style one's become style 0), and its
+    style names."""
+    loaded = load_model(source)
+    if num_styles(loaded.net) == 1:
+        make_conditional(loaded.net, 1)
+    return loaded, loaded.net, [str(s["name"]) for s in source_styles(loaded.meta)]
+
+
+def _copy_network(net: nn.Module, src: nn.Module, loaded: Any, source: str | Path, arch: str | None) -> None:
     own, theirs = net.state_dict(), src.state_dict()
+    if not conditional_layers(net) and num_styles(src) == 1:  # one style is an ordinary instance-norm network
+        plain = {".scale.0": ".weight", ".shift.0": ".bias"}
+        theirs = {next((k[: -len(a)] + b for a, b in plain.items() if k.endswith(a)), k): v for k, v in theirs.items()}
     bad = [k for k in own if k not in theirs or own[k].shape != theirs[k].shape] + [k for k in theirs if k not in own]
     if bad:
         raise NSTError(
@@ -69,7 +117,6 @@ def load_with_new_styles(net: nn.Module, source: str | Path, new: int = 1, arch:
             f"the {arch or type(net).__name__} being trained (keys {', '.join(bad[:3])}{' …' if len(bad) > 3 else ''})"
         )
     net.load_state_dict(theirs)
-    return {**provenance(source, loaded), "styles": [s["name"] for s in source_styles(loaded.meta)]}
 
 
 def train_only_styles(net: nn.Module, indices: list[int]) -> list[nn.Parameter]:
