@@ -77,6 +77,10 @@ class Curves(L.Callback):
               flush=True)  # fmt: skip
 
 
+def device_name(a: argparse.Namespace) -> str:
+    return torch.cuda.get_device_name() if a.device == "gpu" else "cpu"
+
+
 def steps_to_reach(points: list[tuple[int, float]], target: float) -> float | None:
     """First step at which a curve reaches ``target`` (linear between validations), or None."""
     for (s0, v0), (s1, v1) in zip(points, points[1:], strict=False):
@@ -106,12 +110,13 @@ def train_run(
                               loss=loss_layers(a.loss).to_dict(), optim={"lr": lr}, **extra)  # fmt: skip
     data = FolderDataModule(
         os.path.join(os.environ.get("NST_DATA_DIR", "data"), "train"), image_size=a.crop, batch_size=a.batch,
-        num_workers=1, val_count=a.val_count, val_size=a.crop,
+        num_workers=a.workers, val_count=a.val_count, val_size=a.crop,
     )  # fmt: skip
     trained = [styles[i]["name"] for i in module.trained]
     curves = Curves(trained)
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, precision="32-true", max_steps=steps, max_epochs=-1,
+        accelerator=a.device, devices=1, precision="bf16-mixed" if a.device == "gpu" else "32-true",
+        max_steps=steps, max_epochs=-1,
         val_check_interval=a.val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[curves],
     )  # fmt: skip
@@ -185,7 +190,7 @@ def add_from_source(a: argparse.Namespace, entry: dict[str, dict], t_start: floa
     result = {
         "add_from": a.add_from, "arch": f"{arch[0]}({arch[1]})", "loss": a.loss, "crop": a.crop, "batch": a.batch,
         "steps": a.steps, "val_every": a.val_every, "val_count": a.val_count, "new_style": a.new_style,
-        "device": "cpu", "threads": torch.get_num_threads(), "final_val_objective": final, "add_style": add,
+        "device": device_name(a), "threads": torch.get_num_threads(), "final_val_objective": final, "add_style": add,
         "single_target_objective": target, "curves": {k: r["curves"] for k, r in runs.items()},
         "seconds": {k: r["seconds"] for k, r in runs.items()}, "total_seconds": round(time.perf_counter() - t_start),
     }  # fmt: skip
@@ -217,6 +222,8 @@ def main() -> None:
         help="start the multi-style network and every single-style one from this trained network (shipped name "
              "or checkpoint) at its own architecture; no add-style runs",
     )  # fmt: skip
+    parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="gpu: one CUDA GPU, bf16-mixed")
+    parser.add_argument("--workers", type=int, default=1, help="data loader workers")
     parser.add_argument("--out", default=None)
     parser.add_argument("--keep", default=None, metavar="DIR", help="keep every run's checkpoint in DIR")
     a = parser.parse_args()
@@ -255,7 +262,7 @@ def main() -> None:
         "init_from": a.init_from, "arch": f"{arch[0]}({arch[1]})", "loss": a.loss, "crop": a.crop, "batch": a.batch,
         "steps_per_style": a.steps,
         "val_every": a.val_every, "val_count": a.val_count, "styles": a.styles, "new_style": a.new_style,
-        "device": "cpu", "threads": torch.get_num_threads(),
+        "device": device_name(a), "threads": torch.get_num_threads(),
         "final_val_objective": final,
         "multi_vs_single": None if a.skip_singles else {
             s: round(final["multi"][s] / final[f"single_{s}"][s], 3) for s in a.styles},

@@ -15,6 +15,8 @@ check  every new model at 256 and 512 px on the eval photos against L-BFGS@50 on
        figures, the fp16 export's parity; johnson's training throughput (compile modes, batch sizes, CUDA graphs,
        concurrent processes); the transfer benchmark's GPU profile if time is left.
 ship   the models that pass :data:`GATES` and the figures, packed into at most 8 files of at most 16 MiB.
+multistyle  in the time left: the five-style network against five single-style ones at equal steps, all started
+       from starry_night (``benchmarks/multistyle.py --init-from``); its figures go into ``runs.jsonl``.
 
 Every run appends one JSON line to ``OUT/runs.jsonl`` as it finishes, so a phase cut off by the deadline leaves
 what it finished. What already ships and passed its gates (``nst_lightning/pretrained/release.json``) is not
@@ -82,6 +84,8 @@ class Profile:
     concurrent: tuple[int, ...] = (2, 4)  # throughput: processes at once for the aggregate
     transfer: list[str] = field(default_factory=list)  # benchmarks/transfer.py arguments
     transfer_seconds: int = 0
+    multistyle: list[str] = field(default_factory=list)  # benchmarks/multistyle.py arguments (after shipping)
+    multistyle_bench_seconds: int = 0
     styles: tuple[str, ...] = STYLES  # the single-style networks trained (the five-style network takes all five)
     ratio_gate: float = GATES["ratio_256"]  # the dry run's 2-step networks cannot pass it; its packing is still tested
 
@@ -109,6 +113,9 @@ GPU = Profile(
     ],
     transfer=["--profile", "gpu", "--steps", "400"],
     transfer_seconds=150,
+    # 5 single-style runs of 300 steps and the five-style one of 1500, all from the same starry_night: ~48k images
+    multistyle=shlex.split("--device gpu --crop 256 --batch 16 --steps 300 --val-every 100 --val-count 8 --workers 4"),
+    multistyle_bench_seconds=240,
 )
 DRY = Profile(
     device="cpu",
@@ -129,6 +136,10 @@ DRY = Profile(
     concurrent=(2,),
     transfer=["--profile", "cpu", "--steps", "2", "--val-every", "1", "--val-count", "2", "--only-distill"],
     transfer_seconds=120,
+    multistyle=shlex.split(
+        "--crop 32 --batch 2 --steps 1 --val-every 1 --val-count 1 --loss tiny --workers 0 --styles starry_night candy"
+    ),
+    multistyle_bench_seconds=120,
     styles=("starry_night", "the_scream"),  # one from scratch, one fine-tuned from it: every path, half the time
     ratio_gate=1000.0,
 )
@@ -806,6 +817,30 @@ def phase_transfer(s: Session) -> None:
     )
 
 
+def phase_multistyle(s: Session, models: dict[str, Path]) -> None:
+    """Multi- against single-style networks at equal steps (``benchmarks/multistyle.py --init-from``), every run
+    started from this window's starry_night (else the shipped one), in the time left after shipping."""
+    p = s.profile
+    if not p.multistyle or s.left() < p.multistyle_bench_seconds + 20:
+        s.record("check", "multistyle_vs_single", skipped="deadline")
+        return
+    source = str(models.get("starry_night") or "starry_night")
+    job = Job(
+        "multistyle_vs_single",
+        [sys.executable, "benchmarks/multistyle.py", *p.multistyle, "--init-from", source],
+        s.work / "logs" / "multistyle_vs_single.log",
+        timeout_s=s.left() - 20,
+    )
+    s.run_all([job], parallel=1)
+    lines = job.json_lines()
+    result = lines[-1] if lines else {}
+    s.record(
+        "check", "multistyle_vs_single", returncode=job.returncode, job_seconds=job.seconds, source=source,
+        multi_vs_single=result.get("multi_vs_single"), final_val_objective=result.get("final_val_objective"),
+        parameters=result.get("parameters"), device=result.get("device"),
+    )  # fmt: skip
+
+
 # --- ship ----------------------------------------------------------------------------------------------------
 
 
@@ -957,7 +992,8 @@ def main() -> None:
     ap.add_argument("--dry-run", action="store_true", default=bool(os.environ.get("DRY_RUN")))
     ap.add_argument("--total-s", type=float, default=None, help="deadline (default $TOTAL_S, else 560; dry: 3600)")
     ap.add_argument("--work", type=Path, default=None, help="work folder (default /tmp/gpu_release; OUT/work dry)")
-    ap.add_argument("--phases", default="plan,pick,train,check,ship")
+    ap.add_argument("--phases", default=os.environ.get("PHASES") or "plan,pick,train,check,ship,multistyle",
+                    help="default $PHASES, else all")  # fmt: skip
     args = ap.parse_args()
     data = Path(os.environ.get("NST_DATA_DIR", REPO / "data"))
     if args.prepare:
@@ -1002,6 +1038,8 @@ def main() -> None:
     rows = phase_check(s, models, manifest) if "check" in phases else {}
     if "ship" in phases:
         phase_ship(s, models, rows, winner)
+    if "multistyle" in phases:
+        phase_multistyle(s, models)
     print(f"release done in {s.elapsed():.0f} s (deadline {args.total_s:.0f} s)", flush=True)
 
 

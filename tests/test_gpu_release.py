@@ -107,6 +107,9 @@ def test_dry_run_runs_every_phase_and_brings_back_at_most_8_small_files(tmp_path
     checked = {r["name"]: r for r in rows if r["phase"] == "check" and "ratio_32" in r}
     assert "starry_night" in checked and checked["starry_night"]["ratio_48"] > 0
     assert any(r["name"].startswith("throughput_x") and r.get("aggregate_images_per_s") for r in rows)
+    multi = next(r for r in rows if r["name"] == "multistyle_vs_single")  # after shipping, from the new starry_night
+    assert multi["returncode"] == 0 and set(multi["multi_vs_single"]) == {"starry_night", "candy"}
+    assert multi["source"].endswith(".pt") and multi["multi_vs_single"]["candy"] > 0
     release = json.loads((out / "release.json").read_text())
     assert set(release["models"]) == {r["name"] for r in rows if r["phase"] == "check" and "bytes" in r}
     files = [p for p in out.iterdir() if p.name != "work"]
