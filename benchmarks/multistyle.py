@@ -224,6 +224,7 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="gpu: one CUDA GPU, bf16-mixed")
     parser.add_argument("--workers", type=int, default=1, help="data loader workers")
+    parser.add_argument("--balance", action="store_true", help="the multi-style run balances its styles' losses")
     parser.add_argument("--out", default=None)
     parser.add_argument("--keep", default=None, metavar="DIR", help="keep every run's checkpoint in DIR")
     a = parser.parse_args()
@@ -243,7 +244,8 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
         # The add-style runs first (after their source), so that an interrupted benchmark still has them.
         multi_styles = [entry[n] for n in a.styles]
-        runs["multi"] = train_run("multi", multi_styles, a.steps * len(a.styles), a, out, arch=arch, **start)
+        runs["multi"] = train_run("multi", multi_styles, a.steps * len(a.styles), a, out, arch=arch,
+                                  balance=a.balance, **start)  # fmt: skip
         if not a.init_from:
             runs[f"single_{a.new_style}"] = train_run(f"single_{a.new_style}", [entry[a.new_style]], a.steps, a, out)
         for lr in [] if a.init_from else a.add_lr:
@@ -257,9 +259,10 @@ def main() -> None:
     full = create_model("johnson", num_styles=2)
     one_style = sum(p.numel() for p in style_parameters(full, 1))
     full_total = sum(p.numel() for p in create_model("johnson").parameters())
-    single_params = runs[f"single_{a.styles[0] if a.init_from else a.new_style}"]["parameters"]
+    single_params = sum(p.numel() for p in create_model(arch[0], **arch[1]).parameters())
     result = {
-        "init_from": a.init_from, "arch": f"{arch[0]}({arch[1]})", "loss": a.loss, "crop": a.crop, "batch": a.batch,
+        "init_from": a.init_from, "balance": a.balance, "arch": f"{arch[0]}({arch[1]})", "loss": a.loss,
+        "crop": a.crop, "batch": a.batch,
         "steps_per_style": a.steps,
         "val_every": a.val_every, "val_count": a.val_count, "styles": a.styles, "new_style": a.new_style,
         "device": device_name(a), "threads": torch.get_num_threads(),

@@ -265,13 +265,15 @@ def test_training_many_styles_from_a_single_style_network(tiny_ckpt, tmp_path, i
     """``experiment=multistyle init_from=ONE_STYLE``: the body and its style carry over, every style trains."""
     single = load_model(tiny_ckpt)
     styles = f"styles=[{paintings[0]},{style_path}]"
-    cfg = tiny_train_cfg(tmp_path, image_dir, style_path, [styles, f"init_from={tiny_ckpt}", "trainer.max_steps=1"])
+    overrides = [styles, f"init_from={tiny_ckpt}", "trainer.max_steps=1", "style_balance=true"]
+    cfg = tiny_train_cfg(tmp_path, image_dir, style_path, overrides)
     last = train(cfg)["last_ckpt"]
     raw = torch.load(last, map_location="cpu", weights_only=True)
     hp = raw["hyper_parameters"]
     assert [s["name"] for s in hp["styles"]] == ["the_wave", style_path.stem]
     # Neither name is the source's ("custom"), so both start from its one style (the mean of one).
     assert hp["transfer"]["init_provenance"]["styles"] == [single.meta["style_name"]]
+    assert hp["balance"] is True
     multi = load_model(last)
     state = raw["optimizer_states"][0]["state"]  # every parameter trains, both styles' scales and shifts included
     assert sum(v["exp_avg"].numel() for v in state.values()) == sum(p.numel() for p in multi.net.parameters())
@@ -282,6 +284,24 @@ def test_training_many_styles_from_a_single_style_network(tiny_ckpt, tmp_path, i
         for style in (0, 1):  # one step away from the source, not from a random start
             near = (multi.net(x, torch.tensor([style])) - reference).abs().mean()
             assert near < 0.3 * (fresh(x, torch.tensor([style])) - reference).abs().mean()
+
+
+def test_balanced_styles_pull_alike_whatever_the_scale_of_their_loss():
+    from types import SimpleNamespace
+
+    from nst_lightning.training.multistyle import MultiStyleModule
+
+    module = SimpleNamespace(style_scale=torch.zeros(2))
+    objectives = torch.tensor([10.0, 1.0], requires_grad=True)
+    per_style = {k: {"objective": objectives[k]} for k in range(2)}
+    loss = MultiStyleModule._balanced(module, per_style, {0: 0.5, 1: 0.5})
+    loss.backward()
+    torch.testing.assert_close(module.style_scale, torch.tensor([10.0, 1.0]))
+    # Each style's share of the loss is the same: its gradient is inversely proportional to its scale.
+    torch.testing.assert_close(loss.detach(), torch.tensor(5.5))
+    torch.testing.assert_close(objectives.grad[1] / objectives.grad[0], torch.tensor(10.0))
+    MultiStyleModule._balanced(module, {0: {"objective": torch.tensor(20.0)}}, {0: 1.0})  # a running mean
+    torch.testing.assert_close(module.style_scale, torch.tensor([11.0, 1.0]))
 
 
 # -- evaluation and the service ---------------------------------------------------------------------------------

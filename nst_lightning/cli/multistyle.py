@@ -60,5 +60,5 @@ def build_multistyle_module(cfg: DictConfig, build_module: Any) -> MultiStyleMod
             raise NSTError(f"{source} already has a style named {new['name']!r}; pick another style or name")
         cls = partial(MultiStyleModule, styles=[*old, new], train_styles=[len(old)])
     else:
-        cls = partial(MultiStyleModule, styles=[_listed_style(e, cfg) for e in cfg.styles])
+        cls = partial(MultiStyleModule, styles=[_listed_style(e, cfg) for e in cfg.styles], balance=cfg.style_balance)
     return build_module(cfg, None, module_class=cls)

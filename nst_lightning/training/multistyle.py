@@ -15,6 +15,7 @@ import torch
 from nst_lightning import transfer
 from nst_lightning.errors import NSTError
 from nst_lightning.styles import set_style_bank_targets
+from nst_lightning.training.fault import loss_is_finite
 from nst_lightning.training.module import StyleTransferModule
 
 TERM_KEYS = ("content_weight", "style_weight", "tv_weight")
@@ -31,11 +32,17 @@ class MultiStyleModule(StyleTransferModule):
             network then starts from ``transfer.init_from``, whose styles are the first ones of ``styles``
             (see :func:`nst_lightning.transfer.load_with_new_styles`). Training every style, ``transfer.init_from``
             starts the whole network (:func:`nst_lightning.transfer.load_for_styles`).
+        balance: train on each style's objective divided by its own running mean (times their mean), so that
+            every style pulls the shared weights alike whatever the scale of its loss; logged and validated
+            objectives are the plain ones.
         **groups: as :class:`StyleTransferModule` (``model.kwargs`` gets ``num_styles``; the style group is
             replaced by ``styles``).
     """
 
-    def __init__(self, styles: list[dict[str, Any]], train_styles: list[int] | None = None, **groups: Any) -> None:
+    def __init__(
+        self, styles: list[dict[str, Any]], train_styles: list[int] | None = None, balance: bool = False,
+        **groups: Any,
+    ) -> None:  # fmt: skip
         if not styles:
             raise NSTError("a multi-style network needs at least one style: styles=[NAME, ...]")
         names = [str(s["name"]) for s in styles]
@@ -57,9 +64,14 @@ class MultiStyleModule(StyleTransferModule):
         if bad or not self.trained:
             raise NSTError(f"train_styles must be indices of the {len(styles)} styles, got {train_styles}")
         self.adding = len(self.trained) < len(styles)
+        self.balance = bool(balance)
+        # Running mean of each trained style's objective (0: not seen yet); re-estimated after a resume.
+        self.register_buffer("style_scale", torch.zeros(len(self.trained)), persistent=False)
         if self.adding and not transfer_group.get("init_from"):
             raise NSTError("training only some styles needs the trained network to start from: init_from=...")
-        self.save_hyperparameters({**self.hparams, "styles": self.styles, "train_styles": train_styles})
+        self.save_hyperparameters(
+            {**self.hparams, "styles": self.styles, "train_styles": train_styles, "balance": self.balance}
+        )
         if self.adding:
             transfer.train_only_styles(self.net, self.trained)
 
@@ -113,10 +125,30 @@ class MultiStyleModule(StyleTransferModule):
             shares = {k: 1.0 / len(self.trained) for k in per_style}
         names = next(iter(per_style.values()))
         terms = {name: sum(shares[k] * t[name] for k, t in per_style.items()) for name in names}
+        if prefix == "train" and self.balance:
+            terms["balanced"] = self._balanced(per_style, shares)
         on_step = prefix == "train"
         log = dict(on_step=on_step, on_epoch=not on_step, batch_size=b, sync_dist=not on_step)
         for name, value in terms.items():
-            self.log(f"{prefix}/{name}", value.detach(), prog_bar=name == "objective", **log)
+            if name != "balanced":
+                self.log(f"{prefix}/{name}", value.detach(), prog_bar=name == "objective", **log)
         for k, t in per_style.items():
             self.log(f"{prefix}/style/{self.style_names[self.trained[k]]}", t["objective"].detach(), **log)
         return terms
+
+    def _balanced(self, per_style: dict[int, dict[str, torch.Tensor]], shares: dict[int, float]) -> torch.Tensor:
+        """Σ share_k · objective_k · (mean scale ÷ scale_k), the scales being running means (momentum 0.9) of
+        each style's objective."""
+        with torch.no_grad():
+            for k, t in per_style.items():
+                value = t["objective"].detach().float()
+                seen = self.style_scale[k] > 0
+                self.style_scale[k] = torch.where(seen, 0.9 * self.style_scale[k] + 0.1 * value, value)
+            known = self.style_scale[self.style_scale > 0]
+            mean = known.mean()
+        return sum(shares[k] * t["objective"] * (mean / self.style_scale[k]) for k, t in per_style.items())
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor | None:
+        terms = self._shared_step(batch, "train")
+        loss = terms.get("balanced", terms["objective"])
+        return loss if loss_is_finite(self, loss) else None
