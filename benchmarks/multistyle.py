@@ -28,7 +28,7 @@ Prints progress lines and, last, one JSON object (also written to ``--out`` if g
     NST_DATA_DIR=../shared/data python benchmarks/multistyle.py --add-from starry_night --crop 128 --batch 4 \
         --steps 120 --val-every 10 --add-lr 1e-2 3e-2 --out docs/results/add_style_cpu.json
     NST_DATA_DIR=../shared/data python benchmarks/multistyle.py --init-from starry_night --crop 128 --batch 4 \
-        --styles starry_night the_scream the_wave candy mosaic --steps 150 --val-every 25 \
+        --styles starry_night the_scream the_wave candy mosaic --steps 200 --val-every 40 --val-count 8 \
         --out docs/results/multistyle_from_shipped_cpu.json
 """
 
@@ -262,8 +262,7 @@ def main() -> None:
     single_params = sum(p.numel() for p in create_model(arch[0], **arch[1]).parameters())
     result = {
         "init_from": a.init_from, "balance": a.balance, "arch": f"{arch[0]}({arch[1]})", "loss": a.loss,
-        "crop": a.crop, "batch": a.batch,
-        "steps_per_style": a.steps,
+        "crop": a.crop, "batch": a.batch, "steps_per_style": a.steps,
         "val_every": a.val_every, "val_count": a.val_count, "styles": a.styles, "new_style": a.new_style,
         "device": device_name(a), "threads": torch.get_num_threads(),
         "final_val_objective": final,

@@ -798,47 +798,37 @@ def phase_throughput(s: Session) -> None:
         )
 
 
+def _benchmark(s: Session, name: str, args: list[str], seconds: int) -> dict[str, Any] | None:
+    """Run a benchmark script alone in the time left (``seconds`` at least, else recorded as skipped): its return
+    code, seconds and last JSON line (``result``), or None when skipped."""
+    if s.left() < seconds + 20:
+        s.record("check", name, skipped="deadline")
+        return None
+    job = Job(name, [sys.executable, *args], s.work / "logs" / f"{name}.log", timeout_s=s.left() - 20)
+    s.run_all([job], parallel=1)
+    lines = job.json_lines()
+    return {"returncode": job.returncode, "job_seconds": job.seconds, "result": lines[-1] if lines else None}
+
+
 def phase_transfer(s: Session) -> None:
     """The transfer benchmark's profile (student vs teacher, fine-tuning's steps ratio) in the time left."""
     p = s.profile
-    if s.left() < p.transfer_seconds + 20:
-        s.record("check", "transfer", skipped="deadline")
-        return
-    job = Job(
-        "transfer",
-        [sys.executable, "benchmarks/transfer.py", *p.transfer, "--plot-dir", str(s.work / "transfer")],
-        s.work / "logs" / "transfer.log",
-        timeout_s=s.left() - 20,
-    )
-    s.run_all([job], parallel=1)
-    lines = job.json_lines()
-    s.record(
-        "check", "transfer", returncode=job.returncode, job_seconds=job.seconds, result=lines[-1] if lines else None
-    )
+    args = ["benchmarks/transfer.py", *p.transfer, "--plot-dir", str(s.work / "transfer")]
+    if (run := _benchmark(s, "transfer", args, p.transfer_seconds)) is not None:
+        s.record("check", "transfer", **run)
 
 
 def phase_multistyle(s: Session, models: dict[str, Path]) -> None:
     """Multi- against single-style networks at equal steps (``benchmarks/multistyle.py --init-from``), every run
     started from this window's starry_night (else the shipped one), in the time left after shipping."""
     p = s.profile
-    if not p.multistyle or s.left() < p.multistyle_bench_seconds + 20:
-        s.record("check", "multistyle_vs_single", skipped="deadline")
-        return
     source = str(models.get("starry_night") or "starry_night")
-    job = Job(
-        "multistyle_vs_single",
-        [sys.executable, "benchmarks/multistyle.py", *p.multistyle, "--init-from", source],
-        s.work / "logs" / "multistyle_vs_single.log",
-        timeout_s=s.left() - 20,
-    )
-    s.run_all([job], parallel=1)
-    lines = job.json_lines()
-    result = lines[-1] if lines else {}
-    s.record(
-        "check", "multistyle_vs_single", returncode=job.returncode, job_seconds=job.seconds, source=source,
-        multi_vs_single=result.get("multi_vs_single"), final_val_objective=result.get("final_val_objective"),
-        parameters=result.get("parameters"), device=result.get("device"),
-    )  # fmt: skip
+    args = ["benchmarks/multistyle.py", *p.multistyle, "--init-from", source]
+    run = _benchmark(s, "multistyle_vs_single", args, p.multistyle_bench_seconds)
+    if run is not None:
+        result = run.pop("result") or {}
+        keep = ("multi_vs_single", "final_val_objective", "parameters", "device")
+        s.record("check", "multistyle_vs_single", **run, source=source, **{k: result.get(k) for k in keep})
 
 
 # --- ship ----------------------------------------------------------------------------------------------------

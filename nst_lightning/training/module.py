@@ -178,11 +178,15 @@ class StyleTransferModule(L.LightningModule):
         terms = self._shared_step(batch, "train")
         loss = terms.get("distill_pixel", 0.0) + terms.get("distill_feature", 0.0)
         if self.teacher is None:
-            loss = terms["objective"]
-        elif self.transfer_group.objective_weight:
-            loss = loss + self.transfer_group.objective_weight * terms["objective"]
+            loss = self._training_objective(terms)
+        elif self.transfer_group.objective_weight:  # 0: pure distillation, no objective computed
+            loss = loss + self.transfer_group.objective_weight * self._training_objective(terms)
         # Divergence guard: a NaN/inf loss skips this update (None); training.fault.DivergenceGuard counts it.
         return loss if loss_is_finite(self, loss) else None
+
+    def _training_objective(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The perceptual objective that training minimises (subclasses may weight it differently)."""
+        return terms["objective"]
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         self._shared_step(batch, "val")

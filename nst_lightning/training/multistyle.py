@@ -15,7 +15,6 @@ import torch
 from nst_lightning import transfer
 from nst_lightning.errors import NSTError
 from nst_lightning.styles import set_style_bank_targets
-from nst_lightning.training.fault import loss_is_finite
 from nst_lightning.training.module import StyleTransferModule
 
 TERM_KEYS = ("content_weight", "style_weight", "tv_weight")
@@ -148,7 +147,5 @@ class MultiStyleModule(StyleTransferModule):
             mean = known.mean()
         return sum(shares[k] * t["objective"] * (mean / self.style_scale[k]) for k, t in per_style.items())
 
-    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor | None:
-        terms = self._shared_step(batch, "train")
-        loss = terms.get("balanced", terms["objective"])
-        return loss if loss_is_finite(self, loss) else None
+    def _training_objective(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        return terms.get("balanced", terms["objective"])

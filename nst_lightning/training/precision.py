@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from nst_lightning.training.allocator import MODES
+
 log = logging.getLogger(__name__)
 AUTO = "auto"
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
@@ -128,8 +130,8 @@ def resolve_precision(
     allocator = str(allocator).lower()
     if allocator == AUTO:
         allocator = "reuse" if device == "cpu" else "system"
-    elif allocator not in ("reuse", "system"):
-        raise ValueError(f"model.allocator must be auto, reuse or system, got {allocator!r}")
+    elif allocator not in MODES:
+        raise ValueError(f"model.allocator must be auto, {' or '.join(MODES)}, got {allocator!r}")
     return PrecisionChoice(precision, bool(channels_last), reason, emulated, allocator)
 
 
