@@ -11,7 +11,8 @@ from omegaconf import DictConfig, open_dict
 
 from nst_lightning import transfer
 from nst_lightning.errors import NSTError
-from nst_lightning.training.multistyle import TERM_KEYS, MultiStyleModule
+from nst_lightning.losses.config import TERM_WEIGHTS
+from nst_lightning.training.multistyle import MultiStyleModule
 
 
 def is_multistyle(cfg: DictConfig) -> bool:
@@ -26,7 +27,7 @@ def style_entry(style: Any) -> dict[str, Any]:
     image = style_image_path(style)
     name = Path(image).stem if style.get("name") in (None, "custom") else str(style.name)
     return {"name": name, "image": str(image), "size": style.get("size"),
-            **{k: float(style[k]) for k in TERM_KEYS}}  # fmt: skip
+            **{k: float(style[k]) for k in TERM_WEIGHTS}}  # fmt: skip
 
 
 def _listed_style(entry: str, cfg: DictConfig) -> dict[str, Any]:

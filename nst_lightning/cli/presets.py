@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from nst_lightning.config import config_dir, group_options
 from nst_lightning.errors import NSTError
 from nst_lightning.image import IMAGE_SUFFIXES
-from nst_lightning.losses.config import LossConfig, loss_config
+from nst_lightning.losses.config import TERM_WEIGHTS, LossConfig, loss_config
 from nst_lightning.styles import StyleSource, resolve_style_image
 
 
@@ -83,5 +83,5 @@ def config_loss(cfg: DictConfig) -> LossConfig:
     """The :class:`LossConfig` of a training or baseline config: layers from ``loss``, weights from ``style``."""
     structure = OmegaConf.to_container(cfg.loss, resolve=True)
     assert isinstance(structure, dict)
-    weights = {k: cfg.style[k] for k in ("content_weight", "style_weight", "tv_weight") if k in cfg.style}
+    weights = {k: cfg.style[k] for k in TERM_WEIGHTS if k in cfg.style}
     return loss_config(structure, weights, "loss config (conf/loss + the style's weights)")

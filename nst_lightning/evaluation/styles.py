@@ -6,9 +6,8 @@ from __future__ import annotations
 import dataclasses
 
 from nst_lightning.inference import LoadedModel
+from nst_lightning.losses.config import TERM_WEIGHTS
 from nst_lightning.models.conditional import StyleBound, resolve_style
-
-TERM_KEYS = ("content_weight", "style_weight", "tv_weight")
 
 
 def style_view(loaded: LoadedModel, style: str | int) -> LoadedModel:
@@ -21,7 +20,7 @@ def style_view(loaded: LoadedModel, style: str | int) -> LoadedModel:
     names = list(loaded.net.style_names)
     weights = resolve_style(names, style)
     record = loaded.meta["styles"][int(weights.argmax())]
-    loss = {**loaded.meta["loss"], **{k: record[k] for k in TERM_KEYS if k in record}}
+    loss = {**loaded.meta["loss"], **{k: record[k] for k in TERM_WEIGHTS if k in record}}
     meta = {**loaded.meta, "style_name": record["name"], "style_image": record.get("image"),
             "style_size": record.get("size"), "loss": loss}  # fmt: skip
     return dataclasses.replace(loaded, net=StyleBound(loaded.net, weights), meta=meta)

@@ -18,6 +18,8 @@ from nst_lightning.errors import NSTError
 BALANCES = ("none", "auto")
 VGG_WEIGHTS = ("caffe", "torchvision", "random")
 POOLINGS = ("max", "avg")
+TERM_WEIGHTS = ("content_weight", "style_weight", "tv_weight")
+"""The weights of the three terms: a style's (``conf/style/*.yaml``), never the layer setup's."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ class LossConfig:
         set_("style_layers", tuple(str(n) for n in self.style_layers))
         if self.style_layer_weights is not None:
             set_("style_layer_weights", tuple(float(w) for w in self.style_layer_weights))
-        for name in ("content_weight", "style_weight", "tv_weight"):
+        for name in TERM_WEIGHTS:
             set_(name, float(getattr(self, name)))
         self.validate()
 
@@ -74,7 +76,7 @@ class LossConfig:
             raise NSTError(f"unknown vgg_weights {self.vgg_weights!r}; use one of {', '.join(VGG_WEIGHTS)}")
         if self.pooling not in POOLINGS:
             raise NSTError(f"unknown pooling {self.pooling!r}; use one of {', '.join(POOLINGS)}")
-        negative = [n for n in ("content_weight", "style_weight", "tv_weight") if getattr(self, n) < 0]
+        negative = [n for n in TERM_WEIGHTS if getattr(self, n) < 0]
         if negative:
             raise NSTError(f"loss weights must not be negative: {', '.join(negative)}")
 
@@ -127,10 +129,9 @@ def loss_config(structure: Mapping[str, Any], weights: Mapping[str, Any], source
 
     Each value has one name: layers and VGG options under ``loss.``, weights under ``style.``.
     """
-    weight_keys = ("content_weight", "style_weight", "tv_weight")
     values = {k: v for k, v in structure.items()}
-    clash = [k for k in weight_keys if k in values]
+    clash = [k for k in TERM_WEIGHTS if k in values]
     if clash:
         raise NSTError(f"{', '.join('loss.' + k for k in clash)}: loss weights are set on the style (style.{clash[0]})")
-    values.update({k: weights[k] for k in weight_keys if k in weights})
+    values.update({k: weights[k] for k in TERM_WEIGHTS if k in weights})
     return LossConfig.from_dict(values, source)

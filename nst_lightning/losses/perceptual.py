@@ -14,7 +14,7 @@ from torch import nn
 
 from nst_lightning.errors import NSTError
 from nst_lightning.losses import functional as LF
-from nst_lightning.losses.config import LossConfig
+from nst_lightning.losses.config import TERM_WEIGHTS, LossConfig
 from nst_lightning.losses.vgg import VGG19Features
 
 
@@ -93,8 +93,7 @@ class PerceptualLoss(nn.Module):
             for n, g in self.target_grams.items()
         }  # fmt: skip
         self._balance = {n: b[0] for n, b in self._bank_balance.items()}
-        keys = ("content_weight", "style_weight", "tv_weight")
-        self._term_weights = [tuple(float(w[k]) for k in keys) for w in term_weights] if term_weights else None
+        self._term_weights = [tuple(float(w[k]) for k in TERM_WEIGHTS) for w in term_weights] if term_weights else None
 
     @property
     def num_styles(self) -> int:

@@ -14,10 +14,9 @@ import torch
 
 from nst_lightning import transfer
 from nst_lightning.errors import NSTError
+from nst_lightning.losses.config import TERM_WEIGHTS
 from nst_lightning.styles import set_style_bank_targets
 from nst_lightning.training.module import StyleTransferModule
-
-TERM_KEYS = ("content_weight", "style_weight", "tv_weight")
 
 
 class MultiStyleModule(StyleTransferModule):
@@ -47,7 +46,7 @@ class MultiStyleModule(StyleTransferModule):
         names = [str(s["name"]) for s in styles]
         if len(set(names)) != len(names):
             raise NSTError(f"style names must differ, got {names}")
-        missing = [f"{s['name']}.{k}" for s in styles for k in ("image", "size", *TERM_KEYS) if k not in s]
+        missing = [f"{s['name']}.{k}" for s in styles for k in ("image", "size", *TERM_WEIGHTS) if k not in s]
         if missing:
             raise NSTError(f"each style needs image, size and its loss weights; missing {', '.join(missing)}")
         transfer_group = dict(groups.get("transfer") or {})
@@ -96,7 +95,7 @@ class MultiStyleModule(StyleTransferModule):
         if not self.loss_fn.target_grams:
             trained = [self.styles[i] for i in self.trained]
             sources = [(s["image"], s["size"]) for s in trained]
-            weights = [{k: s[k] for k in TERM_KEYS} for s in trained]
+            weights = [{k: s[k] for k in TERM_WEIGHTS} for s in trained]
             set_style_bank_targets(self.loss_fn, sources, weights, cache_dir=self.style_group.cache_dir)
         super().setup(stage)
 

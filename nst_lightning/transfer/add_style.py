@@ -19,6 +19,7 @@ from torch import nn
 
 from nst_lightning.errors import NSTError
 from nst_lightning.inference.checkpoint import load_model
+from nst_lightning.losses.config import TERM_WEIGHTS
 from nst_lightning.models.conditional import (
     add_styles,
     conditional_layers,
@@ -39,7 +40,7 @@ def source_styles(meta: dict[str, Any]) -> list[dict[str, Any]]:
         "name": meta.get("style_name") or "style0",
         "image": meta.get("style_image"),
         "size": meta.get("style_size"),
-        **{k: loss[k] for k in ("content_weight", "style_weight", "tv_weight") if k in loss},
+        **{k: loss[k] for k in TERM_WEIGHTS if k in loss},
     }]  # fmt: skip
 
 
