@@ -18,6 +18,11 @@ each single-style one) from a trained network at its own architecture (:func:`ns
 load_for_styles`: its body, and its style's scales and shifts for a style of the same name, else their mean),
 with no add-style runs: what a user who has one good network and wants many styles does.
 
+The multi-style run trains its per-style scales and shifts at ``--style-lr`` (default ``optim.style_lr``) and
+everything else at 1e-3; an add-style run trains its new style's at ``--add-lr``. ``--singles-from JSON`` takes
+the single-style runs from an earlier result of this benchmark measured with the same settings (checked before
+anything trains), so that a change to the multi-style recipe is measured against the same baselines.
+
 ``--add-from SOURCE`` measures the add-style run alone, on a trained network (a shipped model or checkpoint; a
 single-style network's norms become style 0) at its own architecture, against a scratch network of that
 architecture: what a user who has one good network and wants another style does.
@@ -29,7 +34,11 @@ Prints progress lines and, last, one JSON object (also written to ``--out`` if g
         --steps 120 --val-every 10 --add-lr 1e-2 3e-2 --out docs/results/add_style_cpu.json
     NST_DATA_DIR=../shared/data python benchmarks/multistyle.py --init-from starry_night --crop 128 --batch 4 \
         --styles starry_night the_scream the_wave candy mosaic --steps 200 --val-every 40 --val-count 8 \
-        --out docs/results/multistyle_from_shipped_cpu.json
+        --style-lr 1e-3 --out docs/results/multistyle_from_shipped_cpu.json
+    NST_DATA_DIR=../shared/data python benchmarks/multistyle.py --init-from starry_night --crop 128 --batch 4 \
+        --styles starry_night the_scream the_wave candy mosaic --steps 200 --val-every 40 --val-count 8 \
+        --singles-from docs/results/multistyle_from_shipped_cpu.json \
+        --out docs/results/multistyle_from_shipped_style_lr_cpu.json
 """
 
 from __future__ import annotations
@@ -54,6 +63,7 @@ from nst_lightning.inference import load_model, resolve_checkpoint
 from nst_lightning.losses.config import LossConfig
 from nst_lightning.models import create_model
 from nst_lightning.models.conditional import style_parameters
+from nst_lightning.training.hparams import OptimGroup
 from nst_lightning.training.multistyle import MultiStyleModule
 from nst_lightning.transfer.add_style import source_styles
 
@@ -103,11 +113,12 @@ def loss_layers(name: str) -> LossConfig:
 
 def train_run(
     name: str, styles: list[dict], steps: int, a: argparse.Namespace, out: Path, lr: float = 1e-3,
-    arch: tuple[str, dict] = ARCH, **extra: Any,
+    arch: tuple[str, dict] = ARCH, optim: dict | None = None, **extra: Any,
 ) -> dict:  # fmt: skip
+    optim = optim or {}
     L.seed_everything(0, workers=True)
     module = MultiStyleModule(styles=styles, model={"name": arch[0], "kwargs": dict(arch[1])},
-                              loss=loss_layers(a.loss).to_dict(), optim={"lr": lr}, **extra)  # fmt: skip
+                              loss=loss_layers(a.loss).to_dict(), optim={"lr": lr, **optim}, **extra)  # fmt: skip
     data = FolderDataModule(
         os.path.join(os.environ.get("NST_DATA_DIR", "data"), "train"), image_size=a.crop, batch_size=a.batch,
         num_workers=a.workers, val_count=a.val_count, val_size=a.crop,
@@ -160,6 +171,24 @@ def add_result(runs: dict[str, dict], a: argparse.Namespace) -> tuple[dict, floa
     return final, target, add
 
 
+def earlier_singles(path: str, a: argparse.Namespace, arch: tuple[str, dict]) -> dict[str, dict]:
+    """The single-style runs (curves, seconds, parameters) of an earlier result file, by style; only if it
+    was measured with this run's settings (else SystemExit saying which differ)."""
+    old = json.loads(Path(path).read_text())
+    now = {"init_from": a.init_from, "arch": f"{arch[0]}({arch[1]})", "loss": a.loss, "crop": a.crop,
+           "batch": a.batch, "steps_per_style": a.steps, "val_every": a.val_every,
+           "val_count": a.val_count}  # fmt: skip
+    differ = {k: (old.get(k), v) for k, v in now.items() if old.get(k) != v}
+    if differ:
+        raise SystemExit(f"--singles-from {path} was measured with other settings (earlier, now): {differ}")
+    singles = {}
+    for n in a.styles:
+        key = f"single_{n}"
+        if key in old.get("curves", {}):
+            singles[n] = {"curves": old["curves"][key], "seconds": old["seconds"][key], "from": path}
+    return singles
+
+
 def source_arch(source: str) -> tuple[Any, tuple[str, dict], str]:
     """A trained network's loaded model, its architecture as one style's and the path of its file."""
     src = load_model(source)
@@ -183,8 +212,8 @@ def add_from_source(a: argparse.Namespace, entry: dict[str, dict], t_start: floa
                                                   arch=arch)  # fmt: skip
         for lr in a.add_lr:
             runs[f"add_{a.new_style}_lr{lr:g}"] = train_run(
-                f"add_{a.new_style}_lr{lr:g}", [*own, entry[a.new_style]], a.steps, a, out, lr=lr, arch=arch,
-                train_styles=[len(own)], transfer={"init_from": path},
+                f"add_{a.new_style}_lr{lr:g}", [*own, entry[a.new_style]], a.steps, a, out, arch=arch,
+                optim={"style_lr": lr}, train_styles=[len(own)], transfer={"init_from": path},
             )  # fmt: skip
     final, target, add = add_result(runs, a)
     result = {
@@ -225,6 +254,18 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="gpu: one CUDA GPU, bf16-mixed")
     parser.add_argument("--workers", type=int, default=1, help="data loader workers")
     parser.add_argument("--balance", action="store_true", help="the multi-style run balances its styles' losses")
+    parser.add_argument(
+        "--style-lr",
+        type=float,
+        default=OptimGroup.style_lr,
+        help="the multi-style run's learning rate for its per-style scales and shifts (default: optim.style_lr; "
+        "the shared weights train at 1e-3)",
+    )
+    parser.add_argument(
+        "--singles-from", default=None, metavar="JSON",
+        help="take the single-style runs from an earlier result of this benchmark (same styles, start, "
+             "architecture, crops, batch, steps and validation) instead of training them again",
+    )  # fmt: skip
     parser.add_argument("--out", default=None)
     parser.add_argument("--keep", default=None, metavar="DIR", help="keep every run's checkpoint in DIR")
     a = parser.parse_args()
@@ -239,29 +280,33 @@ def main() -> None:
     if a.init_from:
         _, arch, path = source_arch(a.init_from)
         start = {"transfer": {"init_from": path}}
+    earlier = earlier_singles(a.singles_from, a, arch) if a.singles_from else {}  # checked before training
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(a.keep or tmp)
         out.mkdir(parents=True, exist_ok=True)
         # The add-style runs first (after their source), so that an interrupted benchmark still has them.
         multi_styles = [entry[n] for n in a.styles]
         runs["multi"] = train_run("multi", multi_styles, a.steps * len(a.styles), a, out, arch=arch,
-                                  balance=a.balance, **start)  # fmt: skip
+                                  balance=a.balance, optim={"style_lr": a.style_lr}, **start)  # fmt: skip
         if not a.init_from:
             runs[f"single_{a.new_style}"] = train_run(f"single_{a.new_style}", [entry[a.new_style]], a.steps, a, out)
         for lr in [] if a.init_from else a.add_lr:
             runs[f"add_{a.new_style}_lr{lr:g}"] = train_run(
                 f"add_{a.new_style}_lr{lr:g}", [*multi_styles, entry[a.new_style]], a.steps, a, out,
-                train_styles=[len(multi_styles)], transfer={"init_from": runs["multi"]["ckpt"]}, lr=lr,
+                train_styles=[len(multi_styles)], transfer={"init_from": runs["multi"]["ckpt"]},
+                optim={"style_lr": lr},
             )  # fmt: skip
         for n in [] if a.skip_singles else a.styles:
-            runs[f"single_{n}"] = train_run(f"single_{n}", [entry[n]], a.steps, a, out, arch=arch, **start)
+            runs[f"single_{n}"] = earlier.get(n) or train_run(f"single_{n}", [entry[n]], a.steps, a, out, arch=arch,
+                                                              **start)  # fmt: skip
     final, target, add = (final_objectives(runs), None, {}) if a.init_from else add_result(runs, a)
     full = create_model("johnson", num_styles=2)
     one_style = sum(p.numel() for p in style_parameters(full, 1))
     full_total = sum(p.numel() for p in create_model("johnson").parameters())
     single_params = sum(p.numel() for p in create_model(arch[0], **arch[1]).parameters())
     result = {
-        "init_from": a.init_from, "balance": a.balance, "arch": f"{arch[0]}({arch[1]})", "loss": a.loss,
+        "init_from": a.init_from, "balance": a.balance, "style_lr": a.style_lr, "singles_from": a.singles_from,
+        "arch": f"{arch[0]}({arch[1]})", "loss": a.loss,
         "crop": a.crop, "batch": a.batch, "steps_per_style": a.steps,
         "val_every": a.val_every, "val_count": a.val_count, "styles": a.styles, "new_style": a.new_style,
         "device": device_name(a), "threads": torch.get_num_threads(),

@@ -304,6 +304,59 @@ def test_balanced_styles_pull_alike_whatever_the_scale_of_their_loss():
     torch.testing.assert_close(module.style_scale, torch.tensor([11.0, 1.0]))
 
 
+def test_style_lr_moves_each_styles_scales_and_shifts_at_their_own_rate(paintings):
+    import lightning as L
+
+    from nst_lightning.training.multistyle import MultiStyleModule
+
+    styles = [{"name": p.stem, "image": str(p), "size": 32, "content_weight": 1.0, "style_weight": 1.0,
+               "tv_weight": 0.0} for p in paintings[:2]]  # fmt: skip
+    trainer = L.Trainer(max_steps=4, logger=False, accelerator="cpu", enable_checkpointing=False)
+    module = MultiStyleModule(styles=styles, model={"name": "johnson_tiny"}, optim={"lr": 1e-3, "style_lr": 3e-2})
+    module.trainer = trainer
+    optimizer = module.configure_optimizers()["optimizer"]
+    shared, styled = optimizer.param_groups
+    per_style = {id(p) for s in range(2) for p in style_parameters(module.net, s)}
+    assert {id(p) for p in styled["params"]} == per_style and styled["lr"] == 3e-2 and shared["lr"] == 1e-3
+    assert {id(p) for g in (shared, styled) for p in g["params"]} == {id(p) for p in module.net.parameters()}
+    before = [p.detach().clone() for p in module.net.parameters()]
+    for p in module.net.parameters():
+        p.grad = torch.ones_like(p)
+    optimizer.step()  # Adam's first step moves every element by about its group's learning rate
+    moved = {id(p): float((p.detach() - b).abs().max()) for p, b in zip(module.net.parameters(), before, strict=True)}
+    assert all(v == pytest.approx(3e-2, rel=1e-3) for k, v in moved.items() if k in per_style)
+    assert all(v == pytest.approx(1e-3, rel=1e-3) for k, v in moved.items() if k not in per_style)
+    plain = MultiStyleModule(styles=styles, model={"name": "johnson_tiny"}, optim={"lr": 1e-3, "style_lr": None})
+    plain.trainer = trainer
+    assert len(plain.configure_optimizers()["optimizer"].param_groups) == 1  # style_lr null: one rate
+
+
+def test_the_benchmark_reuses_single_style_runs_only_when_measured_alike(tmp_path):
+    import argparse
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("multistyle_bench", Path(__file__).parents[1] / "benchmarks" /
+                                                  "multistyle.py")  # fmt: skip
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    arch = ("johnson", {"base_channels": 32})
+    a = argparse.Namespace(init_from="starry_night", loss="default", crop=128, batch=4, steps=200, val_every=40,
+                           val_count=8, styles=["candy", "mosaic"])  # fmt: skip
+    earlier = {"init_from": "starry_night", "arch": "johnson({'base_channels': 32})", "loss": "default", "crop": 128,
+               "batch": 4, "steps_per_style": 200, "val_every": 40, "val_count": 8,
+               "curves": {"multi": {"candy": [[200, 7.0]]}, "single_candy": {"candy": [[0, 9.0], [200, 5.0]]}},
+               "seconds": {"multi": 9.0, "single_candy": 1.5}}  # fmt: skip
+    path = tmp_path / "earlier.json"
+    path.write_text(json.dumps(earlier))
+    singles = bench.earlier_singles(str(path), a, arch)
+    assert list(singles) == ["candy"]  # mosaic was not measured there: it trains again
+    assert singles["candy"]["curves"] == {"candy": [[0, 9.0], [200, 5.0]]} and singles["candy"]["seconds"] == 1.5
+    a.crop = 64
+    with pytest.raises(SystemExit, match="crop"):
+        bench.earlier_singles(str(path), a, arch)
+
+
 # -- evaluation and the service ---------------------------------------------------------------------------------
 def test_evaluate_scores_each_style_on_its_own_objective(multi_ckpt, image_dir, tmp_path):
     from hydra import compose, initialize_config_dir

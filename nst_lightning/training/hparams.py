@@ -77,6 +77,10 @@ class OptimGroup(_Group):
         lr_schedule: ``constant``, ``cosine`` (to ``min_lr_ratio * lr`` at ``max_steps``) or ``cosine_time``
             (cosine over the training time budget ``trainer.max_time``, or ``max_steps`` if that runs out first).
         min_lr_ratio: final learning rate of the cosine schedules, relative to ``lr``.
+        style_lr: learning rate of a multi-style network's per-style scales and shifts (None: ``lr``). Each
+            style's rows see only that style's images and must move far from the start (a new style's scales
+            and shifts are learned from those of another), so they train best well above the shared weights'
+            rate; the schedule scales both alike.
     """
 
     lr: float = 1e-3
@@ -85,6 +89,7 @@ class OptimGroup(_Group):
     warmup_steps: int = 0
     lr_schedule: str = "constant"
     min_lr_ratio: float = 0.1
+    style_lr: float | None = 3e-2
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))

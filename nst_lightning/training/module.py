@@ -11,6 +11,7 @@ import torch
 from nst_lightning.losses.config import LossConfig
 from nst_lightning.losses.perceptual import PerceptualLoss
 from nst_lightning.models import create_model
+from nst_lightning.models.conditional import conditional_layers
 from nst_lightning.styles import set_style_targets
 from nst_lightning.training.allocator import use_allocator
 from nst_lightning.training.fault import loss_is_finite
@@ -194,14 +195,24 @@ class StyleTransferModule(L.LightningModule):
     # -- optimisation --------------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
         opt = self.optim_group
-        params = [p for p in self.net.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(params, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay)
+        optimizer = torch.optim.Adam(self._param_groups(), lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay)
         total = self.trainer.max_steps if self.trainer and self.trainer.max_steps > 0 else None
         schedule = LRSchedule(opt.warmup_steps, opt.lr_schedule, total, opt.min_lr_ratio)
         if opt.lr_schedule == "cosine_time":
             schedule.progress = budget_progress(self.trainer)  # fails early without trainer.max_time
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _param_groups(self) -> list[dict[str, Any]]:
+        """The trainable parameters: the per-style scales and shifts of a multi-style network in a group of
+        their own at ``optim.style_lr`` (when set), everything else at ``optim.lr``."""
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        style_lr = self.optim_group.style_lr
+        per_style = {id(p) for layer in conditional_layers(self.net) for p in (*layer.scale, *layer.shift)}
+        shared = [p for p in params if id(p) not in per_style or style_lr is None]
+        styled = [p for p in params if id(p) in per_style and style_lr is not None]
+        groups = [{"params": shared}] if shared else []
+        return groups + ([{"params": styled, "lr": style_lr}] if styled else [])
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
         if self.optim_group.lr_schedule == "cosine_time":
