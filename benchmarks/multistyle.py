@@ -34,16 +34,17 @@ Prints progress lines and, last, one JSON object (also written to ``--out`` if g
         --steps 120 --val-every 10 --add-lr 1e-2 3e-2 --out docs/results/add_style_cpu.json
     NST_DATA_DIR=../shared/data python benchmarks/multistyle.py --init-from starry_night --crop 128 --batch 4 \
         --styles starry_night the_scream the_wave candy mosaic --steps 200 --val-every 40 --val-count 8 \
-        --style-lr 1e-3 --out docs/results/multistyle_from_shipped_cpu.json
+        --style-lr 1e-3 --no-balance --out docs/results/multistyle_from_shipped_cpu.json
     NST_DATA_DIR=../shared/data python benchmarks/multistyle.py --init-from starry_night --crop 128 --batch 4 \
         --styles starry_night the_scream the_wave candy mosaic --steps 200 --val-every 40 --val-count 8 \
         --singles-from docs/results/multistyle_from_shipped_cpu.json \
-        --out docs/results/multistyle_from_shipped_style_lr_cpu.json
+        --out docs/results/multistyle_from_shipped_style_lr_balanced_cpu.json
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import tempfile
@@ -66,6 +67,8 @@ from nst_lightning.models.conditional import style_parameters
 from nst_lightning.training.hparams import OptimGroup
 from nst_lightning.training.multistyle import MultiStyleModule
 from nst_lightning.transfer.add_style import source_styles
+
+MULTI_DEFAULTS = {k: p.default for k, p in inspect.signature(MultiStyleModule).parameters.items()}
 
 warnings.filterwarnings("ignore", message=r".*(module\(s\) in eval mode|does not have many workers|LeafSpec).*")
 ARCH = ("johnson", {"base_channels": 8, "num_residual": 5})
@@ -253,7 +256,10 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="gpu: one CUDA GPU, bf16-mixed")
     parser.add_argument("--workers", type=int, default=1, help="data loader workers")
-    parser.add_argument("--balance", action="store_true", help="the multi-style run balances its styles' losses")
+    parser.add_argument(
+        "--balance", action=argparse.BooleanOptionalAction, default=MULTI_DEFAULTS["balance"],
+        help="the multi-style run balances its styles' losses (default: %(default)s, as style_balance)",
+    )  # fmt: skip
     parser.add_argument(
         "--style-lr",
         type=float,

@@ -97,6 +97,13 @@ def test_network_builder_defaults_are_the_model_yaml():
     assert not _same(builder, yaml)
 
 
+def test_multistyle_module_balances_as_the_train_yaml():
+    from nst_lightning.training.multistyle import MultiStyleModule
+
+    cfg = _compose("train", ["paths.output_dir=out"])
+    assert _signature_defaults(MultiStyleModule)["balance"] == cfg.style_balance
+
+
 def test_datamodule_defaults_are_the_data_yaml():
     cfg = _compose("train", ["paths.output_dir=out"])
     assert not _same(_signature_defaults(FolderDataModule), _plain(cfg.data))

@@ -265,7 +265,7 @@ def test_training_many_styles_from_a_single_style_network(tiny_ckpt, tmp_path, i
     """``experiment=multistyle init_from=ONE_STYLE``: the body and its style carry over, every style trains."""
     single = load_model(tiny_ckpt)
     styles = f"styles=[{paintings[0]},{style_path}]"
-    overrides = [styles, f"init_from={tiny_ckpt}", "trainer.max_steps=1", "style_balance=true"]
+    overrides = [styles, f"init_from={tiny_ckpt}", "trainer.max_steps=1", "style_balance=false", "optim.style_lr=0.02"]
     cfg = tiny_train_cfg(tmp_path, image_dir, style_path, overrides)
     last = train(cfg)["last_ckpt"]
     raw = torch.load(last, map_location="cpu", weights_only=True)
@@ -273,7 +273,9 @@ def test_training_many_styles_from_a_single_style_network(tiny_ckpt, tmp_path, i
     assert [s["name"] for s in hp["styles"]] == ["the_wave", style_path.stem]
     # Neither name is the source's ("custom"), so both start from its one style (the mean of one).
     assert hp["transfer"]["init_provenance"]["styles"] == [single.meta["style_name"]]
-    assert hp["balance"] is True
+    assert hp["balance"] is False and hp["optim"]["style_lr"] == 0.02
+    groups = raw["optimizer_states"][0]["param_groups"]  # the shared weights, then the styles' scales and shifts
+    assert [g["initial_lr"] for g in groups] == [hp["optim"]["lr"], 0.02]
     multi = load_model(last)
     state = raw["optimizer_states"][0]["state"]  # every parameter trains, both styles' scales and shifts included
     assert sum(v["exp_avg"].numel() for v in state.values()) == sum(p.numel() for p in multi.net.parameters())

@@ -38,7 +38,7 @@ class MultiStyleModule(StyleTransferModule):
     """
 
     def __init__(
-        self, styles: list[dict[str, Any]], train_styles: list[int] | None = None, balance: bool = False,
+        self, styles: list[dict[str, Any]], train_styles: list[int] | None = None, balance: bool = True,
         **groups: Any,
     ) -> None:  # fmt: skip
         if not styles:
