@@ -65,6 +65,7 @@ from nst_lightning.losses.config import LossConfig
 from nst_lightning.models import create_model
 from nst_lightning.models.conditional import style_parameters
 from nst_lightning.training.hparams import OptimGroup
+from nst_lightning.training.measured import fit_measured
 from nst_lightning.training.multistyle import MultiStyleModule
 from nst_lightning.transfer.add_style import source_styles
 
@@ -128,19 +129,9 @@ def train_run(
     )  # fmt: skip
     trained = [styles[i]["name"] for i in module.trained]
     curves = Curves(trained)
-    trainer = L.Trainer(
-        accelerator=a.device, devices=1, precision="bf16-mixed" if a.device == "gpu" else "32-true",
-        max_steps=steps, max_epochs=-1,
-        val_check_interval=a.val_every, check_val_every_n_epoch=None, num_sanity_val_steps=0, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[curves],
-    )  # fmt: skip
-    t0 = time.perf_counter()
-    module.load_init_weights()  # step 0 is the start the run trains from (fit loads the same weights again)
-    trainer.validate(module, datamodule=data, verbose=False)  # step 0
-    trainer.fit(module, datamodule=data)
-    seconds = time.perf_counter() - t0
     ckpt = out / f"{name}.ckpt"
-    trainer.save_checkpoint(ckpt)
+    precision = "bf16-mixed" if a.device == "gpu" else "32-true"
+    seconds = fit_measured(module, data, steps, a.val_every, [curves], a.device, precision, ckpt)
     params = [p for p in module.net.parameters()]
     run = {
         "curves": curves.points, "seconds": round(seconds, 1), "ckpt": str(ckpt), "steps": steps,

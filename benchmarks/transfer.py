@@ -42,6 +42,7 @@ from nst_lightning.data.datamodule import FolderDataModule
 from nst_lightning.inference import load_model, resolve_checkpoint
 from nst_lightning.losses.config import LossConfig
 from nst_lightning.training.callbacks import BatchNormReestimation
+from nst_lightning.training.measured import fit_measured
 from nst_lightning.training.module import StyleTransferModule
 
 warnings.filterwarnings("ignore", message=r".*(module\(s\) in eval mode|does not have many workers|LeafSpec).*")
@@ -101,19 +102,9 @@ def train_run(
         num_workers=p["workers"], val_count=p["val_count"], val_size=p["val_size"], pin_memory=True,
     )  # fmt: skip
     curve = Curve()
-    trainer = L.Trainer(
-        accelerator=p["accelerator"], devices=1, precision=p["precision"], max_steps=p["steps"], max_epochs=-1,
-        val_check_interval=p["val_every"], check_val_every_n_epoch=None, num_sanity_val_steps=0, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=[curve, BatchNormReestimation()],
-    )  # fmt: skip
-    t0 = time.perf_counter()
-    module.load_init_weights()  # step 0 is the start the run trains from (fit loads the same weights again)
-    trainer.validate(module, datamodule=data, verbose=False)  # step 0
-    trainer.fit(module, datamodule=data)
-    seconds = time.perf_counter() - t0
     ckpt = out / f"{name}.ckpt"
-    trainer.save_checkpoint(ckpt)
+    seconds = fit_measured(module, data, p["steps"], p["val_every"], [curve, BatchNormReestimation()],
+                           p["accelerator"], p["precision"], ckpt)  # fmt: skip
     print(f"{name}: {seconds:.0f} s, val/objective {curve.points[0][1]} -> {curve.points[-1][1]}", flush=True)
     run = {"curve": curve.points, "seconds": round(seconds, 1), "ckpt": ckpt, "teacher": curve.teacher}
     if p.get("progress"):
