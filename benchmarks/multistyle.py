@@ -19,9 +19,10 @@ load_for_styles`: its body, and its style's scales and shifts for a style of the
 with no add-style runs: what a user who has one good network and wants many styles does.
 
 The multi-style run trains its per-style scales and shifts at ``--style-lr`` (default ``optim.style_lr``) and
-everything else at 1e-3; an add-style run trains its new style's at ``--add-lr``. ``--singles-from JSON`` takes
-the single-style runs from an earlier result of this benchmark measured with the same settings (checked before
-anything trains), so that a change to the multi-style recipe is measured against the same baselines.
+everything else at ``optim.lr``'s default, 1e-3; an add-style run trains its new style's at ``--add-lr``.
+``--singles-from JSON`` takes the single-style runs from an earlier result of this benchmark measured with the
+same settings (checked before anything trains), so that a change to the multi-style recipe is measured against
+the same baselines.
 
 ``--add-from SOURCE`` measures the add-style run alone, on a trained network (a shipped model or checkpoint; a
 single-style network's norms become style 0) at its own architecture, against a scratch network of that
@@ -69,7 +70,7 @@ from nst_lightning.training.measured import fit_measured
 from nst_lightning.training.multistyle import MultiStyleModule
 from nst_lightning.transfer.add_style import source_styles
 
-MULTI_DEFAULTS = {k: p.default for k, p in inspect.signature(MultiStyleModule).parameters.items()}
+BALANCE = inspect.signature(MultiStyleModule).parameters["balance"].default  # style_balance's default
 
 warnings.filterwarnings("ignore", message=r".*(module\(s\) in eval mode|does not have many workers|LeafSpec).*")
 ARCH = ("johnson", {"base_channels": 8, "num_residual": 5})
@@ -116,13 +117,13 @@ def loss_layers(name: str) -> LossConfig:
 
 
 def train_run(
-    name: str, styles: list[dict], steps: int, a: argparse.Namespace, out: Path, lr: float = 1e-3,
-    arch: tuple[str, dict] = ARCH, optim: dict | None = None, **extra: Any,
+    name: str, styles: list[dict], steps: int, a: argparse.Namespace, out: Path, arch: tuple[str, dict] = ARCH,
+    optim: dict | None = None, **extra: Any,
 ) -> dict:  # fmt: skip
-    optim = optim or {}
+    """One run at ``optim.lr``'s default (1e-3), ``optim`` overriding (e.g. ``style_lr``)."""
     L.seed_everything(0, workers=True)
     module = MultiStyleModule(styles=styles, model={"name": arch[0], "kwargs": dict(arch[1])},
-                              loss=loss_layers(a.loss).to_dict(), optim={"lr": lr, **optim}, **extra)  # fmt: skip
+                              loss=loss_layers(a.loss).to_dict(), optim=optim or {}, **extra)  # fmt: skip
     data = FolderDataModule(
         os.path.join(os.environ.get("NST_DATA_DIR", "data"), "train"), image_size=a.crop, batch_size=a.batch,
         num_workers=a.workers, val_count=a.val_count, val_size=a.crop,
@@ -166,8 +167,8 @@ def add_result(runs: dict[str, dict], a: argparse.Namespace) -> tuple[dict, floa
 
 
 def earlier_singles(path: str, a: argparse.Namespace, arch: tuple[str, dict]) -> dict[str, dict]:
-    """The single-style runs (curves, seconds, parameters) of an earlier result file, by style; only if it
-    was measured with this run's settings (else SystemExit saying which differ)."""
+    """The single-style runs (curves and seconds) of an earlier result file, by style; only if it was measured
+    with this run's settings (else SystemExit saying which differ)."""
     old = json.loads(Path(path).read_text())
     now = {"init_from": a.init_from, "arch": f"{arch[0]}({arch[1]})", "loss": a.loss, "crop": a.crop,
            "batch": a.batch, "steps_per_style": a.steps, "val_every": a.val_every,
@@ -248,7 +249,7 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="gpu: one CUDA GPU, bf16-mixed")
     parser.add_argument("--workers", type=int, default=1, help="data loader workers")
     parser.add_argument(
-        "--balance", action=argparse.BooleanOptionalAction, default=MULTI_DEFAULTS["balance"],
+        "--balance", action=argparse.BooleanOptionalAction, default=BALANCE,
         help="the multi-style run balances its styles' losses (default: %(default)s, as style_balance)",
     )  # fmt: skip
     parser.add_argument(
@@ -256,7 +257,7 @@ def main() -> None:
         type=float,
         default=OptimGroup.style_lr,
         help="the multi-style run's learning rate for its per-style scales and shifts (default: optim.style_lr; "
-        "the shared weights train at 1e-3)",
+        "the shared weights train at optim.lr's, 1e-3)",
     )
     parser.add_argument(
         "--singles-from", default=None, metavar="JSON",

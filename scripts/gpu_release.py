@@ -822,6 +822,9 @@ def phase_multistyle(s: Session, models: dict[str, Path]) -> None:
     """Multi- against single-style networks at equal steps (``benchmarks/multistyle.py --init-from``), every run
     started from this window's starry_night (else the shipped one), in the time left after shipping."""
     p = s.profile
+    if not p.multistyle:
+        s.record("check", "multistyle_vs_single", skipped="not in this profile")
+        return
     source = str(models.get("starry_night") or "starry_night")
     args = ["benchmarks/multistyle.py", *p.multistyle, "--init-from", source]
     run = _benchmark(s, "multistyle_vs_single", args, p.multistyle_bench_seconds)

@@ -11,7 +11,7 @@ import torch
 from nst_lightning.losses.config import LossConfig
 from nst_lightning.losses.perceptual import PerceptualLoss
 from nst_lightning.models import create_model
-from nst_lightning.models.conditional import conditional_layers
+from nst_lightning.models.conditional import num_styles, style_parameters
 from nst_lightning.styles import set_style_targets
 from nst_lightning.training.allocator import use_allocator
 from nst_lightning.training.fault import loss_is_finite
@@ -208,9 +208,11 @@ class StyleTransferModule(L.LightningModule):
         their own at ``optim.style_lr`` (when set), everything else at ``optim.lr``."""
         params = [p for p in self.net.parameters() if p.requires_grad]
         style_lr = self.optim_group.style_lr
-        per_style = {id(p) for layer in conditional_layers(self.net) for p in (*layer.scale, *layer.shift)}
-        shared = [p for p in params if id(p) not in per_style or style_lr is None]
-        styled = [p for p in params if id(p) in per_style and style_lr is not None]
+        per_style = set()
+        if style_lr is not None:
+            per_style = {id(p) for s in range(num_styles(self.net)) for p in style_parameters(self.net, s)}
+        shared = [p for p in params if id(p) not in per_style]
+        styled = [p for p in params if id(p) in per_style]
         groups = [{"params": shared}] if shared else []
         return groups + ([{"params": styled, "lr": style_lr}] if styled else [])
 
