@@ -2,7 +2,7 @@
 """Rebuild the embedded offline sample (``nst_lightning/data/sample/``) from a prepared data folder.
 
 The sample is what ``experiment=quick`` (and ``experiment=finetune``) trains on when the data folder holds no
-training photos: the starry_night and the_scream paintings (longest side 512 px) and the 16 Kodak photos of
+training photos: the five paintings of the shipped multi-style network (longest side 512 px) and the 16 Kodak photos of
 ``train/`` (320×320, re-encoded as JPEG quality 85). Kodak only, because it is the one photo set of ``train/``
 released for unrestricted use (see the sample's PROVENANCE.md). Never reads ``eval/``.
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from PIL import Image
 
 SAMPLE = Path(__file__).resolve().parent.parent / "nst_lightning" / "data" / "sample"
-STYLES = ("starry_night.jpg", "the_scream.jpg")
+STYLES = ("starry_night.jpg", "the_scream.jpg", "the_wave.jpg", "candy.jpg", "mosaic.jpg")
 PHOTO_GLOB = "kodak24_*.jpg"
 
 

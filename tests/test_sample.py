@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import open_dict
 
 from nst_lightning.data.datasets import training_images
 from nst_lightning.data.sample import SAMPLE_DIR, data_dir_from_env
@@ -96,3 +98,42 @@ def test_quick_trains_offline_on_the_sample_from_any_folder(tmp_path):
     assert not (tmp_path / "data").exists()  # nothing was downloaded
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 2 and ckpt["hyper_parameters"]["style"]["image"].startswith(str(SAMPLE_DIR))
+
+
+def test_the_five_styles_of_the_multistyle_network_are_in_the_sample_with_their_provenance():
+    provenance = (SAMPLE_DIR / "PROVENANCE.md").read_text()
+    for name in ("starry_night", "the_scream", "the_wave", "candy", "mosaic"):
+        assert (SAMPLE_DIR / "styles" / f"{name}.jpg").is_file()
+        assert f"`styles/{name}.jpg`" in provenance
+
+
+def test_multistyle_trains_offline_and_reads_only_the_listed_paintings(fresh_machine, caplog):
+    """``styles=[the_wave,candy]`` with no data folder and no network: neither the default style's painting
+    (starry_night) nor any other is fetched; the listed presets come from the sample."""
+    from nst_lightning.cli.train import run
+
+    cfg = compose_train(["experiment=quick", "styles=[the_wave,candy]", "trainer.max_steps=1",
+                         "trainer.val_check_interval=1", "data.image_size=32", "data.val_size=32",
+                         "data.num_workers=0", "model.base_channels=8", "model.num_residual=1",
+                         "callbacks.grid.every_n_steps=0", "paths.output_dir=run"])  # fmt: skip
+    with open_dict(cfg):
+        cfg.trainer.enable_progress_bar = False
+    with caplog.at_level(logging.INFO):
+        result = run(cfg)
+    assert result["global_step"] == 1
+    styles = torch.load(result["last_ckpt"], map_location="cpu", weights_only=True)["hyper_parameters"]["styles"]
+    paths = {s["name"]: Path(s["image"]) for s in styles}
+    if not (fresh_machine / "data" / "styles").exists():  # offline: nothing was downloaded
+        assert paths == {n: SAMPLE_DIR / "styles" / f"{n}.jpg" for n in ("the_wave", "candy")}
+    assert not (fresh_machine / "data" / "styles" / "starry_night.jpg").exists()
+    assert "starting from random weights" in caplog.text
+
+
+def test_custom_style_without_an_image_names_style_image(fresh_machine):
+    from nst_lightning.cli.presets import style_image_path
+    from nst_lightning.errors import NSTError
+
+    for overrides in (["style=custom"], ["experiment=finetune", "style=custom"]):
+        cfg = compose_train([*overrides, "paths.output_dir=x"])
+        with pytest.raises(NSTError, match=r"style\.image=PATH"):
+            style_image_path(cfg.style)

@@ -1,5 +1,6 @@
 """Network transfer: init_from, frozen stages, batch-norm statistics of timm encoders, distillation."""
 
+import logging
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -97,7 +98,7 @@ def test_frozen_encoder_gets_no_gradient_no_optimizer_state_and_keeps_its_batchn
 
 
 # -- weight initialisation -------------------------------------------------------------------------------
-def test_init_from_loads_the_weights_and_records_their_provenance(tiny_ckpt, tmp_path, image_dir, style_path):
+def test_init_from_loads_the_weights_and_records_their_provenance(tiny_ckpt, tmp_path, image_dir, style_path, caplog):
     source = tmp_path / "source.ckpt"
     shutil.copy(tiny_ckpt, source)
     net = create_model("johnson_tiny")
@@ -112,7 +113,9 @@ def test_init_from_loads_the_weights_and_records_their_provenance(tiny_ckpt, tmp
     assert module.hparams.transfer["init_provenance"] is None  # built, not yet trained: the source is not read
 
     cfg = tiny_train_cfg(tmp_path / "a", image_dir, style_path, [f"init_from={source}", "trainer.max_steps=2"])
-    result = train(cfg)
+    with caplog.at_level(logging.INFO, logger="nst_lightning.training.module"):
+        result = train(cfg)
+    assert f"starting from init_from={source}: johnson_tiny(" in caplog.text  # the log says what it starts from
     ckpt = torch.load(result["last_ckpt"], map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 2  # a fresh schedule: the source's 4 steps are not carried over
     assert float(next(iter(ckpt["optimizer_states"][0]["state"].values()))["step"]) == 2  # fresh Adam
@@ -124,7 +127,9 @@ def test_init_from_loads_the_weights_and_records_their_provenance(tiny_ckpt, tmp
     # Resuming the fine-tune needs its own checkpoint only: the source may be gone, its provenance stays.
     source.unlink()
     resume = [f"init_from={source}", "trainer.max_steps=3", f"ckpt_path={result['last_ckpt']}"]
-    resumed = train(tiny_train_cfg(tmp_path / "b", image_dir, style_path, resume))
+    with caplog.at_level(logging.INFO, logger="nst_lightning.training.module"):
+        resumed = train(tiny_train_cfg(tmp_path / "b", image_dir, style_path, resume))
+    assert f"resuming from {result['last_ckpt']}" in caplog.text
     ckpt = torch.load(resumed["last_ckpt"], map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 3
     assert ckpt["hyper_parameters"]["transfer"]["init_provenance"]["sha256"] == provenance["sha256"]

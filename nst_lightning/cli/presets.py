@@ -6,16 +6,20 @@ image (downloading it if needed), or the image a checkpoint was trained on, happ
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from nst_lightning.config import config_dir, group_options
+from nst_lightning.data.sample import sample_file
 from nst_lightning.errors import NSTError
 from nst_lightning.image import IMAGE_SUFFIXES
 from nst_lightning.losses.config import TERM_WEIGHTS, LossConfig, loss_config
 from nst_lightning.styles import StyleSource, resolve_style_image
+
+log = logging.getLogger(__name__)
 
 
 def load_option(group: str, name: str) -> DictConfig:
@@ -44,11 +48,24 @@ def preset_style(name: str, data_dir: str) -> Any:
 def style_image_path(style: Any) -> Path:
     """Resolve a style config node (``image``, ``file``, ``url``, ``sha256``) to an existing file.
 
-    Only a preset's own file is downloaded: a user's ``style.image=PATH`` must exist as given.
+    Only a preset's own file is downloaded: a user's ``style.image=PATH`` must exist as given. A preset whose file
+    is neither in the data folder nor downloadable (offline) falls back to the embedded sample's copy, if it has one.
     """
-    image, preset_file = style.image, style.file
+    image, preset_file = style.get("image"), style.get("file")
+    if preset_file is None and (image is None or Path(str(image)).name in ("None", "null", "???")):
+        raise NSTError(f"style={style.get('name')} needs its painting: add style.image=PATH/TO/painting.jpg")
     is_preset = preset_file is not None and image is not None and Path(image).name == preset_file
-    return resolve_style_image(image, style.url if is_preset else None, style.sha256 if is_preset else None)
+    if not is_preset:
+        return resolve_style_image(image)
+    try:
+        return resolve_style_image(image, style.url, style.sha256)
+    except NSTError:
+        sample = sample_file(f"styles/{preset_file}")
+        if sample is None:
+            raise
+        log.warning("style %s: %s is missing and could not be downloaded; using the embedded sample's copy %s",
+                    style.get("name"), image, sample)  # fmt: skip
+        return sample
 
 
 def style_source(entry: str, data_dir: str, default_size: int | None) -> StyleSource:

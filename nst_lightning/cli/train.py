@@ -90,9 +90,11 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
     log.info("precision %s, channels_last=%s, allocator=%s (%s)", choice.precision, choice.channels_last,
              choice.allocator, choice.reason)  # fmt: skip
     warn_if_emulated(choice)
-    style_path = style_image_path(cfg.style)
     datamodule = hydra.utils.instantiate(cfg.data)
-    module = build_multistyle_module(cfg, build_module) if is_multistyle(cfg) else build_module(cfg, str(style_path))
+    if is_multistyle(cfg):  # the listed styles' paintings only (``style``'s own is read only to add it)
+        module = build_multistyle_module(cfg, build_module)
+    else:
+        module = build_module(cfg, str(style_image_path(cfg.style)))
     loggers = _instantiate_all(cfg, "logger")
     callbacks = [*_instantiate_all(cfg, "callbacks"), *ema_callbacks(cfg.ema), BatchNormReestimation(),
                  *(extra_callbacks or [])]  # fmt: skip

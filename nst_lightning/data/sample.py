@@ -52,6 +52,12 @@ def _has_data(path: Path) -> bool:
     return bool(list_images(path, recursive=True))
 
 
+def sample_file(relative: str) -> Path | None:
+    """The embedded sample's file ``relative`` (``styles/candy.jpg``), or None if the sample lacks it."""
+    path = SAMPLE_DIR / relative
+    return path if path.is_file() else None
+
+
 def data_or_sample(path: str, sample_relative: str) -> str:
     """``path`` when it holds data (an existing file, or a folder with images), else the sample's
     ``sample_relative`` file or folder if the sample has it, else ``path`` unchanged (downloads as usual).

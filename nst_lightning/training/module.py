@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,6 +27,8 @@ from nst_lightning.transfer import (
     keep_frozen_norms_in_eval,
     load_init_weights,
 )
+
+log = logging.getLogger(__name__)
 
 LOSS_PREFIX = "loss_fn."
 TEACHER_PREFIX = "teacher."
@@ -101,13 +104,21 @@ class StyleTransferModule(L.LightningModule):
         self._set_provenance(provenance)
 
     def _set_provenance(self, provenance: dict[str, Any] | None) -> None:
+        if provenance:
+            log.info("starting from init_from=%s: %s, style %s, step %s (%s)", provenance["init_from"],
+                     provenance["arch"], provenance.get("style_name"), provenance.get("global_step"),
+                     provenance["path"])  # fmt: skip
         self.transfer_group = TransferGroup.from_dict({**self.transfer_group.to_dict(), "init_provenance": provenance},
                                                       "transfer")  # fmt: skip
         self.hparams["transfer"] = self.transfer_group.to_dict()
 
     def on_fit_start(self) -> None:
-        if not self.trainer.ckpt_path:
-            self.load_init_weights()
+        if self.trainer.ckpt_path:
+            log.info("resuming from %s (weights, optimizer, step and schedule)", self.trainer.ckpt_path)
+            return
+        if not self.transfer_group.init_from:
+            log.info("starting from random weights (init_from=NAME_OR_PATH starts from a trained network)")
+        self.load_init_weights()
 
     # -- style targets -------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
