@@ -29,11 +29,13 @@ _API = {
     "set_style_targets": "nst_lightning.styles",
     "load_runtime": "nst_lightning.export.runtime",
     "NSTError": "nst_lightning.errors",
+    "adapt_style": "nst_lightning.transfer.adapt",
 }
 __all__ = [
     "LossConfig",
     "NSTError",
     "PerceptualLoss",
+    "adapt_style",
     "create_model",
     "export_model",
     "list_models",
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
     from nst_lightning.losses.perceptual import PerceptualLoss
     from nst_lightning.models import create_model, list_models
     from nst_lightning.styles import set_style_targets
+    from nst_lightning.transfer.adapt import adapt_style
 
 
 def __getattr__(name: str) -> Any:

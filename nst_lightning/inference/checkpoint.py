@@ -149,7 +149,12 @@ def load_model(ckpt: str | Path, device: str | torch.device = "cpu") -> LoadedMo
 
 def export_model(ckpt: str | Path, out: str | Path, half: bool = False) -> Path:
     """Write a slim self-describing model file (network weights only; fp16 when ``half``)."""
-    loaded = load_model(ckpt)
+    return write_model(load_model(ckpt), out, half)
+
+
+def write_model(loaded: LoadedModel, out: str | Path, half: bool = False) -> Path:
+    """Write ``loaded`` (a network in memory, e.g. with a newly learned style) as a slim model file that
+    :func:`load_model` reads back (fp16 weights when ``half``)."""
     state = {k: (v.half() if half and v.is_floating_point() else v) for k, v in loaded.net.state_dict().items()}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
