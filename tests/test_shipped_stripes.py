@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from nst_lightning.evaluation.metrics import oriented_texture, smooth_test_images
-from nst_lightning.inference import load_model, pretrained_models, stylize, stylize_tensor
+from nst_lightning.inference import Stylizer, choose_style, load_model, prepare_model, pretrained_models, stylize
 
 SIZE = 128
 STRIPE_MAX = 0.015  # RMS luma of oriented texture allowed on a stylized smooth gradient
@@ -53,9 +53,18 @@ def flats() -> dict[str, torch.Tensor]:
     return {k: torch.tensor(c).view(1, 3, 1, 1).expand(1, 3, SIZE, SIZE).clone() for k, c in colours.items()}
 
 
+def _shipped() -> list[str]:
+    """``name`` of each shipped single-style model and ``name:style`` for each style of a multi-style one."""
+    out = []
+    for name, path in pretrained_models().items():
+        styles = load_model(path).net.style_names
+        out += [f"{name}:{s}" for s in styles] if len(styles) > 1 else [name]
+    return out
+
+
 def _models(stripe_test: bool) -> list:
     params = []
-    for name in pretrained_models():
+    for name in _shipped():
         marks = (
             [pytest.mark.xfail(strict=True, reason=KNOWN_STRIPY[name])] if stripe_test and name in KNOWN_STRIPY else []
         )
@@ -91,8 +100,14 @@ def test_flat_metric_sees_faint_periodic_texture_but_not_8_bit_rounding():
 
 # -- every shipped model ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def nets() -> dict[str, torch.nn.Module]:
-    return {name: load_model(name).net for name in pretrained_models()}
+def nets() -> dict[str, Stylizer]:
+    """Each shipped network (a multi-style one once per style), ready to run."""
+    runners = {}
+    for key in _shipped():
+        name, _, style = key.partition(":")
+        runner = prepare_model(load_model(name).net)
+        runners[key] = choose_style(runner, style) if style else runner
+    return runners
 
 
 def test_at_least_one_model_ships():
@@ -102,14 +117,14 @@ def test_at_least_one_model_ships():
 @pytest.mark.parametrize("name", _models(stripe_test=False))
 def test_flat_images_stay_flat(nets, name):
     for colour, image in flats().items():
-        texture = float(oriented_texture(stylize_tensor(nets[name], image))["texture_rms"][0])
+        texture = float(oriented_texture(nets[name](image))["texture_rms"][0])
         assert texture <= FLAT_MAX, f"{name} paints texture {texture:.4f} RMS into a flat {colour} image"
 
 
 @pytest.mark.parametrize("name", _models(stripe_test=False))
 def test_default_input_noise_turns_sky_stripes_into_texture(nets, name):
     sky = gradients()["sky"]
-    bare = oriented_texture(stylize_tensor(nets[name], sky))
+    bare = oriented_texture(nets[name](sky))
     cured = oriented_texture(stylize(sky, nets[name]))  # the library default: seeded input noise
     share, rms = float(cured["stripe_share"][0]), float(cured["stripe_rms"][0])
     assert share <= 0.15, (
