@@ -10,6 +10,7 @@ parsed at all.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 from PIL import Image
@@ -127,8 +128,18 @@ def parse_style_mix(raw: str | None, network_styles: list[str]) -> dict[str, flo
     if not isinstance(mix, dict) or not mix:
         raise BadRequest(422, f'style_mix must be a JSON object such as {{"{network_styles[0]}": 0.7, ...}}')
     unknown = [k for k in mix if k not in network_styles]
-    bad = [k for k, v in mix.items() if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0]
-    if unknown or bad or not sum(float(v) for v in mix.values() if not isinstance(v, bool)) > 0:
+    bad = [k for k, v in mix.items() if not _weight(v)]
+    total = 0.0 if bad else sum(float(v) for v in mix.values())
+    if unknown or bad or not 0 < total < math.inf:
         raise BadRequest(422, f"style_mix: weights ≥ 0 (not all 0) over the styles {', '.join(network_styles)}")
-    total = sum(float(v) for v in mix.values())
     return {k: float(v) / total for k, v in sorted(mix.items())}
+
+
+def _weight(value: object) -> bool:
+    """A usable mix weight: a finite number ≥ 0 (a 400-digit JSON integer does not fit a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value)) and float(value) >= 0
+    except OverflowError:
+        return False
