@@ -10,11 +10,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
+import torch
 from PIL import Image
 
 from nst_lightning.errors import NSTError
@@ -144,3 +146,134 @@ def test_sigterm_with_clients_connected_then_restart_at_once() -> None:
         for proc in (first, second):
             if proc is not None and proc.poll() is None:
                 proc.kill()
+
+
+ATTACK = r"""
+import socket, sys, time
+port, count, mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+head = (b"POST /stylize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+        b"Content-Length: 99999\r\n\r\n--x\r\n")
+socks = [None] * count
+while True:
+    for i, s in enumerate(socks):
+        if s is None:
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=5)
+                s.sendall(head)
+                s.setblocking(False)
+                socks[i] = s
+            except OSError:
+                pass
+            continue
+        try:
+            if s.recv(65536) == b"":
+                raise ConnectionError  # answered and closed by the server: renewed on the next round
+        except BlockingIOError:
+            if mode == "trickle":
+                try:
+                    s.send(b"a")  # one byte a round: far below any useful rate
+                except OSError:
+                    s.close(); socks[i] = None
+        except OSError:
+            s.close(); socks[i] = None
+    time.sleep(0.5)
+"""
+
+
+GOOD = 200  # good requests per measurement: a second or more each, so the attack's rounds average out
+
+
+class Echo:
+    """A stand-in network that returns its input: requests cost the service, not a model."""
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return images.clone()
+
+
+def _good_rate(url: str, body: bytes, ctype: str, requests: int) -> tuple[float, list[int]]:
+    """Requests per second of one client from another loopback address (127.0.0.2), and their statuses."""
+    transport = httpx.HTTPTransport(local_address="127.0.0.2")
+    statuses = []
+    with httpx.Client(base_url=url, timeout=60, transport=transport) as client:
+        start = time.perf_counter()
+        for _ in range(requests):
+            statuses.append(client.post("/stylize", content=body, headers={"content-type": ctype}).status_code)
+        return requests / (time.perf_counter() - start), statuses
+
+
+@pytest.mark.parametrize("mode", ["stall", "trickle"])
+def test_64_slow_uploads_from_one_address_do_not_slow_other_clients(mode: str) -> None:
+    settings = ServeSettings(runtime="eager", max_size=64, body_timeout_s=30, cache=CacheSettings("none"))
+    app = create_app(settings, {"echo": StyleModel("echo", Echo(), "test")})
+    request = httpx.Request("POST", "http://x/stylize", files={"image": ("p.png", png(synthetic_photo(64, 48, 1)),
+                            "image/png")}, data={"style": "echo"})  # fmt: skip
+    body, ctype = request.read(), request.headers["content-type"]
+    with running_in_thread(app) as url:
+        _good_rate(url, body, ctype, 5)  # warm
+        before, _ = _good_rate(url, body, ctype, GOOD)
+        port = url.rsplit(":", 1)[1]
+        attack = subprocess.Popen([sys.executable, "-c", ATTACK, port, "64", mode])
+        try:
+            time.sleep(3)  # 64 sockets open, held or refused and renewed
+            during, statuses = _good_rate(url, body, ctype, GOOD)
+            assert attack.poll() is None
+        finally:
+            attack.kill()
+            attack.wait()
+        after, _ = _good_rate(url, body, ctype, GOOD)
+    assert statuses == [200] * GOOD
+    baseline = min(before, after)  # the shared CPU's speed drifts; either run is "without them"
+    print(f"{mode}: good requests/s before {before:.1f}, during {during:.1f}, after {after:.1f}")
+    assert during >= 0.8 * baseline, (before, during, after)
+
+
+def _slow_upload(url: str, source: str, gap_s: float) -> socket.socket:
+    """An upload from ``source`` that sends its headers and then one body byte every ``gap_s`` (0: none)."""
+    port = int(url.rsplit(":", 1)[1])
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30, source_address=(source, 0))
+    sock.sendall(b"POST /stylize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+                 b"Content-Length: 9999\r\n\r\n--x\r\n")  # fmt: skip
+    if gap_s:
+
+        def trickle() -> None:
+            try:
+                while True:
+                    time.sleep(gap_s)
+                    sock.send(b"a")
+            except OSError:
+                pass
+
+        threading.Thread(target=trickle, daemon=True).start()
+    return sock
+
+
+def _answer(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_a_trickling_upload_is_dropped_at_the_minimum_rate_long_before_the_body_timeout(client: httpx.Client) -> None:
+    url = str(client.base_url).rstrip("/")
+    start = time.monotonic()
+    with _slow_upload(url, "127.0.0.1", 0.2) as sock:  # 5 bytes/s, against 16 KB/s
+        answer = _answer(sock)
+    assert answer.startswith(b"HTTP/1.1 408") and b"slower than 16 KB/s" in answer
+    assert 1.5 < time.monotonic() - start < 10  # the 2 s grace, not the 30 s body timeout
+
+
+def test_one_address_sends_at_most_max_uploads_per_client_bodies_at_once(styles: dict[str, StyleModel]) -> None:
+    settings = ServeSettings(runtime="eager", max_size=64, min_upload_kbps=0, cache=CacheSettings("none"))
+    with running_in_thread(create_app(settings, styles)) as url:
+        held = [_slow_upload(url, "127.0.0.1", 0) for _ in range(settings.max_uploads_per_client)]
+        time.sleep(0.3)
+        with _slow_upload(url, "127.0.0.1", 0) as extra:
+            answer = _answer(extra)
+        assert answer.startswith(b"HTTP/1.1 503") and b"already sends 4 uploads" in answer
+        files = {"image": ("p.png", png(synthetic_photo(40, 30, 2)), "image/png")}
+        transport = httpx.HTTPTransport(local_address="127.0.0.2")
+        with httpx.Client(base_url=url, timeout=60, transport=transport) as other:
+            assert other.post("/stylize", files=files, data={"style": STYLE}).status_code == 200
+        for sock in held:
+            sock.close()
