@@ -25,7 +25,7 @@ from nst_lightning.serve.errors import BadRequest
 from nst_lightning.serve.models import StyleModel, load_styles
 from nst_lightning.serve.server import check_port, free_port, running_in_thread
 from nst_lightning.serve.uploads import parse_style_mix
-from tests.conftest import REPO, synthetic_photo
+from tests.conftest import REPO, RedisServer, synthetic_photo
 
 STYLE = "starry_night"
 
@@ -277,3 +277,39 @@ def test_one_address_sends_at_most_max_uploads_per_client_bodies_at_once(styles:
             assert other.post("/stylize", files=files, data={"style": STYLE}).status_code == 200
         for sock in held:
             sock.close()
+
+
+@pytest.mark.parametrize("kb", [17, 60])
+def test_a_header_block_over_max_header_kb_in_one_write_is_refused(client: httpx.Client, kb: int) -> None:
+    url = str(client.base_url).rstrip("/")
+    with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=30) as sock:
+        pad = "a" * (kb * 1024)
+        sock.sendall(f"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: {pad}\r\n\r\n".encode())
+        answer = _answer(sock)
+    assert answer.startswith(b"HTTP/1.1 431") and b"larger than 16 KB" in answer
+    assert client.get("/health", headers={"x-pad": "a" * 8000}).status_code == 200  # under the limit: served
+
+
+def test_the_breaker_reopens_after_one_failure_when_half_open(
+    styles: dict[str, StyleModel], redis_server: RedisServer
+) -> None:
+    cache = CacheSettings("redis", url=redis_server.url, timeout_s=0.2, breaker_failures=2, breaker_open_s=1.0)
+    settings = ServeSettings(runtime="eager", max_size=32, cache=cache)
+    with running_in_thread(create_app(settings, styles)) as url, httpx.Client(base_url=url, timeout=60) as client:
+
+        def stylize(seed: int) -> None:
+            files = {"image": ("p.png", png(synthetic_photo(24, 24, seed)), "image/png")}
+            assert client.post("/stylize", files=files, data={"style": STYLE}).status_code == 200
+
+        redis_server.proc.send_signal(signal.SIGSTOP)
+        try:
+            stylize(1)  # get and put time out: 2 failures, the breaker opens
+            assert client.get("/health").json()["status"] == "degraded"
+            time.sleep(1.2)
+            assert client.get("/health").json()["status"] == "ok"  # half-open: the next call goes through
+            stylize(2)  # its get times out: open again at once, its put is skipped
+            assert client.get("/health").json()["status"] == "degraded"
+            text = client.get("/metrics").text
+            assert "nst_cache_errors_total 3.0" in text and "nst_cache_skipped_total 1.0" in text
+        finally:
+            redis_server.proc.send_signal(signal.SIGCONT)

@@ -118,6 +118,10 @@ class Guard:
         self.metrics.observe(route, code, time.perf_counter() - start)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if _head_size(scope) > self.settings.max_header_kb * 1024:  # h11 checks only a head still incomplete
+            await json_response(send, 431, f"the request headers are larger than {self.settings.max_header_kb} KB",
+                                {"connection": "close"})  # fmt: skip
+            return
         host = _header(scope, b"host")
         if self.hosts is not None and (host is None or _host_name(host) not in self.hosts):
             await json_response(send, 400, f"host {shorten(host)} is not served here (allowed_hosts)",
@@ -242,6 +246,12 @@ class Guard:
             yield chunk
             if not message.get("more_body", False):
                 return
+
+
+def _head_size(scope: Scope) -> int:
+    """Bytes of the request line and headers, as sent (within a few bytes of line endings)."""
+    line = len(scope.get("method", "")) + len(scope.get("raw_path") or b"") + len(scope.get("query_string", b""))
+    return line + 12 + sum(len(k) + len(v) + 4 for k, v in scope.get("headers", []))
 
 
 def _has_body(scope: Scope) -> bool:
