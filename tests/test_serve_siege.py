@@ -313,3 +313,19 @@ def test_the_breaker_reopens_after_one_failure_when_half_open(
             assert "nst_cache_errors_total 3.0" in text and "nst_cache_skipped_total 1.0" in text
         finally:
             redis_server.proc.send_signal(signal.SIGCONT)
+
+
+def test_a_webp_beyond_what_its_full_size_decode_may_cost_is_a_413(styles: dict[str, StyleModel]) -> None:
+    """WebP has no reduced-size decoding (about 15 bytes a pixel): its pixels count 4 times against max_pixels."""
+    buf = io.BytesIO()
+    Image.new("RGB", (6200, 6200), (120, 80, 40)).save(buf, format="WEBP", quality=10)  # 38 MP in ~100 KB
+    small = io.BytesIO()
+    synthetic_photo(3000, 2000, 3).save(small, format="WEBP", quality=50)  # 6 MP: within 40 MP / 4
+    settings = ServeSettings(runtime="eager", max_size=64, cache=CacheSettings("none"))
+    with running_in_thread(create_app(settings, styles)) as url, httpx.Client(base_url=url, timeout=120) as c:
+        for data, status in ((buf.getvalue(), 413), (small.getvalue(), 200)):
+            files = {"image": ("p.webp", data, "image/webp")}
+            response = c.post("/stylize", files=files, data={"style": STYLE})
+            assert response.status_code == status, response.text
+        assert "decoded at full size" in c.post("/stylize", files={"image": ("p.webp", buf.getvalue(), "image/webp")},
+                                                data={"style": STYLE}).json()["detail"]  # fmt: skip
