@@ -5,6 +5,7 @@ header blocks over the limit, the breaker's half-open state."""
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import signal
 import socket
@@ -329,3 +330,17 @@ def test_a_webp_beyond_what_its_full_size_decode_may_cost_is_a_413(styles: dict[
             assert response.status_code == status, response.text
         assert "decoded at full size" in c.post("/stylize", files={"image": ("p.webp", buf.getvalue(), "image/webp")},
                                                 data={"style": STYLE}).json()["detail"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_peak_rss_of_the_worst_cases_is_within_the_documented_budget() -> None:
+    """benchmarks/serve_memory.py against serve.py (eager): the budget of docs/serve.md, and memory given back."""
+    script = REPO / "benchmarks" / "serve_memory.py"
+    args = ["--cases", "1024", "4096", "webp", "--settle", "3", "--", "runtime=eager"]
+    out = subprocess.run([sys.executable, str(script), *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    model_run, decode = 850 * 1.15, 160  # MB: one 1024-px model run (measured, +15 %), one 40 MP decode
+    for case in summary["cases"]:
+        assert case["peak_mb"] - summary["idle_mb"] <= model_run + decode, case
+        assert case["after_mb"] - summary["idle_mb"] <= 300, case
+    assert [c["statuses"] for c in summary["cases"]] == [{"200": 1}, {"200": 1}, {"413": 1}]
