@@ -405,7 +405,7 @@ def test_service_serves_each_style_and_blends(multi_ckpt, tmp_path):
         one, mixed, first = post(style="duo.candy"), post(style="duo", style_mix='{"candy": 1}'), post(style="duo")
         assert one.status_code == mixed.status_code == first.status_code == 200
         assert one.content == mixed.content != first.content
-        for bad in ('{"nope": 1}', "[1]", '{"the_wave": -1}', '{"the_wave": 0}'):
+        for bad in ('{"nope": 1}', "[1]", '{"the_wave": -1}', '{"the_wave": 0}', '{"candy": 1' + "0" * 400 + "}"):
             response = post(style="duo", style_mix=bad)
             assert response.status_code == 422, (bad, response.text)
 

@@ -57,6 +57,7 @@ def test_upload_stylize_download_in_chromium(browser: object, tmp_path: Path) ->
         wait = WebDriverWait(driver, 60)
         wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, '.style[data-name="starry_night"]'))).click()
         assert driver.find_element(By.CSS_SELECTOR, ".style img").get_property("naturalWidth") > 0  # thumbnail
+        assert not driver.find_element(By.ID, "download").is_displayed()  # no result yet: no Download button
         driver.find_element(By.ID, "photo").send_keys(str(photo))
         driver.execute_script(
             "const s = document.getElementById('strength'); s.value = '0.85';s.dispatchEvent(new Event('input'));"

@@ -177,7 +177,7 @@ class RedisCache:
 class CircuitBreaker:
     """Wraps a cache: after ``failures`` failed calls in a row the cache is skipped for ``open_s`` seconds (get
     gives None, put does nothing), so a slow or hung backend costs each request at most its timeout until then.
-    After that, calls go through again; one more failure opens it again."""
+    After that, calls go through again (half-open): one more failure opens it again, one success closes it."""
 
     def __init__(self, cache: ResultCache, failures: int, open_s: float, on_error: Any = None) -> None:
         self.cache = cache
@@ -204,9 +204,9 @@ class CircuitBreaker:
             with self._lock:
                 self._count += 1
                 tripped = self._count >= self.failures
-                if tripped:
+                if tripped:  # the count stays at the bound: after open_s, one failure (half-open) opens it again
                     self._open_until = time.monotonic() + self.open_s
-                    self._count = 0
+                    self._count = self.failures
             if self.on_error is not None:
                 self.on_error(exc)
             if tripped:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from python_multipart.exceptions import MultipartParseError
+from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from nst_lightning.serve.errors import BadRequest
@@ -83,7 +83,7 @@ def parse_form(body: bytes, content_type: str | None) -> Form:
         parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
         parser.write(body)
         parser.finalize()
-    except MultipartParseError as exc:
+    except FormParserError as exc:  # malformed parts, or a boundary longer than the parser takes (256 bytes)
         raise BadRequest(400, f"the multipart form is malformed ({str(exc)[:120]})") from None
     form = Form()
     for part in parts:

@@ -14,7 +14,8 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import aclosing
 from typing import Any
 
 from nst_lightning.serve.metrics import ABORTED, Metrics
@@ -31,6 +32,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small text fields, on top of the image itself
 
 IMAGES_PER_UPLOAD = {"/stylize/zeroshot": 2}  # routes whose form carries more than one image (photo + painting)
+RATE_GRACE_S = 2.0  # seconds after the headers before a body's average rate must reach min_upload_kbps
 MAX_ECHO = 80  # characters of a user-supplied value quoted back in an error message
 
 
@@ -83,7 +85,10 @@ class Guard:
         self.settings = settings
         self.metrics = metrics
         self.hosts = settings.hosts()
-        self.held = 0  # request bodies in memory now
+        self.held = 0  # requests whose whole body has arrived and is being worked on (at most max_uploads_held)
+        self.body_bytes = 0  # bytes of request bodies in memory: arriving or held (at most max_body_bytes)
+        self.receiving: dict[str, int] = {}  # bodies being sent now, by client address
+        self.max_body_bytes = settings.max_uploads_held * (settings.max_upload_bytes + FORM_OVERHEAD)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -113,6 +118,10 @@ class Guard:
         self.metrics.observe(route, code, time.perf_counter() - start)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if _head_size(scope) > self.settings.max_header_kb * 1024:  # h11 checks only a head still incomplete
+            await json_response(send, 431, f"the request headers are larger than {self.settings.max_header_kb} KB",
+                                {"connection": "close"})  # fmt: skip
+            return
         host = _header(scope, b"host")
         if self.hosts is not None and (host is None or _host_name(host) not in self.hosts):
             await json_response(send, 400, f"host {shorten(host)} is not served here (allowed_hosts)",
@@ -121,36 +130,83 @@ class Guard:
         if not _has_body(scope):
             await self.app(scope, receive, send)
             return
+        client = (scope.get("client") or ("?", 0))[0]
+        if self.receiving.get(client, 0) >= self.settings.max_uploads_per_client:
+            self.metrics.rejected.inc()  # refused before a byte of its body is read: it holds nothing
+            limit = self.settings.max_uploads_per_client
+            await json_response(send, 503, f"this client already sends {limit} uploads at once; retry when one is done",
+                                {"retry-after": "1", "connection": "close"})  # fmt: skip
+            return
         try:
             if self.held >= self.settings.max_uploads_held:
-                await self._read(scope, receive, keep=False)  # drained, not stored (and bounded like any body)
-                self.metrics.rejected.inc()
-                await json_response(send, 503, f"the service is busy ({self.held} uploads in progress); retry shortly",
-                                    {"retry-after": "1"})  # fmt: skip
+                await self._read(scope, receive, client, keep=False)  # drained, not stored (bounded like any body)
+                await self._busy(send)
                 return
-            self.held += 1
-            self.metrics.uploads_held.set(self.held)
+            body = await self._read(scope, receive, client, keep=True)
             try:
-                body = await self._read(scope, receive, keep=True)
-                watcher = asyncio.ensure_future(_watch(receive, scope))
-                try:
-                    await self.app(scope, _replay(body, receive), send)
-                finally:
-                    watcher.cancel()
-            finally:
-                self.held -= 1
+                if self.held >= self.settings.max_uploads_held:  # filled while this body arrived: dropped
+                    await self._busy(send)
+                    return
+                self.held += 1
                 self.metrics.uploads_held.set(self.held)
+                try:
+                    watcher = asyncio.ensure_future(_watch(receive, scope))
+                    try:
+                        await self.app(scope, _replay(body, receive), send)
+                    finally:
+                        watcher.cancel()
+                finally:
+                    self.held -= 1
+                    self.metrics.uploads_held.set(self.held)
+            finally:
+                self.body_bytes -= len(body)
         except BodyRefused as exc:
-            await json_response(send, exc.status, exc.message, {"connection": "close"})
+            headers = {"connection": "close", **({"retry-after": "1"} if exc.status == 503 else {})}
+            await json_response(send, exc.status, exc.message, headers)
 
-    async def _read(self, scope: Scope, receive: Receive, keep: bool) -> bytes:
-        """The whole body (or b"" when ``keep`` is False), counted as it streams in, within the time limit.
+    async def _busy(self, send: Send) -> None:
+        self.metrics.rejected.inc()
+        await json_response(send, 503, f"the service is busy ({self.held} uploads in progress); retry shortly",
+                            {"retry-after": "1"})  # fmt: skip
+
+    async def _read(self, scope: Scope, receive: Receive, client: str, keep: bool) -> bytes:
+        """The whole body (or b"" when ``keep`` is False), counted as it streams in, within the time limits.
+
+        A kept body's bytes count against :attr:`max_body_bytes` as they arrive (and stay counted until the
+        request ends: the caller subtracts them); a body being sent counts against its client's
+        ``max_uploads_per_client`` until it is complete.
 
         Raises:
-            BodyRefused: over ``max_body`` (413, before the extra bytes are stored) or slower than
-                ``body_timeout_s`` (408).
+            BodyRefused: over ``max_body`` (413, before the extra bytes are stored), slower than
+                ``body_timeout_s`` or than ``min_upload_kbps`` (408), or the bodies in memory would pass
+                :attr:`max_body_bytes` (503).
             ClientGone: the client disconnected.
         """
+        self.receiving[client] = self.receiving.get(client, 0) + 1
+        try:
+            chunks: list[bytes] = []
+            async with aclosing(self._chunks(scope, receive)) as arriving:
+                async for chunk in arriving:
+                    if keep and chunk:
+                        if self.body_bytes + len(chunk) > self.max_body_bytes:
+                            self.metrics.rejected.inc()
+                            raise BodyRefused(
+                                503, "the service is busy (uploads in memory at their bound); retry shortly"
+                            )
+                        self.body_bytes += len(chunk)
+                        chunks.append(chunk)
+            return b"".join(chunks)
+        except BaseException:
+            if keep:
+                self.body_bytes -= sum(len(c) for c in chunks)
+            raise
+        finally:
+            self.receiving[client] -= 1
+            if not self.receiving[client]:
+                del self.receiving[client]
+
+    async def _chunks(self, scope: Scope, receive: Receive) -> AsyncIterator[bytes]:
+        """The body's chunks as they arrive, within the size, the total time and the minimum rate."""
         images = IMAGES_PER_UPLOAD.get(scope["path"], 1)
         max_body = images * self.settings.max_upload_bytes + FORM_OVERHEAD
         size = (
@@ -162,18 +218,24 @@ class Guard:
         length = _header(scope, b"content-length")
         if length is not None and (not length.strip().isdigit() or int(length) > max_body):
             raise refused
-        chunks: list[bytes] = []
         total = 0
-        deadline = time.monotonic() + self.settings.body_timeout_s
+        start = time.monotonic()
+        deadline = start + self.settings.body_timeout_s
+        rate = self.settings.min_upload_kbps * 1024  # bytes/s; 0: no minimum
         while True:
-            remaining = deadline - time.monotonic()
+            wake = deadline if not rate else min(deadline, start + max(RATE_GRACE_S, total / rate))
             try:
-                message = await asyncio.wait_for(receive(), timeout=max(remaining, 0.0))
+                message = await asyncio.wait_for(receive(), timeout=max(wake - time.monotonic(), 0.0))
             except TimeoutError:
+                now = time.monotonic()
+                if now < deadline and not (now - start >= RATE_GRACE_S and total < rate * (now - start)):
+                    continue  # woke a little early: the average is still above the minimum
                 self.metrics.timeouts.inc()
-                raise BodyRefused(
-                    408, f"the upload did not arrive within {self.settings.body_timeout_s:g} s; send it faster"
-                ) from None
+                if now >= deadline:
+                    message = f"the upload did not arrive within {self.settings.body_timeout_s:g} s; send it faster"
+                else:
+                    message = f"the upload arrives slower than {self.settings.min_upload_kbps:g} KB/s; send it faster"
+                raise BodyRefused(408, message) from None
             if message["type"] == "http.disconnect":
                 raise ClientGone
             chunk = message.get("body", b"")
@@ -181,10 +243,15 @@ class Guard:
             self.metrics.upload_bytes.inc(len(chunk))
             if total > max_body:
                 raise refused
-            if keep and chunk:
-                chunks.append(chunk)
+            yield chunk
             if not message.get("more_body", False):
-                return b"".join(chunks)
+                return
+
+
+def _head_size(scope: Scope) -> int:
+    """Bytes of the request line and headers, as sent (within a few bytes of line endings)."""
+    line = len(scope.get("method", "")) + len(scope.get("raw_path") or b"") + len(scope.get("query_string", b""))
+    return line + 12 + sum(len(k) + len(v) + 4 for k, v in scope.get("headers", []))
 
 
 def _has_body(scope: Scope) -> bool:

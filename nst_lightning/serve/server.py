@@ -83,10 +83,16 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def check_port(host: str, port: int) -> None:
-    """A clear error now (instead of uvicorn exiting after the models loaded) when ``host:port`` is taken."""
+    """A clear error now (instead of uvicorn exiting after the models loaded) when ``host:port`` is taken.
+
+    The test bind is the one uvicorn (asyncio) makes: with ``SO_REUSEADDR``, so connections of a server that just
+    stopped, left in TIME_WAIT, do not block a restart, while a port somebody listens on still fails here."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        with socket.socket() as s:
+        with socket.socket(family) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((host, port))
+            s.listen()
     except OSError as exc:
         raise NSTError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another port=N") from exc
 

@@ -53,6 +53,8 @@ class ServeSettings:
     max_concurrency: int = 1
     max_queue: int = 8
     max_uploads_held: int = 16
+    max_uploads_per_client: int = 4
+    min_upload_kbps: float = 16.0
     decode_workers: int = 1
     header_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
@@ -74,6 +76,7 @@ class ServeSettings:
             "max_size",
             "max_concurrency",
             "max_uploads_held",
+            "max_uploads_per_client",
             "decode_workers",
             "header_timeout_s",
             "body_timeout_s",
@@ -89,7 +92,7 @@ class ServeSettings:
         check_options(tile_size=self.tile_size)
         if self.quality not in QUALITIES:
             raise NSTError(f"quality must be one of {', '.join(QUALITIES)}, got {self.quality!r}")
-        for name in ("max_queue", "shutdown_timeout_s"):
+        for name in ("max_queue", "shutdown_timeout_s", "min_upload_kbps"):
             if getattr(self, name) < 0:
                 raise NSTError(f"{name} must be 0 or more, got {getattr(self, name)}")
 

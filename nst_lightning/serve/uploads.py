@@ -9,7 +9,9 @@ parsed at all.
 
 from __future__ import annotations
 
+import io
 import json
+import math
 from dataclasses import dataclass
 
 from PIL import Image
@@ -21,6 +23,7 @@ from nst_lightning.serve.guard import shorten
 from nst_lightning.serve.settings import QUALITIES
 
 OUTPUT_FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg"}
+UNREDUCED_COST = {"WEBP": 4}  # formats without reduced-size decoding: each pixel counts this many against max_pixels
 
 __all__ = [
     "OUTPUT_FORMATS",
@@ -98,6 +101,7 @@ def decode_upload(data: bytes, max_pixels: int, max_size: int) -> Image.Image:
     """
     if not data:
         raise BadRequest(400, "the uploaded image is empty")
+    _check_unreduced(data, max_pixels)
     try:
         return open_image(data, max_pixels=max_pixels, max_size=max_size)
     except NSTError as exc:
@@ -111,6 +115,22 @@ def decode_upload(data: bytes, max_pixels: int, max_size: int) -> Image.Image:
         raise BadRequest(
             400, f"the upload is not an image we can read, or it is truncated or corrupt: {message}"
         ) from None
+
+
+def _check_unreduced(data: bytes, max_pixels: int) -> None:
+    """A format decoded only at full size, with copies (WebP: about 15 bytes a pixel, 4 times a PNG's), may have
+    at most ``max_pixels / UNREDUCED_COST`` pixels, so its decode costs no more than the largest other upload's.
+    Only the header is read here (a lazy open)."""
+    try:
+        with Image.open(io.BytesIO(data), formats=tuple(UNREDUCED_COST)) as img:
+            fmt = str(img.format)
+            cost, pixels = UNREDUCED_COST[fmt], img.width * img.height
+    except Exception:  # not one of them (or unreadable): open_image decides
+        return
+    if pixels * cost > max_pixels:
+        taken = max_pixels / cost / 1e6
+        raise BadRequest(413, f"the {fmt} upload has {pixels / 1e6:.1f} megapixels; {fmt} is decoded at full size, "
+                         f"so at most {taken:.1f} are taken (send a JPEG or PNG)")  # fmt: skip
 
 
 def parse_style_mix(raw: str | None, network_styles: list[str]) -> dict[str, float] | None:
@@ -127,8 +147,18 @@ def parse_style_mix(raw: str | None, network_styles: list[str]) -> dict[str, flo
     if not isinstance(mix, dict) or not mix:
         raise BadRequest(422, f'style_mix must be a JSON object such as {{"{network_styles[0]}": 0.7, ...}}')
     unknown = [k for k in mix if k not in network_styles]
-    bad = [k for k, v in mix.items() if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0]
-    if unknown or bad or not sum(float(v) for v in mix.values() if not isinstance(v, bool)) > 0:
+    bad = [k for k, v in mix.items() if not _weight(v)]
+    total = 0.0 if bad else sum(float(v) for v in mix.values())
+    if unknown or bad or not 0 < total < math.inf:
         raise BadRequest(422, f"style_mix: weights ≥ 0 (not all 0) over the styles {', '.join(network_styles)}")
-    total = sum(float(v) for v in mix.values())
     return {k: float(v) / total for k, v in sorted(mix.items())}
+
+
+def _weight(value: object) -> bool:
+    """A usable mix weight: a finite number ≥ 0 (a 400-digit JSON integer does not fit a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value)) and float(value) >= 0
+    except OverflowError:
+        return False

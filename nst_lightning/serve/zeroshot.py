@@ -17,6 +17,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from PIL import Image
 
 from nst_lightning.errors import NSTError
 from nst_lightning.inference.zeroshot import DEFAULT_METHOD, STYLE_SIZE, ZeroShotModel, load_zeroshot
@@ -26,12 +27,21 @@ from nst_lightning.serve.form import parse_form
 from nst_lightning.serve.uploads import OUTPUT_FORMATS, check_content_type, decode_upload, parse_options
 
 STYLE_STATS_ENTRIES = 32  # paintings whose statistics are kept (each ~2.5 MB for the relu4_1 + relu3_1 levels)
+MIN_PAINTING_SIDE = 32  # pixels: smaller paintings are enlarged, as VGG-19's pooling needs a few pixels per level
 ARBITRARY_STYLES = {
     "available": True,
     "endpoint": "/stylize/zeroshot",
     "fields": {"image": "the photo", "style_image": "any painting (png, jpeg, webp)"},
     "method": DEFAULT_METHOD,
 }
+
+
+def grow_tiny(painting: Image.Image, side: int = MIN_PAINTING_SIDE) -> Image.Image:
+    """A painting with a side under ``side`` pixels, enlarged (nearest neighbour) to at least ``side`` on each:
+    VGG-19 pools a tiny painting away, and a 1×1 painting is meant as a flat colour field."""
+    if min(painting.size) >= side:
+        return painting
+    return painting.resize((max(painting.width, side), max(painting.height, side)), Image.Resampling.NEAREST)
 
 
 class ZeroShotStyles:
@@ -54,7 +64,7 @@ class ZeroShotStyles:
                 self._stats.move_to_end(digest)
                 self.hits += 1
         if stats is None:
-            image = decode_upload(painting, max_pixels, STYLE_SIZE).convert("RGB")
+            image = grow_tiny(decode_upload(painting, max_pixels, STYLE_SIZE).convert("RGB"))
             stats = self._model.style_stats(image)
             with self._lock:
                 self._stats[digest] = stats
