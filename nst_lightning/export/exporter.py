@@ -11,6 +11,7 @@ import torch
 
 from nst_lightning.errors import NSTError
 from nst_lightning.export import graph
+from nst_lightning.export.openvino_runtime import save_ir
 from nst_lightning.export.runtime import EagerRuntime, Runtime, export_info, load_runtime
 from nst_lightning.inference.checkpoint import LoadedModel, export_model
 
@@ -21,7 +22,8 @@ PARITY_SIZES: tuple[tuple[int, int], ...] = ((96, 128), (161, 119))
 def export(
     loaded: LoadedModel, format: str, output: str | Path, half: bool = False, onnx_exporter: str = "auto"
 ) -> Path:
-    """Write ``loaded`` to ``output`` in ``format`` (``nst``, ``torchscript``, ``torch_export``, ``onnx``).
+    """Write ``loaded`` to ``output`` in ``format`` (``nst``, ``torchscript``, ``torch_export``, ``onnx``,
+    ``openvino``: IR ``.xml`` + ``.bin``).
 
     ``half`` (nst only) stores fp16 weights. The graph formats take dynamic batch, height and width (see
     :mod:`nst_lightning.export.graph`) and carry the metadata that :func:`load_runtime` needs.
@@ -61,6 +63,8 @@ def export(
     else:
         model, info.onnx_exporter = graph.to_onnx(net, info.contract, onnx_exporter)
         info.set_padding(info.onnx_exporter == "dynamo")
+        if format == "openvino":  # IR .xml + .bin, converted from the ONNX graph
+            return save_ir(model, info, out.with_suffix(".xml"))
         out.write_bytes(graph.with_onnx_metadata(model, info))
     return out
 

@@ -33,8 +33,8 @@ from nst_lightning.errors import NSTError
 from nst_lightning.models.blocks import pad_to_multiple
 from nst_lightning.models.conditional import num_styles
 
-FORMATS = ("nst", "torchscript", "torch_export", "onnx")
-SUFFIXES = {"nst": ".pt", "torchscript": ".ts", "torch_export": ".pt2", "onnx": ".onnx"}
+FORMATS = ("nst", "torchscript", "torch_export", "onnx", "openvino")
+SUFFIXES = {"nst": ".pt", "torchscript": ".ts", "torch_export": ".pt2", "onnx": ".onnx", "openvino": ".xml"}
 META_KEY = "nst_lightning.json"  # extra file (TorchScript, .pt2) or metadata property (ONNX)
 META_FORMAT = "nst_lightning.exported"
 INPUT_NAME, OUTPUT_NAME = "image", "stylized"

@@ -14,15 +14,15 @@ import logging
 import time
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import torch
 
+from nst_lightning.cpu_features import CPU_BF16_FLAGS, cpu_flags, has_fast_bf16
 from nst_lightning.training.allocator import MODES
 
 log = logging.getLogger(__name__)
 AUTO = "auto"
-CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+__all__ = ["CPU_BF16_FLAGS", "Capabilities", "PrecisionChoice", "cpu_flags", "detect_capabilities", "resolve_precision"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class Capabilities:
     @property
     def cpu_fast_bf16(self) -> bool:
         """True for CPUs with native bf16 arithmetic (AMX-BF16 or AVX-512 BF16)."""
-        return any(flag in self.cpu_flags for flag in CPU_BF16_FLAGS)
+        return has_fast_bf16(self.cpu_flags)
 
 
 @dataclass(frozen=True)
@@ -50,18 +50,6 @@ class PrecisionChoice:
     reason: str
     emulated_bf16: bool = False  # bf16 asked for on a CPU without bf16 arithmetic (see warn_if_emulated)
     allocator: str = "system"  # glibc malloc: reuse (keep freed blocks) or system (training/allocator.py)
-
-
-def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
-    """The CPU feature flags of the first ``flags`` line of /proc/cpuinfo (Linux x86), else empty."""
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.partition(":")[2].split())
-    return frozenset()
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,174 @@
+"""The OpenVINO runtime, IR export, the quality gate and ``runtime=auto`` (tiny random networks, CPU)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from nst_lightning.cli.export import run
+from nst_lightning.config import config_dir
+from nst_lightning.cpu_features import has_fast_bf16
+from nst_lightning.errors import NSTError
+from nst_lightning.export import (
+    check_gate,
+    check_parity,
+    choose_runtime,
+    detect_format,
+    export,
+    load_runtime,
+    openvino_runtime,
+)
+from nst_lightning.export.auto import candidate_names
+from nst_lightning.export.openvino_runtime import OpenVinoRuntime
+from nst_lightning.export.quantize import quantize_static_int8, training_photos
+from nst_lightning.export.runtime import EagerRuntime, runtime_from_model
+from nst_lightning.inference import LoadedModel
+from nst_lightning.models import create_model
+from nst_lightning.models.conditional import conditional_layers
+
+pytest.importorskip("openvino")
+FP32_TOLERANCE = 1e-4
+
+
+def _loaded(num_styles: int = 1) -> LoadedModel:
+    torch.manual_seed(0)
+    net = create_model("johnson_tiny", num_styles=num_styles).eval()
+    meta: dict = {"style_name": "noise"}
+    if num_styles > 1:  # each style its own scales and shifts, as training would leave them
+        generator = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for layer in conditional_layers(net):
+                for params, centre in ((layer.scale, 1.0), (layer.shift, 0.0)):
+                    for p in params:
+                        p.copy_(torch.randn(p.shape, generator=generator) * 0.5 + centre)
+        meta = {"styles": [{"name": "wave"}, {"name": "candy"}]}
+    return LoadedModel(net=net, model_name="johnson_tiny", model_kwargs={"num_styles": num_styles}, meta=meta)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> LoadedModel:
+    return _loaded()
+
+
+@pytest.fixture(scope="module")
+def openvino_fp32(tiny: LoadedModel) -> OpenVinoRuntime:
+    runtime = runtime_from_model(tiny, "openvino")
+    assert isinstance(runtime, OpenVinoRuntime)
+    return runtime
+
+
+def test_openvino_matches_eager_on_odd_sizes_and_batches(tiny: LoadedModel, openvino_fp32: OpenVinoRuntime) -> None:
+    assert openvino_fp32.name == "openvino" and openvino_fp32.precision == "fp32"
+    diffs = check_parity(tiny, openvino_fp32, sizes=[(301, 203), (5, 3)], batch=2)
+    assert max(diffs.values()) < FP32_TOLERANCE, diffs
+
+
+def test_openvino_runs_a_multistyle_blend_and_a_style_per_image() -> None:
+    loaded = _loaded(num_styles=2)
+    mix = {"wave": 0.3, "candy": 0.7}
+    runtime = runtime_from_model(loaded, "openvino").set_style(style_mix=mix)
+    eager = EagerRuntime(loaded.net, torch.device("cpu"), loaded.model_name, loaded.meta).set_style(style_mix=mix)
+    assert runtime.style_names == ["wave", "candy"]
+    x = torch.rand(2, 3, 45, 37)
+    assert (runtime(x) - eager(x)).abs().max() < FP32_TOLERANCE
+    per_image = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    assert (runtime(x, per_image) - eager(x, per_image)).abs().max() < FP32_TOLERANCE
+    assert (runtime(x, per_image)[0] - runtime(x, per_image)[1]).abs().mean() > 0  # the styles differ
+
+
+def test_ir_export_round_trip(tiny: LoadedModel, tmp_path: Path) -> None:
+    path = export(tiny, "openvino", tmp_path / "tiny.xml")
+    assert path.suffix == ".xml" and path.with_suffix(".bin").is_file()
+    assert detect_format(path) == "openvino"
+    runtime = load_runtime(path)
+    assert runtime.name == "openvino" and runtime.model_name == "johnson_tiny"
+    assert runtime.meta["style_name"] == "noise" and runtime.contract.multiple == 4
+    assert max(check_parity(tiny, runtime, sizes=[(301, 203), (3, 5)], batch=3).values()) < FP32_TOLERANCE
+    onnx = export(tiny, "onnx", tmp_path / "tiny.onnx")  # an .onnx file runs in OpenVINO too
+    assert max(check_parity(tiny, load_runtime(onnx, runtime="openvino")).values()) < FP32_TOLERANCE
+    with pytest.raises(NSTError, match="runs with runtime=openvino"):
+        load_runtime(path, runtime="onnxruntime")
+
+
+def test_export_cli_writes_ir_and_checks_parity(tiny: LoadedModel, tmp_path: Path) -> None:
+    ckpt = tmp_path / "tiny.pt"
+    torch.save({"format": "nst_lightning.model", "model_name": "johnson_tiny", "model_kwargs": {},
+                "state_dict": tiny.net.state_dict(), "meta": tiny.meta}, ckpt)  # fmt: skip
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("export", overrides=[f"ckpt={ckpt}", "format=openvino", f"output={tmp_path / 'm.xml'}"])
+    result = run(cfg)
+    assert result["runtime"] == "openvino" and Path(result["output"]).with_suffix(".bin").is_file()
+    assert max(result["max_abs_diff"].values()) < FP32_TOLERANCE
+
+
+@pytest.mark.skipif(not has_fast_bf16(), reason="this CPU has no AVX-512 BF16 or AMX")
+def test_bf16_is_close_on_photos(tiny: LoadedModel, openvino_fp32: OpenVinoRuntime) -> None:
+    bf16 = openvino_fp32.with_precision("openvino_bf16")
+    eager = EagerRuntime(tiny.net, torch.device("cpu"), tiny.model_name, tiny.meta)
+    gate = check_gate(eager, bf16, training_photos(2, size=96))
+    assert gate.passed and 0 < gate.mean_abs_diff < 1 / 255, gate
+
+
+def test_bf16_is_refused_on_a_cpu_without_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny) -> None:
+    monkeypatch.setattr(openvino_runtime, "has_fast_bf16", lambda: False)  # as on a CPU without the flags
+    path = export(tiny, "openvino", tmp_path / "tiny.xml")
+    with pytest.raises(NSTError, match="AVX-512 BF16 or AMX"):
+        load_runtime(path, runtime="openvino_bf16")
+
+
+def test_gate_rejects_a_broken_quantization(tiny: LoadedModel, openvino_fp32: OpenVinoRuntime) -> None:
+    """Calibrated on black images, every activation range collapses: the int8 graph clips everything."""
+    eager = EagerRuntime(tiny.net, torch.device("cpu"), tiny.model_name, tiny.meta)
+    photos = training_photos(2, size=96)
+
+    def objective(output: torch.Tensor, content: torch.Tensor) -> float:  # a content loss, in pixels
+        return float((output - content).pow(2).mean())
+
+    good = check_gate(eager, openvino_fp32, photos, objective)
+    assert good.passed and good.objective_rel is not None and good.objective_rel < 1e-3, good
+    broken_bytes = quantize_static_int8(openvino_fp32.model_bytes, 1, [torch.zeros(1, 3, 64, 64)] * 2)
+    broken = OpenVinoRuntime(broken_bytes, torch.device("cpu"), openvino_fp32.info, "broken", "openvino_int8")
+    gate = check_gate(eager, broken, photos, objective)
+    assert not gate.passed and gate.mean_abs_diff > 1 / 255 and "failed" in gate.reason, gate
+
+
+def test_auto_picks_a_gated_runtime_and_caches_it(tiny: LoadedModel, tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="nst_lightning.export.auto")
+    runtime = choose_runtime(tiny, cache_dir=tmp_path)
+    assert runtime.name in ("eager", *candidate_names())
+    (entry_file,) = tmp_path.glob("*.json")
+    entry = json.loads(entry_file.read_text())
+    assert entry["runtime"] == runtime.name and set(entry["gates"]) == set(candidate_names())
+    assert runtime.name == "eager" or entry["gates"][runtime.name]["passed"]
+    assert f"runtime=auto: {runtime.name} (fastest that passed the gate" in caplog.text
+    caplog.clear()
+    again = choose_runtime(tiny, cache_dir=tmp_path)  # the cached choice, from the cached IR
+    assert again.name == runtime.name and "cached for this machine" in caplog.text
+    x = torch.rand(1, 3, 33, 21)
+    assert (again(x) - runtime(x)).abs().max() < 1e-3
+
+
+def test_auto_falls_back_to_eager_without_openvino(
+    tiny: LoadedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:  # fmt: skip
+    caplog.set_level(logging.INFO, logger="nst_lightning.export.auto")
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if it were not installed
+    runtime = choose_runtime(tiny, cache_dir=tmp_path)
+    assert runtime.name == "eager"
+    assert "runtime=auto: eager (the openvino runtime needs openvino: pip install openvino" in caplog.text
+    with pytest.raises(NSTError, match="needs openvino"):
+        runtime_from_model(tiny, "openvino")
+
+
+def test_unreadable_ir_is_a_one_line_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.xml"
+    bad.write_text('<?xml version="1.0"?>\n<net name="x" version="11"><layers><layer id="0"/></layers></net>\n')
+    with pytest.raises(NSTError, match="OpenVINO cannot read") as info:
+        load_runtime(bad)
+    assert "\n" not in str(info.value)
