@@ -25,6 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from nst_lightning.cpu_features import has_fast_bf16
 from nst_lightning.errors import NSTError
 from nst_lightning.image import file_digest, list_images, load_image
 from nst_lightning.inference.checkpoint import LoadedModel, load_model, resolve_checkpoint, style_names_of_meta
@@ -38,6 +39,7 @@ from nst_lightning.transfer.add_style import load_with_new_styles, source_styles
 log = logging.getLogger(__name__)
 SAMPLE_PHOTOS = Path(__file__).resolve().parent.parent / "data" / "sample" / "train"
 CACHE_VERSION = 1
+PRECISIONS = ("auto", "bf16", "32")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class AdaptRecipe:
         lr: Adam learning rate of the new scales and shifts (the multi-style recipe's ``optim.style_lr``).
         style_size: longest side of the painting when its Grams are computed (px).
         seed: crops and their order.
+        precision: ``"auto"`` (bf16 autocast on CPUs with AVX-512 BF16 or AMX, where it is about twice as fast,
+            else fp32), ``"bf16"`` or ``"32"``.
     """
 
     crop: int = 128
@@ -57,8 +61,11 @@ class AdaptRecipe:
     lr: float = 3e-2
     style_size: int = 512
     seed: int = 0
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise NSTError(f"adapt precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.crop < 16 or self.batch < 1 or not self.lr > 0 or self.style_size < 16:
             raise NSTError(f"adapt recipe needs crop >= 16, batch >= 1, lr > 0 and style_size >= 16, got {self}")
 
@@ -154,7 +161,13 @@ def _save(path: Path, record: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _crops(photos: list[torch.Tensor], recipe: AdaptRecipe, rng: random.Random) -> torch.Tensor:
+def autocast(precision: str) -> torch.autocast:
+    """The CPU autocast context of a recipe's ``precision`` (disabled for fp32)."""
+    bf16 = precision == "bf16" or (precision == "auto" and has_fast_bf16())
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+
+
+def crops(photos: list[torch.Tensor], recipe: AdaptRecipe, rng: random.Random) -> torch.Tensor:
     """``batch`` random ``crop``² crops (B×3×crop×crop) of random photos, each resized so its short side is at
     least the crop."""
     out = []
@@ -194,9 +207,10 @@ def _learn(
     log.info("adapt: learning %s for %g min (%d photos, %d-px crops, batch %d)", painting.name, minutes, len(images),
              recipe.crop, recipe.batch)  # fmt: skip
     while (steps == 0 or time.monotonic() < deadline) and (max_steps is None or steps < max_steps):
-        batch = _crops(images, recipe, rng)
-        out = net(batch, torch.full((batch.shape[0],), index))
-        objective = loss(out, batch)["objective"]
+        batch = crops(images, recipe, rng)
+        with autocast(recipe.precision):
+            out = net(batch, torch.full((batch.shape[0],), index))
+            objective = loss(out, batch)["objective"]
         optimizer.zero_grad(set_to_none=True)
         objective.backward()
         optimizer.step()
