@@ -37,8 +37,9 @@ sys.path.insert(0, str(REPO))
 
 from nst_lightning.evaluation.evaluate import loss_from_meta  # noqa: E402
 from nst_lightning.evaluation.metrics import oriented_texture, smooth_test_images, ssim  # noqa: E402
+from nst_lightning.evaluation.styles import style_view  # noqa: E402
 from nst_lightning.image import list_images, load_image, save_image  # noqa: E402
-from nst_lightning.inference import load_model  # noqa: E402
+from nst_lightning.inference import LoadedModel, load_model  # noqa: E402
 from nst_lightning.inference.noise import InputNoise, smooth_mask  # noqa: E402
 from nst_lightning.styles import resolve_style_image, style_grams  # noqa: E402
 
@@ -78,6 +79,7 @@ def sky_photos(folders: list[Path], size: int, window: int, sky_max: float, coun
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="starry_night")
+    p.add_argument("--style", help="a multi-style network's style (default: each of them in turn)")
     p.add_argument("--size", type=int, default=512)
     p.add_argument("--window", type=int, default=96)
     p.add_argument("--sky-max", type=float, default=0.01, help="fine-texture RMS below which a window is sky")
@@ -91,12 +93,7 @@ def main() -> None:
     torch.manual_seed(0)
 
     loaded = load_model(args.model)
-    net, meta = loaded.net, loaded.meta
-    loss = loss_from_meta(meta)
-    style = data / "styles" / Path(meta["style_image"]).name  # the path recorded at training time may not exist here
-    loss.set_style_grams(style_grams(resolve_style_image(str(style)), meta.get("style_size"), loss))
-    loss.eval().requires_grad_(False)
-
+    styles = [args.style] if args.style else list(loaded.net.style_names) if loaded.meta.get("styles") else [None]
     t0 = time.time()
     if args.files:
         photos = []
@@ -109,6 +106,18 @@ def main() -> None:
         photos = sky_photos(folders, args.size, args.window, args.sky_max, args.photos, args.every)
     names = [f"{r['path'].parent.name}/{r['path'].name}" for r in photos]
     print(json.dumps({"photos": names, "seconds": round(time.time() - t0)}), flush=True)
+    for style in styles:
+        view = style_view(loaded, style) if style is not None else loaded
+        score(view, data, photos, args, t0)
+
+
+def score(loaded: LoadedModel, data: Path, photos: list[dict], args: argparse.Namespace, t0: float) -> None:
+    """Print one JSON line per noise setting: ``loaded``'s sky stripe figures and objective over ``photos``."""
+    net, meta = loaded.net, loaded.meta
+    loss = loss_from_meta(meta)
+    style = data / "styles" / Path(meta["style_image"]).name  # the path recorded at training time may not exist here
+    loss.set_style_grams(style_grams(resolve_style_image(str(style)), meta.get("style_size"), loss))
+    loss.eval().requires_grad_(False)
     synthetic = smooth_test_images(128)
     for name, noise in SETTINGS:
         if args.only and name not in args.only:
@@ -127,7 +136,12 @@ def main() -> None:
             })  # fmt: skip
             if args.pictures:
                 save_image(out, args.pictures / name / f"{r['path'].stem}.jpg")
-        row = {"setting": name, "sigma": noise.sigma, "smooth_only": noise.smooth_only}
+        row = {
+            "setting": name,
+            "model_style": meta.get("style_name"),
+            "sigma": noise.sigma,
+            "smooth_only": noise.smooth_only,
+        }
         row.update({key: round(statistics.fmean(x[key] for x in rows), 5) for key in rows[0]})
         row["sky_stripe_rms_max"] = round(max(x["sky_stripe_rms"] for x in rows), 5)
         for key, img in synthetic.items():

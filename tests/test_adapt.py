@@ -26,8 +26,11 @@ def painting(tmp_path):
 def test_adapt_learns_a_new_style_then_serves_it_from_the_cache(painting, tmp_path):
     base = load_model("starry_night")
     x = torch.rand(1, 3, 40, 48)
-    first = adapt_style(painting, 1.0, "starry_night", recipe=TINY, max_steps=2, cache_dir=tmp_path)
+    seen: list[dict] = []
+    first = adapt_style(painting, 1.0, "starry_night", recipe=TINY, max_steps=2, cache_dir=tmp_path,
+                        progress=seen.append)  # fmt: skip
     info = first.meta["adapted"]
+    assert [p["step"] for p in seen] == [1, 2] and seen[-1]["fraction"] == 1.0
     assert info["steps"] == 2 and not info["cached"] and first.net.style_names == ["starry_night", "my painting"]
     assert [s["name"] for s in first.meta["styles"]] == ["starry_night", "my painting"]
     # The base's own style is untouched; the new one moved away from its start (the base's scales and shifts).
@@ -36,7 +39,9 @@ def test_adapt_learns_a_new_style_then_serves_it_from_the_cache(painting, tmp_pa
     moved = [not torch.equal(a, b) for a, b in zip(style_parameters(first.net, 1), start, strict=True)]
     assert any(moved)
 
-    again = adapt_style(painting, 1.0, "starry_night", recipe=TINY, max_steps=2, cache_dir=tmp_path)
+    again = adapt_style(painting, 1.0, "starry_night", recipe=TINY, max_steps=2, cache_dir=tmp_path,
+                        progress=seen.append)  # fmt: skip
+    assert len(seen) == 2, "a cached style trains nothing"
     assert again.meta["adapted"]["cached"] and again.meta["adapted"]["steps"] == 2
     assert torch.equal(again.net(x, torch.tensor([1])), first.net(x, torch.tensor([1])))
     # Another budget is another style: learned anew.
@@ -56,3 +61,5 @@ def test_adapt_names_what_is_wrong(painting, tmp_path):
         adapt_style(painting, 0, "starry_night", cache_dir=tmp_path)
     with pytest.raises(NSTError, match="crop >= 16"):
         AdaptRecipe(crop=4)
+    with pytest.raises(NSTError, match="precision must be one of"):
+        AdaptRecipe(precision="fp8")

@@ -17,7 +17,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 SAMPLE_PHOTOS = Path(__file__).resolve().parent.parent / "data" / "sample" / "train"
 CACHE_VERSION = 1
 PRECISIONS = ("auto", "bf16", "32")
+Progress = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ def adapt_style(
     recipe: AdaptRecipe | None = None,
     max_steps: int | None = None,
     cache_dir: str | Path | None = None,
+    progress: Progress | None = None,
 ) -> LoadedModel:
     """``base`` with ``painting`` added as its last style, learned for ``minutes`` of wall-clock time (or cached).
 
@@ -93,6 +95,8 @@ def adapt_style(
         recipe: crops, batch, learning rate, Gram size, seed.
         max_steps: stop after this many steps even if time is left (tests; part of the cache key).
         cache_dir: where learned styles are kept (default: the project's cache dir).
+        progress: called after every step with ``{"step", "seconds", "fraction", "objective"}`` (``fraction`` of
+            the budget spent, in [0, 1]); not called when the style comes from the cache.
 
     Returns:
         The extended network (eval mode, no gradients); ``meta["styles"]`` lists the new style last and
@@ -120,7 +124,7 @@ def adapt_style(
         info = {**record["info"], "cached": True}
         log.info("adapt: %s from the cache (%s steps learned in %.0f s)", painting.name, info["steps"], info["seconds"])
     else:
-        info = _learn(net, painting, minutes, recipe, photos, max_steps, cache_dir)
+        info = _learn(net, painting, minutes, recipe, photos, max_steps, cache_dir, progress)
         _save(cache, {"rows": [p.detach().clone() for p in style_parameters(net, len(old))], "info": info})
         info = {**info, "cached": False}
     entry = {"name": name, "image": str(painting), "size": recipe.style_size,
@@ -190,6 +194,7 @@ def _learn(
     photos: Sequence[str | Path] | None,
     max_steps: int | None,
     cache_dir: str | Path | None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Train the last style's scales and shifts of ``net`` for ``minutes``; returns what happened."""
     files = [Path(p) for p in photos] if photos else list_images(SAMPLE_PHOTOS, recursive=False)
@@ -217,6 +222,10 @@ def _learn(
         steps += 1
         last = float(objective.detach())
         first = last if first is None else first
+        if progress is not None:
+            spent = time.monotonic() - start
+            fraction = min(1.0, max(spent / (60 * minutes), steps / max_steps if max_steps else 0.0))
+            progress({"step": steps, "seconds": round(spent, 1), "fraction": round(fraction, 4), "objective": last})
     seconds = time.monotonic() - start
     log.info("adapt: %d steps in %.0f s, objective %.3g -> %.3g", steps, seconds, first, last)
     return {"steps": steps, "seconds": round(seconds, 1), "first_objective": first, "last_objective": last,
