@@ -11,14 +11,20 @@ from omegaconf import DictConfig
 
 from nst_lightning.errors import NSTError
 from nst_lightning.export import FORMATS, SUFFIXES, check_parity, export, load_runtime
+from nst_lightning.export.web import export_web
 from nst_lightning.inference import load_model
 
 log = logging.getLogger(__name__)
+
+# Formats written as a folder rather than one file: name → (writer(loaded, output) → the file checked, suffix).
+FOLDER_FORMATS = {"web": (export_web, "_web")}
 
 
 def default_output(ckpt: str, fmt: str) -> Path:
     """``<ckpt stem><suffix>`` in the current folder (``starry_night`` → ``starry_night.onnx``)."""
     stem = Path(str(ckpt)).stem
+    if fmt in FOLDER_FORMATS:
+        return Path(stem + FOLDER_FORMATS[fmt][1])
     out = Path(stem + SUFFIXES[fmt])
     if fmt == "nst" and out.resolve() == Path(str(ckpt)).expanduser().resolve():
         raise NSTError(f"format=nst would overwrite the checkpoint {ckpt}; give output=PATH")
@@ -36,8 +42,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if not cfg.ckpt:
         raise NSTError("no checkpoint given: use ckpt=PATH or a shipped model name (ckpt=starry_night)")
     fmt = str(cfg.format)
-    if fmt not in FORMATS:
-        raise NSTError(f"unknown format {fmt!r}; use format= one of: {', '.join(FORMATS)}")
+    if fmt not in FORMATS and fmt not in FOLDER_FORMATS:
+        raise NSTError(f"unknown format {fmt!r}; use format= one of: {', '.join((*FORMATS, *FOLDER_FORMATS))}")
+    if fmt in FOLDER_FORMATS and cfg.half:
+        raise NSTError(f"half=true applies to format=nst only (format={fmt} is exported in fp32)")
     half = bool(cfg.half)
     output = Path(cfg.output) if cfg.output else default_output(cfg.ckpt, fmt)
     sizes = [tuple(int(v) for v in size) for size in cfg.check_sizes or []]
@@ -46,7 +54,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     loaded = load_model(cfg.ckpt)
     start = time.perf_counter()
-    path = export(loaded, fmt, output, half=half, onnx_exporter=str(cfg.onnx_exporter))
+    if fmt in FOLDER_FORMATS:
+        path = FOLDER_FORMATS[fmt][0](loaded, output)
+    else:
+        path = export(loaded, fmt, output, half=half, onnx_exporter=str(cfg.onnx_exporter))
     seconds = time.perf_counter() - start
     runtime = load_runtime(path)
     exporter = getattr(runtime, "onnx_exporter", None)
@@ -66,7 +77,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             f"{path} is written but should not be used. Try another format, or report the model and format."
         )
     return {
-        "output": str(path),
+        "output": str(output if fmt in FOLDER_FORMATS else path),
         "format": fmt,
         "runtime": runtime.name,
         "bytes": path.stat().st_size,
