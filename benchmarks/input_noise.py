@@ -40,7 +40,7 @@ from nst_lightning.evaluation.metrics import oriented_texture, smooth_test_image
 from nst_lightning.image import list_images, load_image, save_image  # noqa: E402
 from nst_lightning.inference import load_model  # noqa: E402
 from nst_lightning.inference.noise import InputNoise, smooth_mask  # noqa: E402
-from nst_lightning.styles import resolve_style_image, style_grams  # noqa: E402
+from nst_lightning.losses.styles import resolve_style_image, style_grams  # noqa: E402
 
 SETTINGS = [("none", InputNoise(0.0))] + [
     (f"{'smooth' if smooth else 'uniform'}_{s}", InputNoise(s, smooth_only=smooth))

@@ -639,7 +639,7 @@ class Yardsticks:
     def get(self, meta: dict[str, Any], size: int) -> tuple[Any, list, list[float]]:
         from nst_lightning.evaluation.evaluate import loss_from_meta, run_lbfgs
         from nst_lightning.image import load_image
-        from nst_lightning.styles import resolve_style_image, style_grams
+        from nst_lightning.losses.styles import resolve_style_image, style_grams
 
         key = (json.dumps(meta.get("loss"), sort_keys=True) + str(meta.get("style_image")), size)
         if key not in self.cache:

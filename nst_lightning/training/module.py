@@ -11,9 +11,9 @@ import torch
 
 from nst_lightning.losses.config import LossConfig
 from nst_lightning.losses.perceptual import PerceptualLoss
+from nst_lightning.losses.styles import set_style_targets
 from nst_lightning.models import create_model
 from nst_lightning.models.conditional import num_styles, style_parameters
-from nst_lightning.styles import set_style_targets
 from nst_lightning.training.allocator import use_allocator
 from nst_lightning.training.fault import loss_is_finite
 from nst_lightning.training.hparams import ModelGroup, OptimGroup, RuntimeGroup, StyleGroup, TransferGroup
