@@ -47,7 +47,7 @@ from nst_lightning.evaluation.metrics import (  # noqa: E402
 )
 from nst_lightning.image import list_images, load_image  # noqa: E402
 from nst_lightning.inference import export_model, load_model, resolve_device  # noqa: E402
-from nst_lightning.styles import resolve_style_image, style_grams  # noqa: E402
+from nst_lightning.losses.styles import resolve_style_image, style_grams  # noqa: E402
 
 # name -> (overrides, what it tests). The first entry is the baseline every other row is compared with.
 PRESETS: dict[str, dict[str, tuple[str, str]]] = {

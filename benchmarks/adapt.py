@@ -37,9 +37,9 @@ from nst_lightning.image import list_images, load_image
 from nst_lightning.inference import load_model
 from nst_lightning.losses.config import LossConfig
 from nst_lightning.losses.perceptual import PerceptualLoss
+from nst_lightning.losses.styles import set_style_targets
 from nst_lightning.models import create_model
 from nst_lightning.models.conditional import num_styles, style_parameters
-from nst_lightning.styles import set_style_targets
 from nst_lightning.training.hparams import OptimGroup
 from nst_lightning.transfer.adapt import PRECISIONS, AdaptRecipe, autocast, crops
 from nst_lightning.transfer.add_style import load_with_new_styles, source_styles

@@ -24,7 +24,7 @@ import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
 
-from nst_lightning.config import config_dir
+from nst_lightning.cli.config import config_dir
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -79,7 +79,7 @@ def objective(net: torch.nn.Module, meta: dict, photos: list[Path], size: int) -
     from nst_lightning.data.datasets import eval_transform
     from nst_lightning.evaluation.evaluate import loss_from_meta
     from nst_lightning.image import load_image
-    from nst_lightning.styles import set_style_targets
+    from nst_lightning.losses.styles import set_style_targets
 
     loss = loss_from_meta(meta)
     set_style_targets(loss, [(Path(meta["style_image"]), meta.get("style_size"))])

@@ -41,7 +41,7 @@ from nst_lightning.evaluation.styles import style_view  # noqa: E402
 from nst_lightning.image import list_images, load_image, save_image  # noqa: E402
 from nst_lightning.inference import LoadedModel, load_model  # noqa: E402
 from nst_lightning.inference.noise import InputNoise, smooth_mask  # noqa: E402
-from nst_lightning.styles import resolve_style_image, style_grams  # noqa: E402
+from nst_lightning.losses.styles import resolve_style_image, style_grams  # noqa: E402
 
 SETTINGS = [("none", InputNoise(0.0))] + [
     (f"{'smooth' if smooth else 'uniform'}_{s}", InputNoise(s, smooth_only=smooth))

@@ -109,7 +109,7 @@ def loss_layers(name: str) -> LossConfig:
     brings its own weights)."""
     from hydra import compose, initialize_config_dir
 
-    from nst_lightning.config import config_dir
+    from nst_lightning.cli.config import config_dir
 
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         structure = OmegaConf.to_container(compose("train", overrides=[f"loss={name}"]).loss, resolve=True)

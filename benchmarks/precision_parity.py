@@ -22,8 +22,8 @@ import lightning as L
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
+from nst_lightning.cli.config import config_dir
 from nst_lightning.cli.train import run as train
-from nst_lightning.config import config_dir
 
 
 class Recorder(L.Callback):

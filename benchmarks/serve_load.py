@@ -108,7 +108,7 @@ def objectives(url: str, style: str, count: int, size: int) -> dict[str, float] 
     from nst_lightning.evaluation.evaluate import eval_images, loss_from_meta, score
     from nst_lightning.image import fit_size, open_rgb, pil_to_tensor
     from nst_lightning.inference import load_model
-    from nst_lightning.styles import set_style_targets
+    from nst_lightning.losses.styles import set_style_targets
 
     meta = load_model(style).meta
     loss = loss_from_meta(meta)

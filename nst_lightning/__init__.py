@@ -26,7 +26,7 @@ _API = {
     "list_models": "nst_lightning.models",
     "PerceptualLoss": "nst_lightning.losses.perceptual",
     "LossConfig": "nst_lightning.losses.config",
-    "set_style_targets": "nst_lightning.styles",
+    "set_style_targets": "nst_lightning.losses.styles",
     "load_runtime": "nst_lightning.export.runtime",
     "NSTError": "nst_lightning.errors",
     "adapt_style": "nst_lightning.transfer.adapt",
@@ -56,8 +56,8 @@ if TYPE_CHECKING:
     from nst_lightning.inference.zeroshot import load_zeroshot
     from nst_lightning.losses.config import LossConfig
     from nst_lightning.losses.perceptual import PerceptualLoss
+    from nst_lightning.losses.styles import set_style_targets
     from nst_lightning.models import create_model, list_models
-    from nst_lightning.styles import set_style_targets
     from nst_lightning.transfer.adapt import adapt_style
 
 

@@ -71,7 +71,7 @@ def reconstruction_loss(
     return loss, {"pixel": pixel.item(), "feature": feature.item(), "loss": loss.item()}
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--level", default="relu4_1")
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("NST_DATA_DIR", "data")) / "train")
@@ -88,8 +88,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="shipped fp16 file (default: the package's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--export-only", action="store_true", help="write the shipped file from --work's state")
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(args.threads)
     random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -122,20 +125,9 @@ def main() -> None:
                                                         step, elapsed, history, images)  # fmt: skip
     else:
         running = history[-1] if history else None
-    meta = {
-        "level": args.level,
-        "steps": step,
-        "images_seen": images,
-        "train_photos": num_photos,
-        "crop": args.crop,
-        "batch": args.batch,
-        "train_seconds": round(elapsed),
-        "threads": args.threads,
-        "lr": args.lr,
-        "feature_weight": args.feature_weight,
-        "final_loss": running,
-        "device": args.device,
-    }
+    meta = {"level": args.level, "steps": step, "images_seen": images, "train_photos": num_photos, "crop": args.crop,
+            "batch": args.batch, "train_seconds": round(elapsed), "threads": args.threads, "lr": args.lr,
+            "feature_weight": args.feature_weight, "final_loss": running, "device": args.device}  # fmt: skip
     out = args.out or decoder_path(args.level)
     out.parent.mkdir(parents=True, exist_ok=True)
     half = {k: v.half().cpu() for k, v in decoder.state_dict().items()}

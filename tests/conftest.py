@@ -22,7 +22,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 from PIL import Image
 
-from nst_lightning.config import config_dir
+from nst_lightning.cli.config import config_dir
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("NST_DATA_DIR", REPO.parent / "shared" / "data")).resolve()

@@ -26,14 +26,14 @@ from nst_lightning.baseline.optimize import (
     objective_terms,
     optimize_image,
 )
+from nst_lightning.cli.config import config_dir
 from nst_lightning.cli.optimize import build_loss, schedule, style_weights
 from nst_lightning.cli.optimize import run as optimize_from_config
-from nst_lightning.config import config_dir
 from nst_lightning.errors import NSTError
 from nst_lightning.image import load_image, rgb_to_yiq
 from nst_lightning.losses import PerceptualLoss
 from nst_lightning.losses.perceptual import blend_grams
-from nst_lightning.styles import style_grams
+from nst_lightning.losses.styles import style_grams
 
 from .conftest import REPO, synthetic_photo
 

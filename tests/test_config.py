@@ -7,9 +7,9 @@ import lightning as L
 import pytest
 from omegaconf import OmegaConf
 
+from nst_lightning.cli.config import config_dir
 from nst_lightning.cli.presets import group_options, style_image_path
 from nst_lightning.cli.train import apply_auto_precision, build_module
-from nst_lightning.config import config_dir
 from nst_lightning.data.datamodule import FolderDataModule
 from nst_lightning.models import create_model
 from nst_lightning.training.precision import resolve_precision

@@ -8,10 +8,10 @@ import torch
 
 from nst_lightning.data.datamodule import FolderDataModule, split_train_val
 from nst_lightning.data.datasets import ImageFolderDataset, eval_transform, train_transform, training_images
-from nst_lightning.data.download import download
+from nst_lightning.download import download
 from nst_lightning.errors import NSTError
 from nst_lightning.image import list_images
-from nst_lightning.styles import resolve_style_image
+from nst_lightning.losses.styles import resolve_style_image
 
 
 def test_training_images_are_recursive_sorted_and_ignore_other_files(image_dir):

@@ -10,8 +10,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from nst_lightning.baseline.optimize import OptimizeSettings
+from nst_lightning.cli.config import config_dir
 from nst_lightning.cli.presets import group_options, load_option
-from nst_lightning.config import config_dir
 from nst_lightning.data.datamodule import CocoDataModule, FolderDataModule
 from nst_lightning.evaluation.evaluate import EvalSettings
 from nst_lightning.inference import stylize_paths

@@ -9,8 +9,8 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from nst_lightning.cli.config import config_dir
 from nst_lightning.cli.export import run
-from nst_lightning.config import config_dir
 from nst_lightning.errors import NSTError
 from nst_lightning.export import (
     PARITY_SIZES,

@@ -19,7 +19,7 @@ from nst_lightning.data.datamodule import FolderDataModule
 from nst_lightning.data.datasets import ImageFolderDataset, train_transform, training_images
 from nst_lightning.data.sampler import ResumableSampler
 from nst_lightning.errors import NSTError
-from nst_lightning.training import fault
+from nst_lightning.training import checkpoint_io, fault
 
 from .conftest import net_state, tiny_train_cfg
 
@@ -27,8 +27,8 @@ from .conftest import net_state, tiny_train_cfg
 # -- atomic writes and disks ------------------------------------------------------------------------------
 def test_atomic_save_replaces_the_file_and_leaves_no_temp(tmp_path):
     path = tmp_path / "ckpt" / "last.ckpt"
-    fault.atomic_save({"w": torch.ones(3)}, path)
-    fault.atomic_save({"w": torch.full((3,), 2.0)}, path)
+    checkpoint_io.atomic_save({"w": torch.ones(3)}, path)
+    checkpoint_io.atomic_save({"w": torch.full((3,), 2.0)}, path)
     assert torch.equal(torch.load(path)["w"], torch.full((3,), 2.0))
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt"]
 
@@ -43,17 +43,17 @@ def _file_size_limit(limit: int):
 
 def test_a_write_that_fails_midway_keeps_the_previous_checkpoint(tmp_path):
     path = tmp_path / "last.ckpt"
-    fault.atomic_save({"w": torch.zeros(10)}, path)
+    checkpoint_io.atomic_save({"w": torch.zeros(10)}, path)
     before = path.read_bytes()
     old, old_handler = _file_size_limit(64 * 1024)
     try:
         with pytest.raises(NSTError, match=r"could not write the checkpoint .*last.ckpt.*previous last.ckpt is intact"):
-            fault.atomic_save({"w": torch.zeros(1_000_000)}, path)  # 4 MB > 64 kB
+            checkpoint_io.atomic_save({"w": torch.zeros(1_000_000)}, path)  # 4 MB > 64 kB
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, old)
         signal.signal(signal.SIGXFSZ, old_handler)
     assert path.read_bytes() == before
-    assert not fault.temp_path(path).exists()
+    assert not checkpoint_io.temp_path(path).exists()
 
 
 @pytest.fixture
@@ -69,11 +69,11 @@ def tiny_disk(tmp_path):
 
 def test_a_full_disk_gives_a_clear_message_and_keeps_the_previous_checkpoint(tiny_disk):
     path = tiny_disk / "checkpoints" / "last.ckpt"
-    fault.atomic_save({"w": torch.zeros(100_000)}, path)  # 400 kB of 1 MiB
+    checkpoint_io.atomic_save({"w": torch.zeros(100_000)}, path)  # 400 kB of 1 MiB
     with pytest.raises(NSTError, match="No space left on device.*previous last.ckpt is intact.*Free disk space"):
-        fault.atomic_save({"w": torch.ones(200_000)}, path)  # 800 kB more does not fit
+        checkpoint_io.atomic_save({"w": torch.ones(200_000)}, path)  # 800 kB more does not fit
     assert torch.equal(torch.load(path)["w"], torch.zeros(100_000))
-    assert not fault.temp_path(path).exists()
+    assert not checkpoint_io.temp_path(path).exists()
 
 
 def test_an_output_folder_that_cannot_be_written_is_reported_before_training(tmp_path, image_dir, style_path):
@@ -86,7 +86,7 @@ def test_an_output_folder_that_cannot_be_written_is_reported_before_training(tmp
 
 def test_checkpoint_io_refuses_nan_weights(tmp_path):
     path = tmp_path / "last.ckpt"
-    io = fault.AtomicCheckpointIO()
+    io = checkpoint_io.AtomicCheckpointIO()
     io.save_checkpoint({"state_dict": {"net.w": torch.ones(2)}}, path)
     with pytest.raises(NSTError, match=r"refusing to write .*NaN/inf \(net.w\)"):
         io.save_checkpoint({"state_dict": {"net.w": torch.tensor([1.0, float("nan")])}}, path)
@@ -146,7 +146,7 @@ def _fit(image_dir: Path, root: Path, max_steps: int, ckpt_path: str | None = No
         enable_progress_bar=False,
         enable_model_summary=False,
         use_distributed_sampler=False,
-        plugins=fault.trainer_plugins(),
+        plugins=checkpoint_io.trainer_plugins(),
     )
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     return module.seen

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nst_lightning.training import fault
+from nst_lightning.training import checkpoint_io
 
 from .conftest import REPO, net_state
 
@@ -142,7 +142,7 @@ def test_sigusr1_under_slurm_checkpoints_and_requeues_the_job(tmp_path, image_di
 
 WRITER = """
 import sys, torch
-from nst_lightning.training.fault import atomic_save
+from nst_lightning.training.checkpoint_io import atomic_save
 for i in range(1000):
     atomic_save({"i": i, "w": torch.full((8_000_000,), float(i))}, sys.argv[1])  # 32 MB each
 """
@@ -150,7 +150,7 @@ for i in range(1000):
 
 def test_a_kill_during_a_checkpoint_write_leaves_a_loadable_checkpoint(tmp_path):
     path = tmp_path / "last.ckpt"
-    tmp = fault.temp_path(path)
+    tmp = checkpoint_io.temp_path(path)
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(WRITER), str(path)], cwd=REPO)
     try:
         wait_for(lambda: path.exists() and tmp.exists(), proc, timeout=120)  # a new version is being written

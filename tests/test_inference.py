@@ -185,7 +185,7 @@ def test_library_and_stylize_yaml_tile_by_the_same_default():
 
     from hydra import compose, initialize_config_dir
 
-    from nst_lightning.config import config_dir
+    from nst_lightning.cli.config import config_dir
 
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose("stylize")

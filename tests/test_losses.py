@@ -4,7 +4,7 @@ import torch
 from nst_lightning.errors import NSTError
 from nst_lightning.losses import PerceptualLoss
 from nst_lightning.losses import functional as LF
-from nst_lightning.styles import style_grams
+from nst_lightning.losses.styles import style_grams
 
 
 def test_gram_is_symmetric_psd_and_normalised():
@@ -100,7 +100,7 @@ def test_multiple_styles_blend_grams():
 
 
 def test_style_grams_are_cached_in_memory_and_on_disk(style_path, tmp_path, monkeypatch):
-    from nst_lightning import styles
+    from nst_lightning.losses import styles
 
     loss = small_loss()
     first = style_grams(style_path, 32, loss, cache_dir=tmp_path)

@@ -146,8 +146,8 @@ def test_training_logs_each_style(multi_ckpt):
 def test_stylize_cli_picks_and_blends(multi_ckpt, tmp_path):
     from hydra import compose, initialize_config_dir
 
+    from nst_lightning.cli.config import config_dir
     from nst_lightning.cli.stylize import run as stylize_cli
-    from nst_lightning.config import config_dir
 
     src = tmp_path / "photo.png"
     synthetic_photo(40, 36, seed=5).save(src)
@@ -363,8 +363,8 @@ def test_the_benchmark_reuses_single_style_runs_only_when_measured_alike(tmp_pat
 def test_evaluate_scores_each_style_on_its_own_objective(multi_ckpt, image_dir, tmp_path):
     from hydra import compose, initialize_config_dir
 
+    from nst_lightning.cli.config import config_dir
     from nst_lightning.cli.evaluate import run as evaluate_cli
-    from nst_lightning.config import config_dir
 
     common = [f"ckpt={multi_ckpt}", f"eval_dir={image_dir}", "size=32", "lbfgs_iterations=[2]", "max_images=1",
               f"output_dir={tmp_path}", "device=cpu", "grid_cell=32", "tensorboard=false"]  # fmt: skip

@@ -81,8 +81,8 @@ def test_tiles_get_the_whole_image_noise_so_tiled_equals_untiled():
 def test_stylize_cli_passes_the_noise_options(tmp_path):
     from hydra import compose, initialize_config_dir
 
+    from nst_lightning.cli.config import config_dir
     from nst_lightning.cli.stylize import run
-    from nst_lightning.config import config_dir
 
     photo = tmp_path / "sky.png"
     save_image(smooth_test_images(64)["sky"], photo)

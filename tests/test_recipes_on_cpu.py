@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from nst_lightning.cli.config import config_dir
 from nst_lightning.cli.train import apply_auto_precision
-from nst_lightning.config import config_dir
 from nst_lightning.data.datamodule import resolve_num_workers
 from nst_lightning.training import precision
 

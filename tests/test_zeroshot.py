@@ -10,7 +10,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from nst_lightning.config import config_dir
+from nst_lightning.cli.config import config_dir
 from nst_lightning.errors import NSTError
 from nst_lightning.inference.zeroshot import ZeroShotModel, adain, feature_stats, read_decoder, transform, wct
 from nst_lightning.losses.vgg import VGG19Features

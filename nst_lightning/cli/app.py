@@ -20,8 +20,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+from nst_lightning.cli.config import config_dir, group_options
 from nst_lightning.cli.config_errors import config_error
-from nst_lightning.config import config_dir, group_options
 from nst_lightning.errors import NSTError
 
 log = logging.getLogger("nst_lightning")

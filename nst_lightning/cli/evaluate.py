@@ -16,7 +16,7 @@ from nst_lightning.errors import NSTError
 from nst_lightning.evaluation.evaluate import EvalSettings, eval_images, evaluate, loss_from_meta
 from nst_lightning.evaluation.styles import style_view
 from nst_lightning.inference import LoadedModel, choose_style, load_model, prepare_model, resolve_device
-from nst_lightning.styles import set_style_targets
+from nst_lightning.losses.styles import set_style_targets
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,8 @@ def run_zeroshot(cfg: DictConfig) -> dict[str, Any]:
     ``conf/loss/default.yaml`` and the weights of the ``custom`` style preset."""
     from omegaconf import OmegaConf
 
+    from nst_lightning.cli.config import config_dir
     from nst_lightning.cli.presets import preset_style
-    from nst_lightning.config import config_dir
     from nst_lightning.evaluation.zeroshot import evaluate_zeroshot
     from nst_lightning.losses.config import loss_config
 

@@ -15,7 +15,7 @@ from nst_lightning.errors import NSTError
 from nst_lightning.image import IMAGE_SUFFIXES, load_image, preserve_color, save_image
 from nst_lightning.inference import resolve_device
 from nst_lightning.losses.perceptual import PerceptualLoss
-from nst_lightning.styles import StyleSource, set_style_targets
+from nst_lightning.losses.styles import StyleSource, set_style_targets
 
 log = logging.getLogger(__name__)
 

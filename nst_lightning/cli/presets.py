@@ -12,12 +12,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from nst_lightning.config import config_dir, group_options
+from nst_lightning.cli.config import config_dir, group_options
 from nst_lightning.data.sample import sample_file
 from nst_lightning.errors import NSTError
 from nst_lightning.image import IMAGE_SUFFIXES
 from nst_lightning.losses.config import TERM_WEIGHTS, LossConfig, loss_config
-from nst_lightning.styles import StyleSource, resolve_style_image
+from nst_lightning.losses.styles import StyleSource, resolve_style_image
 
 log = logging.getLogger(__name__)
 

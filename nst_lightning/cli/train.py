@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nst_lightning.cli.multistyle import build_multistyle_module, is_multistyle
 from nst_lightning.cli.presets import config_loss, style_image_path
-from nst_lightning.training import fault
+from nst_lightning.training import checkpoint_io, fault
 from nst_lightning.training.callbacks import BatchNormReestimation, ema_callbacks
 from nst_lightning.training.deliver import export_and_preview
 from nst_lightning.training.module import StyleTransferModule
@@ -85,7 +85,7 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
-    fault.check_writable(out_dir / fault.CHECKPOINT_DIR)  # fail now, not at the first checkpoint hours later
+    checkpoint_io.check_writable(out_dir / checkpoint_io.CHECKPOINT_DIR)  # fail now, not at the first checkpoint
     choice = apply_auto_precision(cfg)
     log.info("precision %s, channels_last=%s, allocator=%s (%s)", choice.precision, choice.channels_last,
              choice.allocator, choice.reason)  # fmt: skip
@@ -100,9 +100,9 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
                  *(extra_callbacks or [])]  # fmt: skip
     if not cfg.trainer.enable_progress_bar:  # Lightning refuses a progress callback then
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    # Atomic checkpoint writes (and the SLURM environment): nst_lightning.training.fault.trainer_plugins.
+    # Atomic checkpoint writes (and the SLURM environment): nst_lightning.training.checkpoint_io.trainer_plugins.
     trainer: L.Trainer = hydra.utils.instantiate(
-        cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=fault.trainer_plugins()
+        cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=checkpoint_io.trainer_plugins()
     )
     # ckpt_path=FILE|RUN_FOLDER|last, or resume=auto (this run folder's last.ckpt if any).
     ckpt_path = fault.resolve_resume(cfg.ckpt_path, cfg.resume, out_dir)

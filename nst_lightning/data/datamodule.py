@@ -13,10 +13,10 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from nst_lightning.data.datasets import ImageFolderDataset, eval_transform, train_transform, training_images
-from nst_lightning.data.download import download
 from nst_lightning.data.manifest import download_folder
 from nst_lightning.data.sample import data_dir_from_env
 from nst_lightning.data.sampler import ResumableDataLoader, ResumableSampler
+from nst_lightning.download import download
 from nst_lightning.errors import NSTError
 from nst_lightning.image import list_images
 

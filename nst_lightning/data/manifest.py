@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
 
-from nst_lightning.data.download import download
+from nst_lightning.download import download
 from nst_lightning.errors import NSTError
 
 log = logging.getLogger(__name__)

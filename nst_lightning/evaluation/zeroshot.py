@@ -18,7 +18,7 @@ from nst_lightning.inference import LoadedModel
 from nst_lightning.inference.zeroshot import DEFAULT_METHOD, load_zeroshot
 from nst_lightning.losses.config import LossConfig
 from nst_lightning.losses.perceptual import PerceptualLoss
-from nst_lightning.styles import set_style_targets
+from nst_lightning.losses.styles import set_style_targets
 
 
 def evaluate_zeroshot(

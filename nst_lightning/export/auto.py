@@ -129,7 +129,7 @@ def choose_runtime(
         device: anything but the CPU gives eager (the OpenVINO runtimes here are CPU-only).
         objective: ``(output, content) → float``, the training objective for the gate's 1 % test (None:
             the mean-abs-diff test only).
-        cache_dir: default :func:`nst_lightning.styles.default_cache_dir`.
+        cache_dir: default :func:`nst_lightning.losses.styles.default_cache_dir`.
         refresh: measure again even when a cached choice exists.
     """
     device = torch.device(device)
@@ -158,7 +158,7 @@ def choose_runtime(
 
 
 def _cache_folder(cache_dir: str | Path | None) -> Path:
-    from nst_lightning.styles import default_cache_dir
+    from nst_lightning.losses.styles import default_cache_dir
 
     return Path(cache_dir).expanduser() if cache_dir else default_cache_dir() / "runtimes"
 

@@ -1,14 +1,10 @@
-"""Training that survives being killed: atomic checkpoints, checkpoints by time and on signals, a divergence
-guard, and finding the checkpoint to resume from.
+"""Training that survives being killed: checkpoints by time and on signals, and finding the checkpoint to resume
+from (the files themselves are written atomically: :mod:`nst_lightning.training.checkpoint_io`; a diverging
+loss is :mod:`nst_lightning.training.divergence`'s).
 
-- :func:`atomic_save` / :class:`AtomicCheckpointIO`: every checkpoint is written to a temporary file in the
-  same folder, flushed to disk (fsync) and renamed over the old one, so a kill or a full disk during the write
-  leaves the previous checkpoint intact. A checkpoint whose weights hold NaN/inf is never written.
 - :class:`TimedLastCheckpoint`: ``last.ckpt`` at least every ``every_minutes`` of training.
 - :class:`SignalCheckpoint`: SIGTERM or SIGUSR1 (SLURM's warning before the time limit) → ``last.ckpt`` at the
   end of the current step, then exit; under SLURM, SIGUSR1 also requeues the job.
-- :class:`DivergenceGuard` with :func:`loss_is_finite`: a step whose loss is NaN/inf is skipped (no update)
-  and counted (``train/skipped_steps``); after N such steps in a row the run stops with a message.
 - :func:`resolve_resume`: ``ckpt_path=last`` / ``resume=auto`` to the checkpoint file.
 
 Checkpoints written at a step boundary resume exactly: the data order is in the checkpoint too
@@ -18,7 +14,6 @@ Checkpoints written at a step boundary resume exactly: the data order is in the 
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import signal
@@ -29,141 +24,13 @@ from types import FrameType
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from nst_lightning.errors import NSTError
+from nst_lightning.training.checkpoint_io import CHECKPOINT_DIR, LAST, save_last
 
 log = logging.getLogger(__name__)
-
-LAST = "last.ckpt"
-CHECKPOINT_DIR = "checkpoints"
-
-
-# -- writing checkpoints ---------------------------------------------------------------------------------
-def _write_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` and flush it to the disk (the one place that writes checkpoint bytes)."""
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (a no-op where directories cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def temp_path(path: Path) -> Path:
-    """The temporary file next to ``path`` that :func:`atomic_save` writes before the rename."""
-    return path.with_name(f".{path.name}.tmp")
-
-
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save(obj, path)`` such that ``path`` is always either the old file or the complete new one.
-
-    Raises:
-        NSTError: the folder cannot be created or written, or the disk is full; ``path`` is left as it was.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise NSTError(
-            f"cannot create the checkpoint folder {path.parent}: {exc.strerror or exc}. "
-            "Point paths.output_dir (or hydra.run.dir) at a writable folder."
-        ) from exc
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    tmp = temp_path(path)
-    try:
-        _write_file(tmp, buffer.getvalue())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
-        raise NSTError(
-            f"could not write the checkpoint {path} ({len(buffer.getvalue()) / 2**20:.1f} MiB): "
-            f"{exc.strerror or exc}; {kept}. Free disk space or point paths.output_dir at another disk, "
-            "then resume with resume=auto."
-        ) from exc
-    _fsync_dir(path.parent)
-
-
-def check_writable(folder: str | Path) -> None:
-    """Fail now, not after hours of training, if checkpoints cannot be written to ``folder``."""
-    folder = Path(folder)
-    probe = folder / ".write_test"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        _write_file(probe, b"ok")
-        probe.unlink()
-    except OSError as exc:
-        raise NSTError(
-            f"cannot write to the output folder {folder}: {exc.strerror or exc}. "
-            "Point paths.output_dir (or hydra.run.dir) at a writable folder."
-        ) from exc
-
-
-def nonfinite_weights(state_dict: dict[str, Any]) -> list[str]:
-    """Names of the floating-point tensors of ``state_dict`` that hold NaN or inf."""
-    return [
-        k
-        for k, v in state_dict.items()
-        if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())
-    ]
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer, made atomic on local disks (see :func:`atomic_save`).
-
-    Lightning's own ``_atomic_save`` writes the temporary file in the system temp folder and moves it, which is
-    a plain copy when that is another file system, and never fsyncs. Remote URLs (``s3://``...) keep
-    Lightning's behaviour. A checkpoint whose weights hold NaN/inf is refused, so ``last.ckpt`` always holds a
-    usable network.
-    """
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        bad = nonfinite_weights(checkpoint.get("state_dict", {}))
-        if bad:
-            raise NSTError(
-                f"refusing to write {path}: the weights hold NaN/inf ({', '.join(bad[:3])}"
-                f"{', ...' if len(bad) > 3 else ''}); the previous checkpoint is kept. Lower optim.lr, use "
-                "trainer.precision=32-true or bf16-mixed, or set trainer.gradient_clip_val."
-            )
-        if "://" in str(path) or storage_options is not None:
-            super().save_checkpoint(checkpoint, path, storage_options)
-        else:
-            atomic_save(checkpoint, path)
-
-
-def trainer_plugins() -> list[Any]:
-    """Plugins for ``Trainer(plugins=...)``: the atomic writer, and under SLURM the SLURM environment with
-    Lightning's own requeue handler off (:class:`SignalCheckpoint` saves at a step boundary, then requeues)."""
-    plugins: list[Any] = [AtomicCheckpointIO()]
-    if SLURMEnvironment.detect():
-        plugins.append(SLURMEnvironment(auto_requeue=False))
-    return plugins
-
-
-def _save_last(trainer: L.Trainer, dirpath: str | Path) -> Path:
-    """Save the full training state to ``dirpath/last.ckpt`` (collective under DDP: call on every rank)."""
-    path = Path(dirpath) / LAST
-    trainer.save_checkpoint(path)
-    for cb in trainer.checkpoint_callbacks:  # so ckpt_path="last" and the run's summary point at it
-        if isinstance(cb, ModelCheckpoint) and cb.dirpath and Path(cb.dirpath) == Path(dirpath):
-            cb.last_model_path = str(path)
-    return path
 
 
 # -- checkpoints by time ---------------------------------------------------------------------------------
@@ -268,7 +135,7 @@ class SignalCheckpoint(L.Callback):
         return local
 
     def _save(self, trainer: L.Trainer, why: str) -> None:
-        path = _save_last(trainer, self.dirpath)
+        path = save_last(trainer, self.dirpath)
         self.saved_at_step = trainer.global_step
         log.warning("%s received: saved %s at step %d", why, path, trainer.global_step)
 
@@ -302,71 +169,6 @@ def requeue_slurm_job() -> None:
         log.warning("requeued SLURM job %s: it will resume from last.ckpt (resume=auto)", job)
     else:
         log.error("could not requeue SLURM job %s (scontrol exit status %d): resubmit it with resume=auto", job, result)
-
-
-# -- divergence guard ------------------------------------------------------------------------------------
-def loss_is_finite(module: L.LightningModule, loss: torch.Tensor) -> bool:
-    """Whether ``loss`` is finite on every rank (one scalar read per step; a collective under DDP, where all
-    ranks must skip together). ``training_step`` returns None when it is not: Lightning then skips backward
-    and the optimizer update; :class:`DivergenceGuard` counts the skip."""
-    finite = bool(torch.isfinite(loss.detach()).all())
-    return bool(module.trainer.strategy.reduce_boolean_decision(finite, all=True))
-
-
-class DivergenceGuard(L.Callback):
-    """Counts the steps skipped for a non-finite loss; stops the run after ``max_consecutive_nonfinite`` in a row.
-
-    The count is logged as ``train/skipped_steps`` and kept in checkpoints. On the stop, ``last.ckpt`` holds the
-    last good state (the skipped steps changed nothing) and the run ends with an :class:`NSTError` message.
-
-    Args:
-        dirpath: the checkpoint folder.
-        max_consecutive_nonfinite: non-finite losses in a row that stop the run.
-    """
-
-    def __init__(self, dirpath: str, max_consecutive_nonfinite: int) -> None:
-        if max_consecutive_nonfinite < 1:
-            raise NSTError(f"guard.max_consecutive_nonfinite must be >= 1 (got {max_consecutive_nonfinite})")
-        self.dirpath = dirpath
-        self.max_consecutive = max_consecutive_nonfinite
-        self.skipped = 0
-        self.consecutive = 0
-
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        if outputs:  # the loss (a dict holding it); empty when training_step returned None
-            self.consecutive = 0
-        else:
-            self.skipped += 1
-            self.consecutive += 1
-            log.warning(
-                "non-finite loss at step %d: update skipped (%d in a row, %d in all)",
-                trainer.global_step,
-                self.consecutive,
-                self.skipped,
-            )
-        pl_module.log("train/skipped_steps", float(self.skipped), on_step=True, on_epoch=False)
-        if self.consecutive >= self.max_consecutive:
-            self._stop(trainer, pl_module)
-
-    def _stop(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        bad = nonfinite_weights(pl_module.state_dict())
-        if bad:
-            kept = f"kept the previous {Path(self.dirpath) / LAST} (not overwritten with NaN weights)"
-        else:
-            kept = f"saved the last good state to {_save_last(trainer, self.dirpath)}"
-        raise NSTError(
-            f"training diverged: {self.consecutive} non-finite losses in a row at step {trainer.global_step} "
-            f"({self.skipped} skipped in all); {kept}. Lower optim.lr, use trainer.precision=32-true or "
-            "bf16-mixed, set trainer.gradient_clip_val, or check the data; resume with ckpt_path=PATH."
-        )
-
-    def state_dict(self) -> dict[str, int]:
-        return {"skipped": self.skipped, "consecutive": self.consecutive}
-
-    def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        self.skipped, self.consecutive = state_dict["skipped"], state_dict["consecutive"]
 
 
 # -- resuming ----------------------------------------------------------------------------------------------

@@ -11,11 +11,11 @@ import torch
 
 from nst_lightning.losses.config import LossConfig
 from nst_lightning.losses.perceptual import PerceptualLoss
+from nst_lightning.losses.styles import set_style_targets
 from nst_lightning.models import create_model
 from nst_lightning.models.conditional import num_styles, style_parameters
-from nst_lightning.styles import set_style_targets
 from nst_lightning.training.allocator import use_allocator
-from nst_lightning.training.fault import loss_is_finite
+from nst_lightning.training.divergence import loss_is_finite
 from nst_lightning.training.hparams import ModelGroup, OptimGroup, RuntimeGroup, StyleGroup, TransferGroup
 from nst_lightning.training.precision import resolve_precision
 from nst_lightning.training.schedule import LRSchedule, budget_progress
@@ -193,7 +193,7 @@ class StyleTransferModule(L.LightningModule):
             loss = self._training_objective(terms)
         elif self.transfer_group.objective_weight:  # 0: pure distillation, no objective computed
             loss = loss + self.transfer_group.objective_weight * self._training_objective(terms)
-        # Divergence guard: a NaN/inf loss skips this update (None); training.fault.DivergenceGuard counts it.
+        # Divergence guard: a NaN/inf loss skips this update (None); training.divergence.DivergenceGuard counts it.
         return loss if loss_is_finite(self, loss) else None
 
     def _training_objective(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch
 from nst_lightning import transfer
 from nst_lightning.errors import NSTError
 from nst_lightning.losses.config import TERM_WEIGHTS
-from nst_lightning.styles import set_style_bank_targets
+from nst_lightning.losses.styles import set_style_bank_targets
 from nst_lightning.training.module import StyleTransferModule
 
 

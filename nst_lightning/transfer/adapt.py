@@ -31,9 +31,9 @@ from nst_lightning.image import file_digest, list_images, load_image
 from nst_lightning.inference.checkpoint import LoadedModel, load_model, resolve_checkpoint, style_names_of_meta
 from nst_lightning.losses.config import TERM_WEIGHTS, LossConfig
 from nst_lightning.losses.perceptual import PerceptualLoss
+from nst_lightning.losses.styles import default_cache_dir, set_style_targets
 from nst_lightning.models import create_model
 from nst_lightning.models.conditional import num_styles, style_parameters
-from nst_lightning.styles import default_cache_dir, set_style_targets
 from nst_lightning.transfer.add_style import load_with_new_styles, source_styles, train_only_styles
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 def config_dir() -> str:
     """Absolute path of the ``conf/`` folder (repository root, or ``nst_lightning/conf`` in a wheel)."""
-    repo_conf = Path(__file__).resolve().parent.parent / "conf"
+    repo_conf = Path(__file__).resolve().parents[2] / "conf"
     if (repo_conf / "train.yaml").exists():
         return str(repo_conf)
     return str(files("nst_lightning.conf"))

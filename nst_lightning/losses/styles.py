@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from nst_lightning.data.download import download
+from nst_lightning.download import download
 from nst_lightning.errors import NSTError
 from nst_lightning.image import file_digest, load_image
 from nst_lightning.losses.perceptual import PerceptualLoss, blend_grams
