@@ -10,6 +10,12 @@ REPO = Path(__file__).resolve().parent.parent
 ROOTS = ("nst_lightning", "scripts")
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60
+# Known to break the rule, to be split; an entry that no longer breaks it fails the test until it is removed.
+KNOWN = {
+    "nst_lightning/inference/stylize.py stylize",
+    "nst_lightning/serve/app.py create_app",
+    "nst_lightning/serve/form.py parse_form",
+}
 
 
 def python_files() -> list[Path]:
@@ -33,9 +39,19 @@ def too_long(path: Path, base: Path = REPO) -> list[str]:
     return found
 
 
+def _key(violation: str) -> str:
+    """``path name`` of a function's violation (``path`` of a file's), without line numbers or lengths."""
+    where, _, _ = violation.partition(": ")
+    path, _, rest = where.partition(":")
+    return f"{path} {rest.split(' ', 1)[1]}" if rest else path
+
+
 def test_no_file_over_400_lines_and_no_function_over_60():
     found = [v for path in python_files() for v in too_long(path)]
-    assert not found, "too long:\n" + "\n".join(found)
+    new = [v for v in found if _key(v) not in KNOWN]
+    gone = KNOWN - {_key(v) for v in found}
+    assert not new, "too long:\n" + "\n".join(new)
+    assert not gone, f"no longer too long, remove from KNOWN: {sorted(gone)}"
 
 
 def test_the_rule_sees_a_long_file_and_a_long_function(tmp_path):

@@ -118,12 +118,8 @@ def adapt_style(
     load_with_new_styles(net, base, 1)
     key = _cache_key(painting, resolve_checkpoint(base), minutes, recipe, max_steps)
     cache = Path(cache_dir or default_cache_dir()) / "adapt" / f"{key}.pt"
-    if cache.is_file():
-        record = torch.load(cache, map_location="cpu", weights_only=True)
-        _set_rows(net, record["rows"])
-        info = {**record["info"], "cached": True}
-        log.info("adapt: %s from the cache (%s steps learned in %.0f s)", painting.name, info["steps"], info["seconds"])
-    else:
+    info = _cached(net, cache, painting) if cache.is_file() else None
+    if info is None:
         info = _learn(net, painting, minutes, recipe, photos, max_steps, cache_dir, progress)
         _save(cache, {"rows": [p.detach().clone() for p in style_parameters(net, len(old))], "info": info})
         info = {**info, "cached": False}
@@ -147,6 +143,15 @@ def _cache_key(painting: Path, base: Path, minutes: float, recipe: AdaptRecipe, 
     parts = [str(CACHE_VERSION), file_digest(painting)[:16], file_digest(base)[:16], f"{minutes:g}", repr(recipe),
              str(max_steps)]  # fmt: skip
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
+
+
+def _cached(net: torch.nn.Module, cache: Path, painting: Path) -> dict[str, Any]:
+    """Set ``net``'s last style from the cache file; returns how it was learned."""
+    record = torch.load(cache, map_location="cpu", weights_only=True)
+    _set_rows(net, record["rows"])
+    info = {**record["info"], "cached": True}
+    log.info("adapt: %s from the cache (%s steps learned in %.0f s)", painting.name, info["steps"], info["seconds"])
+    return info
 
 
 def _set_rows(net: torch.nn.Module, rows: list[torch.Tensor]) -> None:
