@@ -100,7 +100,7 @@ def test_stylize_finds_the_shipped_model_by_name(tmp_path, image_dir) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "o.png").exists()
     bad = run_cli("stylize.py", "ckpt=no_such_style", f"input={tmp_path / 'in.png'}")
-    assert bad.returncode == 2 and "shipped: starry_night" in bad.stderr
+    assert bad.returncode == 2 and "shipped: multistyle, starry_night" in bad.stderr
 
 
 def test_style_image_falls_back_to_the_named_preset(tmp_path, style_path) -> None:
