@@ -103,6 +103,17 @@ def test_stylize_finds_the_shipped_model_by_name(tmp_path, image_dir) -> None:
     assert bad.returncode == 2 and "shipped: multistyle, starry_night" in bad.stderr
 
 
+def test_stylize_picks_the_shipped_multistyle_network_for_a_style_by_name(tmp_path, image_dir) -> None:
+    shutil.copy(next(image_dir.glob("*.png")), tmp_path / "in.png")
+    for style in ("style=the_wave", "style_mix={starry_night: 0.5, candy: 0.5}"):
+        out = tmp_path / f"{len(style)}.png"
+        result = run_cli("stylize.py", style, f"input={tmp_path / 'in.png'}", f"output={out}")
+        assert result.returncode == 0 and out.exists(), result.stderr[-2000:]
+        assert "using the shipped multi-style network 'multistyle'" in result.stdout + result.stderr
+    bad = run_cli("stylize.py", "style=udnie", f"input={tmp_path / 'in.png'}", f"output={tmp_path / 'u.png'}")
+    assert bad.returncode == 2 and "the_wave" in bad.stderr, bad.stderr[-2000:]
+
+
 def test_style_image_falls_back_to_the_named_preset(tmp_path, style_path) -> None:
     from nst_lightning.cli.presets import checkpoint_style_image as find_style_image
     from nst_lightning.errors import NSTError

@@ -12,10 +12,11 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from nst_lightning.errors import NSTError
-from nst_lightning.inference import choose_style, prepare_model, stylize_paths
+from nst_lightning.inference import choose_style, prepare_model, pretrained_models, stylize_paths
 from nst_lightning.inference.video import is_video
 
 log = logging.getLogger(__name__)
+MULTISTYLE = "multistyle"  # the shipped network that style=NAME without ckpt= picks
 
 
 def chosen_style(value: object) -> str | int | None:
@@ -74,6 +75,9 @@ def _model(cfg: DictConfig):
 
         device = str(resolve_device(cfg.device))
         return load_zeroshot(Path(cfg.style_image), method=cfg.zeroshot_method, device=device)
+    if not cfg.ckpt and (chosen_style(cfg.style) is not None or cfg.style_mix) and MULTISTYLE in pretrained_models():
+        log.info("style chosen without ckpt=: using the shipped multi-style network %r", MULTISTYLE)
+        return MULTISTYLE
     if not cfg.ckpt:
         raise NSTError("no model given: use ckpt=NAME_OR_PATH (a trained network) or style_image=PAINTING (zero-shot)")
     return cfg.ckpt
