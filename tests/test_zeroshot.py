@@ -152,3 +152,18 @@ def test_evaluate_zeroshot_scores_each_painting_against_lbfgs(tmp_path: Path, st
         assert summary["mean"]["network"]["objective"] > 0 and summary["mean"]["lbfgs@1"]["objective"] > 0
         assert summary["photo_objective"] > 0
     assert (tmp_path / "eval" / "other" / "report.json").is_file()
+
+
+@pytest.mark.parametrize("size", [(1, 1), (3, 2), (1, 300)])
+def test_a_tiny_painting_is_enlarged_and_gives_its_colour(tmp_path: Path, size: tuple[int, int]) -> None:
+    from nst_lightning.inference.zeroshot import load_zeroshot
+
+    path = tmp_path / "tiny.png"
+    Image.new("RGB", size, (230, 120, 20)).save(path)  # orange
+    model = load_zeroshot(path)
+    photo = torch.from_numpy(np.array(synthetic_photo(64, 48, seed=1), dtype=np.float32) / 255).permute(2, 0, 1)
+    with torch.no_grad():
+        out = model(photo[None]).clamp(0, 1)
+    assert out.shape == (1, 3, 48, 64) and torch.isfinite(out).all()
+    red, blue = out[0, 0].mean(), out[0, 2].mean()
+    assert red > blue + 0.1, f"an orange painting gave red {red:.2f}, blue {blue:.2f}"

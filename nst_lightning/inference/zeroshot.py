@@ -39,6 +39,7 @@ DECODER_DIR = Path(__file__).parent.parent / "pretrained" / "zeroshot"
 METHODS = ("wct", "adain")
 DEFAULT_METHOD = "wct"
 STYLE_SIZE = 512  # larger style images are shrunk to this longest side before their statistics are computed
+MIN_PAINTING_SIDE = 32  # pixels: smaller paintings are enlarged (nearest neighbour) before encoding
 EIGEN_FLOOR = 1e-5  # eigenvalues below this fraction of the largest are treated as this (rank-deficient covariances)
 
 
@@ -219,6 +220,9 @@ class ZeroShotModel(TransformNet):
         """Statistics of a style image (path, PIL or 3×H×W tensor) at every level, shrunk to ``size`` on its
         longest side when it is larger."""
         x = load_image_tensor(style_image)
+        if min(x.shape[-2:]) < MIN_PAINTING_SIDE:  # VGG-19's pooling needs a few pixels per level
+            hw = [max(MIN_PAINTING_SIDE, s) for s in x.shape[-2:]]
+            x = F.interpolate(x, size=hw, mode="nearest")
         if size is not None and max(x.shape[-2:]) > size:
             scale = size / max(x.shape[-2:])
             hw = [max(16, round(s * scale)) for s in x.shape[-2:]]

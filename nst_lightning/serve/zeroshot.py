@@ -20,14 +20,19 @@ from fastapi.responses import Response
 from PIL import Image
 
 from nst_lightning.errors import NSTError
-from nst_lightning.inference.zeroshot import DEFAULT_METHOD, STYLE_SIZE, ZeroShotModel, load_zeroshot
+from nst_lightning.inference.zeroshot import (
+    DEFAULT_METHOD,
+    MIN_PAINTING_SIDE,
+    STYLE_SIZE,
+    ZeroShotModel,
+    load_zeroshot,
+)
 from nst_lightning.serve.cache import cache_key
 from nst_lightning.serve.errors import BadRequest
 from nst_lightning.serve.form import parse_form
 from nst_lightning.serve.uploads import OUTPUT_FORMATS, check_content_type, decode_upload, parse_options
 
 STYLE_STATS_ENTRIES = 32  # paintings whose statistics are kept (each ~2.5 MB for the relu4_1 + relu3_1 levels)
-MIN_PAINTING_SIDE = 32  # pixels: smaller paintings are enlarged, as VGG-19's pooling needs a few pixels per level
 ARBITRARY_STYLES = {
     "available": True,
     "endpoint": "/stylize/zeroshot",
