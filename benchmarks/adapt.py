@@ -34,36 +34,26 @@ import torch
 
 from nst_lightning.cpu_features import reported_flags
 from nst_lightning.image import list_images, load_image
-from nst_lightning.inference import load_model
 from nst_lightning.losses.config import LossConfig
 from nst_lightning.losses.perceptual import PerceptualLoss
 from nst_lightning.losses.styles import set_style_targets
-from nst_lightning.models import create_model
 from nst_lightning.models.conditional import num_styles, style_parameters
 from nst_lightning.training.hparams import OptimGroup
-from nst_lightning.transfer.adapt import PRECISIONS, AdaptRecipe, autocast, crops
-from nst_lightning.transfer.add_style import load_with_new_styles, source_styles
+from nst_lightning.transfer.adapt import PRECISIONS, AdaptRecipe, autocast, crops, extended
+from nst_lightning.transfer.add_style import train_only_styles
 
 METHODS = ("scales", "frozen_encoder", "finetune")
 
 
-def extended(base: str) -> torch.nn.Module:
-    """``base``'s network with one more style (its rows the mean of the base's), in train mode."""
-    loaded = load_model(base)
-    net = create_model(loaded.model_name, **{**loaded.model_kwargs, "num_styles": len(source_styles(loaded.meta)) + 1})
-    load_with_new_styles(net, base, 1)
-    return net.train()
-
-
 def trainable(net: torch.nn.Module, method: str) -> list[torch.nn.Parameter]:
     """The parameters ``method`` trains (the others get no gradient)."""
-    net.requires_grad_(method != "scales")
+    new_style = num_styles(net) - 1
+    if method == "scales":
+        return train_only_styles(net, [new_style])
+    net.requires_grad_(True)
     if method == "frozen_encoder":
         net.encoder.requires_grad_(False)
-        for p in style_parameters(net, num_styles(net) - 1):
-            p.requires_grad_(True)
-    if method == "scales":
-        for p in style_parameters(net, num_styles(net) - 1):
+        for p in style_parameters(net, new_style):
             p.requires_grad_(True)
     return [p for p in net.parameters() if p.requires_grad]
 
@@ -102,7 +92,7 @@ def main() -> None:
     lrs = {"scales": AdaptRecipe().lr, "frozen_encoder": lr, "finetune": lr}
     runs: dict[str, dict[str, Any]] = {}
     for m in args.methods:
-        net = extended(args.base)
+        net = extended(args.base)[1].train()
         runs[m] = {"net": net, "opt": torch.optim.Adam(trainable(net, m), lr=lrs[m]), "cpu_s": 0.0, "steps": 0,
                    "rng": random.Random(0), "todo": sorted(args.minutes), "curve": []}  # fmt: skip
     start_objective = score(next(iter(runs.values()))["net"], loss, val)

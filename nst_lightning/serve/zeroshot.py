@@ -17,12 +17,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from PIL import Image
 
 from nst_lightning.errors import NSTError
 from nst_lightning.inference.zeroshot import (
     DEFAULT_METHOD,
-    MIN_PAINTING_SIDE,
     STYLE_SIZE,
     ZeroShotModel,
     load_zeroshot,
@@ -39,14 +37,6 @@ ARBITRARY_STYLES = {
     "fields": {"image": "the photo", "style_image": "any painting (png, jpeg, webp)"},
     "method": DEFAULT_METHOD,
 }
-
-
-def grow_tiny(painting: Image.Image, side: int = MIN_PAINTING_SIDE) -> Image.Image:
-    """A painting with a side under ``side`` pixels, enlarged (nearest neighbour) to at least ``side`` on each:
-    VGG-19 pools a tiny painting away, and a 1×1 painting is meant as a flat colour field."""
-    if min(painting.size) >= side:
-        return painting
-    return painting.resize((max(painting.width, side), max(painting.height, side)), Image.Resampling.NEAREST)
 
 
 class ZeroShotStyles:
@@ -69,7 +59,7 @@ class ZeroShotStyles:
                 self._stats.move_to_end(digest)
                 self.hits += 1
         if stats is None:
-            image = grow_tiny(decode_upload(painting, max_pixels, STYLE_SIZE).convert("RGB"))
+            image = decode_upload(painting, max_pixels, STYLE_SIZE).convert("RGB")  # style_stats enlarges tiny ones
             stats = self._model.style_stats(image)
             with self._lock:
                 self._stats[digest] = stats

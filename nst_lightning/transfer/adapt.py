@@ -111,11 +111,9 @@ def adapt_style(
     if not painting.is_file():
         raise NSTError(f"painting not found: {painting}")
     recipe = recipe or AdaptRecipe()
-    loaded = load_model(base)
+    loaded, net = extended(base)
     old = source_styles(loaded.meta)
     name = _unique(name or painting.stem, [str(s["name"]) for s in old])
-    net = create_model(loaded.model_name, **{**loaded.model_kwargs, "num_styles": len(old) + 1})
-    load_with_new_styles(net, base, 1)
     key = _cache_key(painting, resolve_checkpoint(base), minutes, recipe, max_steps)
     cache = Path(cache_dir or default_cache_dir()) / "adapt" / f"{key}.pt"
     info = _cached(net, cache, painting) if cache.is_file() else None
@@ -130,6 +128,15 @@ def adapt_style(
     net.style_names = style_names_of_meta(meta)
     kwargs = {**loaded.model_kwargs, "num_styles": len(old) + 1}
     return LoadedModel(net=net, model_name=loaded.model_name, model_kwargs=kwargs, meta=meta)
+
+
+def extended(base: str | Path) -> tuple[LoadedModel, torch.nn.Module]:
+    """``base`` as loaded, and a copy of its network with one more style whose scales and shifts are the mean of
+    its styles'."""
+    loaded = load_model(base)
+    net = create_model(loaded.model_name, **{**loaded.model_kwargs, "num_styles": len(source_styles(loaded.meta)) + 1})
+    load_with_new_styles(net, base, 1)
+    return loaded, net
 
 
 def _unique(name: str, taken: list[str]) -> str:
