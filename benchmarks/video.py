@@ -24,7 +24,9 @@ import torch
 from PIL import Image
 
 from nst_lightning.inference import prepare_model, stylize
-from nst_lightning.inference.video import CONSISTENCY, estimated_motion, flicker, pan_zoom_clip, stylize_frames
+from nst_lightning.inference.options import CONSISTENCY
+from nst_lightning.inference.temporal import estimated_motion, flicker, pan_zoom_clip
+from nst_lightning.inference.video import stylize_frames
 from nst_lightning.inference.zeroshot import load_zeroshot
 
 

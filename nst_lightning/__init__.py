@@ -2,10 +2,12 @@
 
 The library API (importing it does not import torch until a name is used)::
 
-    from nst_lightning import load_model, stylize, create_model, PerceptualLoss, LossConfig
+    from nst_lightning import load_model, stylize, StylizeOptions, create_model, PerceptualLoss, LossConfig
 
     model = load_model("starry_night")            # a shipped model, a checkpoint or an exported file
     result = stylize(photo, model, strength=0.8)  # PIL image or B×3×H×W tensor in [0, 1]
+    options = StylizeOptions(strength=0.8, stroke_scale=2.0)  # one validated value, passed whole
+    result = stylize(photo, model, options)
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ __version__ = "0.1.0"
 _API = {
     "load_model": "nst_lightning.inference",
     "stylize": "nst_lightning.inference",
+    "stylize_paths": "nst_lightning.inference",
+    "StylizeOptions": "nst_lightning.inference",
     "pretrained_models": "nst_lightning.inference",
     "export_model": "nst_lightning.inference",
     "load_zeroshot": "nst_lightning.inference.zeroshot",
@@ -35,6 +39,7 @@ __all__ = [
     "LossConfig",
     "NSTError",
     "PerceptualLoss",
+    "StylizeOptions",
     "adapt_style",
     "create_model",
     "export_model",
@@ -45,13 +50,21 @@ __all__ = [
     "pretrained_models",
     "set_style_targets",
     "stylize",
+    "stylize_paths",
     "stylize_video",
 ]
 
 if TYPE_CHECKING:
     from nst_lightning.errors import NSTError
     from nst_lightning.export.runtime import load_runtime
-    from nst_lightning.inference import export_model, load_model, pretrained_models, stylize
+    from nst_lightning.inference import (
+        StylizeOptions,
+        export_model,
+        load_model,
+        pretrained_models,
+        stylize,
+        stylize_paths,
+    )
     from nst_lightning.inference.video import stylize_video
     from nst_lightning.inference.zeroshot import load_zeroshot
     from nst_lightning.losses.config import LossConfig

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from nst_lightning.errors import NSTError
+from nst_lightning.errors import NotFound, TooLarge, Unreadable, UnsupportedFormat
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 NO_ALPHA_SUFFIXES = (".jpg", ".jpeg", ".bmp")
@@ -75,7 +75,7 @@ def check_pixel_count(size: tuple[int, int], max_pixels: int | None, name: str) 
     """Refuse a (width, height) above ``max_pixels`` (``None``: no limit of ours, Pillow's still applies)."""
     width, height = size
     if max_pixels is not None and width * height > max_pixels:
-        raise NSTError(
+        raise TooLarge(
             f"{name} is {width}×{height} = {width * height / 1e6:.1f} megapixels, above the limit of "
             f"{max_pixels / 1e6:.1f} megapixels (max_pixels={max_pixels}); shrink it first or raise max_pixels"
         )
@@ -98,15 +98,16 @@ def open_image(
     its own mode plus the reduced copy, never a float copy of the full image.
 
     Raises:
-        NSTError: missing, empty, not an image, truncated, no pixels, or too many pixels.
+        NotFound: no such file. UnsupportedFormat: a folder, or not one of ``READ_FORMATS``. TooLarge: too many
+            pixels. Unreadable: empty, truncated, corrupt or no pixels (all are :class:`NSTError`).
     """
     name = str(src) if isinstance(src, (str, Path)) else "the image"
     if isinstance(src, (str, Path)):
         path = Path(src)
         if not path.exists():
-            raise NSTError(f"image file not found: {path}")
+            raise NotFound(f"image file not found: {path}")
         if path.is_dir():
-            raise NSTError(f"expected an image file but got a folder: {path}")
+            raise UnsupportedFormat(f"expected an image file but got a folder: {path}")
     fp = io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src
     try:
         with warnings.catch_warnings():
@@ -116,15 +117,15 @@ def open_image(
                 check_pixel_count(img.size, max_pixels, name)
                 out = to_rgb_or_rgba(_decode_reduced(img, max_size))
     except Image.DecompressionBombError as exc:
-        raise NSTError(f"{name} has too many pixels to be decoded safely ({exc})") from exc
+        raise TooLarge(f"{name} has too many pixels to be decoded safely ({exc})") from exc
     except UnidentifiedImageError as exc:
-        raise NSTError(
+        raise UnsupportedFormat(
             f"cannot read {name}: it is not an image in one of the formats read here ({', '.join(READ_FORMATS)})"
         ) from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise NSTError(f"cannot read {name} as an image ({exc}); is it a valid jpg/png/webp file?") from exc
+        raise Unreadable(f"cannot read {name} as an image ({exc}); is it a valid jpg/png/webp file?") from exc
     if out.width == 0 or out.height == 0:
-        raise NSTError(f"image {name} has no pixels ({out.width}×{out.height})")
+        raise Unreadable(f"image {name} has no pixels ({out.width}×{out.height})")
     return out
 
 
@@ -221,7 +222,9 @@ def save_pil(img: Image.Image, path: str | Path) -> Path:
 def check_output_suffix(path: Path) -> None:
     """Refuse an output file name whose suffix is not an image format we write."""
     if path.suffix.lower() not in IMAGE_SUFFIXES:
-        raise NSTError(f"unsupported output suffix {path.suffix!r} in {path}; use one of {', '.join(IMAGE_SUFFIXES)}")
+        raise UnsupportedFormat(
+            f"unsupported output suffix {path.suffix!r} in {path}; use one of {', '.join(IMAGE_SUFFIXES)}"
+        )
 
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:

@@ -14,7 +14,7 @@ from nst_lightning.cli.config import config_dir
 from nst_lightning.cli.presets import group_options, load_option
 from nst_lightning.data.datamodule import CocoDataModule, FolderDataModule
 from nst_lightning.evaluation.evaluate import EvalSettings
-from nst_lightning.inference import stylize_paths
+from nst_lightning.inference import StylizeOptions, stylize_paths
 from nst_lightning.losses.config import LossConfig
 from nst_lightning.models.johnson import JohnsonNet
 from nst_lightning.serve.settings import CacheSettings, ServeSettings
@@ -141,4 +141,5 @@ def test_stylize_defaults_are_the_stylize_yaml():
     """The library's stylize_paths and stylize.py agree (device: None and auto both choose for you)."""
     yaml = _plain(_compose("stylize"))
     python = {k: v for k, v in _signature_defaults(stylize_paths).items() if k not in ("device", "progress")}
+    python.update({k: v for k, v in _fields(StylizeOptions()).items() if k in yaml})
     assert not _same(python, yaml)

@@ -16,6 +16,7 @@ from nst_lightning.image import file_digest, fit_size, open_image, pil_to_tensor
 from nst_lightning.inference import (
     DEFAULT_TILE_SIZE,
     EXPORT_FORMAT,
+    StylizeOptions,
     load_model,
     plan_outputs,
     prepare_model,
@@ -190,11 +191,13 @@ def test_library_and_stylize_yaml_tile_by_the_same_default():
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose("stylize")
     paths_defaults = {k: p.default for k, p in inspect.signature(stylize_paths).parameters.items()}
-    for key in ("strength", "preserve_color", "max_size", "tile_size", "tile_overlap", "max_pixels", "suffix",
-                "input_noise", "input_noise_smooth_only"):  # fmt: skip
+    for key in ("max_pixels", "suffix"):
         assert cfg[key] == paths_defaults[key], key
-    for fn in (stylize, stylize_file):
-        assert inspect.signature(fn).parameters["tile_size"].default == DEFAULT_TILE_SIZE
+    options = StylizeOptions()
+    for key in ("strength", "preserve_color", "max_size", "tile_size", "tile_overlap", "input_noise",
+                "input_noise_smooth_only", "consistency", "temporal_weight"):  # fmt: skip
+        assert cfg[key] == getattr(options, key), key
+    assert options.tile_size == DEFAULT_TILE_SIZE
 
 
 def test_stylize_tiles_large_images_by_default():

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from nst_lightning.errors import NSTError
-from nst_lightning.inference.video import flicker, pan_zoom_clip, probe, stylize_frames, stylize_video, write_video
+from nst_lightning.inference.temporal import flicker, pan_zoom_clip
+from nst_lightning.inference.video import probe, stylize_frames, stylize_video, write_video
 
 from .conftest import synthetic_photo
 

@@ -1,4 +1,4 @@
-"""Files and folders: stylize one image file, or a folder tree of them, through :func:`.stylize.stylize`."""
+"""Files and folders: stylize an image file, a video file or a folder tree of images, with one set of options."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from nst_lightning.errors import NSTError
+from nst_lightning.errors import NotFound, NSTError, TooLarge, UnsupportedFormat
 from nst_lightning.image import (
     DEFAULT_MAX_PIXELS,
     IMAGE_SUFFIXES,
@@ -18,8 +19,9 @@ from nst_lightning.image import (
     open_image,
     save_pil,
 )
-from nst_lightning.inference.noise import DEFAULT_SIGMA, DEFAULT_SMOOTH_ONLY, InputNoise, resolve_input_noise
-from nst_lightning.inference.stylize import DEFAULT_TILE_SIZE, ModelLike, check_options, prepare_model, stylize
+from nst_lightning.inference.options import StylizeOptions
+from nst_lightning.inference.stylize import ModelLike, build_options, stylize, stylize_runner
+from nst_lightning.inference.video import is_video, plan_video_output, stylize_video
 
 log = logging.getLogger(__name__)
 
@@ -28,29 +30,22 @@ def stylize_file(
     model: ModelLike,
     src: str | Path,
     dst: str | Path,
-    max_size: int | None = None,
+    options: StylizeOptions | None = None,
     *,
-    strength: float = 1.0,
-    preserve_color: bool = False,
-    tile_size: int | None = DEFAULT_TILE_SIZE,
-    tile_overlap: int | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     device: str | torch.device | None = None,
-    input_noise: float | InputNoise = DEFAULT_SIGMA,
-    input_noise_smooth_only: bool = DEFAULT_SMOOTH_ONLY,
+    **option_kwargs: Any,
 ) -> Path:
     """Stylize one image file into ``dst`` (format from its suffix; alpha kept where the format can hold it).
 
     Images above ``max_pixels`` are refused before they are decoded. Output size = input size (after the
-    optional ``max_size``).
+    optional ``max_size``). ``option_kwargs``: any :class:`StylizeOptions` field, on top of ``options``.
     """
+    options = build_options(options, **option_kwargs)
     dst = Path(dst)
     check_output_suffix(dst)
-    img = open_image(src, max_pixels, max_size)  # reduced-size decoding when the output is much smaller
-    options = dict(strength=strength, preserve_color=preserve_color, tile_size=tile_size, tile_overlap=tile_overlap,
-                   input_noise=input_noise, input_noise_smooth_only=input_noise_smooth_only)  # fmt: skip
-    out = stylize(img, model, max_size=max_size, device=device, **options)
-    return save_pil(out, dst)
+    img = open_image(src, max_pixels, options.max_size)  # reduced-size decoding when the output is much smaller
+    return save_pil(stylize(img, model, options, device=device), dst)
 
 
 def plan_outputs(src: Path, output: Path, suffix: str | None = None) -> list[tuple[Path, Path]]:
@@ -61,27 +56,27 @@ def plan_outputs(src: Path, output: Path, suffix: str | None = None) -> list[tup
     """
     src, output = Path(src), Path(output)
     if not src.exists():
-        raise NSTError(f"input not found: {src}")
+        raise NotFound(f"input not found: {src}")
     if suffix:
         suffix = suffix if suffix.startswith(".") else f".{suffix}"
         if suffix.lower() not in IMAGE_SUFFIXES:
-            raise NSTError(f"unsupported suffix={suffix}; use one of {', '.join(IMAGE_SUFFIXES)}")
+            raise UnsupportedFormat(f"unsupported suffix={suffix}; use one of {', '.join(IMAGE_SUFFIXES)}")
     if src.is_file():
         if output.is_dir() or not output.suffix:
             dst = output / src.name
         elif output.suffix.lower() in IMAGE_SUFFIXES:
             dst = output
         else:
-            raise NSTError(
+            raise UnsupportedFormat(
                 f"unsupported output suffix {output.suffix!r} in output={output}; name an image file "
                 f"({', '.join(IMAGE_SUFFIXES)}) or a folder (no suffix)"
             )
         return [(src, dst.with_suffix(suffix) if suffix else dst)]
     files = list_images(src, recursive=True)
     if not files:
-        raise NSTError(f"no images found in folder {src}")
+        raise NotFound(f"no images found in folder {src}")
     if output.suffix.lower() in IMAGE_SUFFIXES or (output.exists() and not output.is_dir()):
-        raise NSTError(f"input {src} is a folder, so output must be a folder, not {output}")
+        raise UnsupportedFormat(f"input {src} is a folder, so output must be a folder, not {output}")
     pairs = []
     for f in files:
         dst = output / f.relative_to(src)
@@ -112,41 +107,41 @@ def stylize_paths(
     model: ModelLike,
     src: str | Path,
     dst: str | Path,
+    options: StylizeOptions | None = None,
     *,
     suffix: str | None = None,
-    strength: float = 1.0,
-    preserve_color: bool = False,
-    max_size: int | None = None,
-    tile_size: int | None = DEFAULT_TILE_SIZE,
-    tile_overlap: int | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     device: str | torch.device | None = None,
     progress: bool = False,
-    input_noise: float | InputNoise = DEFAULT_SIGMA,
-    input_noise_smooth_only: bool = DEFAULT_SMOOTH_ONLY,
+    **option_kwargs: Any,
 ) -> StylizeReport:
-    """Stylize an image file or a folder tree of images (see :func:`plan_outputs` for where outputs go).
+    """Stylize an image file, a video file (by its suffix) or a folder tree of images with one set of options.
 
-    The model is loaded once. For one input file any error is raised; in a folder, a file that cannot be read,
-    is too large (``max_pixels``) or runs out of memory is reported, skipped, and the others are processed.
+    See :func:`plan_outputs` for where outputs go. The model is loaded once. For one input file any error is
+    raised; in a folder, a file that cannot be read, is too large (``max_pixels``) or runs out of memory is
+    reported, skipped, and the others are processed. A video is stylized frame by frame with every option
+    (``max_size`` sets the output video's size; ``consistency`` and ``temporal_weight`` apply only to videos).
 
     Raises:
         NSTError: bad options, a missing input, an unusable model, or (one input file) that file's problem.
     """
-    check_options(strength=strength, max_size=max_size, tile_size=tile_size, tile_overlap=tile_overlap)
+    options = build_options(options, **option_kwargs)  # a bad value fails before any file is read
+    if is_video(src):
+        out = plan_video_output(Path(src), Path(dst))
+        video = stylize_video(src, out, model, options, device=device, progress=progress)
+        log.info("wrote %s: %d frames at %s fps (audio %s) in %.1f s (%.2f s/frame)", out, video.frames, video.rate,
+                 "copied" if video.audio else "none", video.seconds, video.seconds_per_frame)  # fmt: skip
+        return StylizeReport(written=[out])
     pairs = plan_outputs(Path(src), Path(dst), suffix)
-    noise = resolve_input_noise(input_noise, input_noise_smooth_only)  # a bad value fails before any file is read
-    runner = prepare_model(model, device)
+    runner = stylize_runner(model, options, device)
     single = Path(src).is_file()
-    options = dict(strength=strength, preserve_color=preserve_color, tile_size=tile_size, tile_overlap=tile_overlap,
-                   input_noise=noise)  # fmt: skip
     report = StylizeReport()
     for path, out in _progress(pairs, progress and len(pairs) > 1):
         try:
             try:
-                report.written.append(stylize_file(runner, path, out, max_size, max_pixels=max_pixels, **options))
+                report.written.append(stylize_file(runner, path, out, options, max_pixels=max_pixels))
             except (MemoryError, torch.OutOfMemoryError) as exc:
-                raise NSTError(f"out of memory on {path}; set a smaller tile_size or max_size") from exc
+                raise TooLarge(f"out of memory on {path}; set a smaller tile_size or max_size") from exc
         except NSTError as exc:
             if single:
                 raise

@@ -2,8 +2,9 @@
 
 ``stylize.py``, the service and the notebook all call it. The model is a loaded checkpoint, an ``nn.Module``, any
 callable such as an exported runtime, or a checkpoint path / shipped-model name (:func:`prepare_model`). It
-handles strength, colour preservation, resizing, small images, alpha and tiling (:mod:`.tiling`). Its keyword
-defaults are the library's defaults; ``conf/stylize.yaml`` is checked against them by a test.
+applies one :class:`~nst_lightning.inference.options.StylizeOptions` (strength, colour preservation, resizing,
+stroke scale, input noise, tiling through :mod:`.tiling`, a multi-style network's style) and handles small images
+and alpha. Its keyword arguments are a convenience that builds the options value.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,22 +22,18 @@ import torch
 from PIL import Image, ImageOps
 from torch import nn
 
-from nst_lightning.errors import NSTError
+from nst_lightning.errors import BadValue, NSTError
 from nst_lightning.image import fit_size, preserve_color, resize_tensor, split_alpha, to_float
 from nst_lightning.inference.checkpoint import LoadedModel, load_model, resolve_checkpoint, resolve_device
-from nst_lightning.inference.noise import DEFAULT_SIGMA, DEFAULT_SMOOTH_ONLY, InputNoise, resolve_input_noise
-from nst_lightning.inference.tiling import GlobalNormStats, stylize_tiled
+from nst_lightning.inference.noise import InputNoise
+from nst_lightning.inference.options import StylizeOptions
+from nst_lightning.inference.tiling import GlobalNormStats, PostProcess, stylize_tiled
 from nst_lightning.models.blocks import pad_to_multiple
 from nst_lightning.models.conditional import num_styles, resolve_style
 
 # Smaller inputs are reflection/replicate padded up to this side before the network and cropped back after it:
 # the networks' reflection padding needs more pixels than its width (a 4 px image crashed Johnson's 9×9 conv).
 MIN_SIDE = 32
-MIN_TILE = 64
-# Images whose longest side exceeds this many pixels are stylized in overlapping tiles (peak network memory is
-# that of one tile); the default of stylize(), stylize_file(), stylize_paths(), stylize.py and the service.
-DEFAULT_TILE_SIZE = 1024
-DEFAULT_TILE_OVERLAP = 128  # tiles overlap this much (or tile_size // 4) and cross-fade over its middle half
 
 log = logging.getLogger(__name__)
 
@@ -137,70 +133,23 @@ def choose_style(
     return runner if count == 1 else dataclasses.replace(runner, style=weights)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+def _finish(options: StylizeOptions, styled: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    """Pixel-wise finishing of float B×3×H×W images: colour preservation, then the blend with the content."""
+    if options.preserve_color:
+        styled = preserve_color(styled, content)
+    if options.strength < 1.0:
+        styled = torch.lerp(content, styled, float(options.strength))
+    return styled
 
 
-def check_options(
-    *,
-    strength: float = 1.0,
-    max_size: int | None = None,
-    tile_size: int | None = None,
-    tile_overlap: int | None = None,
-) -> None:
-    """Validate :func:`stylize`'s options (the service calls it on form fields before any work).
-
-    Raises:
-        NSTError: a value out of range, with the range that is allowed.
-    """
-    if (
-        not isinstance(strength, (int, float, np.floating))
-        or isinstance(strength, bool)
-        or not (math.isfinite(strength) and 0.0 <= strength <= 1.0)
-    ):
-        raise NSTError(f"strength must be a number between 0 and 1 (1 = fully stylized), got {strength!r}")
-    if max_size is not None and not (_is_int(max_size) and max_size >= 1):
-        raise NSTError(f"max_size must be a positive number of pixels (or null for the full size), got {max_size!r}")
-    if tile_size is not None and not (_is_int(tile_size) and tile_size >= MIN_TILE):
-        raise NSTError(f"tile_size must be at least {MIN_TILE} pixels (or null: no tiling), got {tile_size!r}")
-    if tile_overlap is not None and not (_is_int(tile_overlap) and tile_overlap >= 0):
-        raise NSTError(f"tile_overlap must be a number of pixels ≥ 0 (or null: automatic), got {tile_overlap!r}")
-    if tile_size is not None and tile_overlap is not None and tile_overlap > tile_size // 4:
-        raise NSTError(
-            f"tile_overlap={tile_overlap} is too large for tile_size={tile_size}; use at most {tile_size // 4}"
-        )
-
-
-def auto_overlap(tile_size: int, tile_overlap: int | None) -> int:
-    """The overlap used: as given, or ``min(DEFAULT_TILE_OVERLAP, tile_size // 4)``."""
-    return min(DEFAULT_TILE_OVERLAP, tile_size // 4) if tile_overlap is None else tile_overlap
-
-
-@dataclass(frozen=True)
-class _Options:
-    strength: float
-    preserve_color: bool
-    max_size: int | None
-    tile_size: int | None
-    tile_overlap: int | None
-    tile_stats_size: int | None = None
-    noise: InputNoise = InputNoise(0.0)  # added to the network's input only (post() blends with the clean photo)
-
-    def post(self, styled: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
-        """Pixel-wise finishing of float B×3×H×W images: colour preservation, then the blend with the content."""
-        if self.preserve_color:
-            styled = preserve_color(styled, content)
-        if self.strength < 1.0:
-            styled = torch.lerp(content, styled, float(self.strength))
-        return styled
-
-
-def _run(content: torch.Tensor, runner: Stylizer, opts: _Options) -> torch.Tensor:
-    """uint8 or float B×3×H×W → float32 B×3×H×W in [0, 1] (on the runner's device untiled, else on the CPU)."""
+def _network(content: torch.Tensor, runner: Stylizer, options: StylizeOptions, post: PostProcess | None):
+    """uint8 or float B×3×H×W → the network's float32 output (with ``post``), whole or in tiles (then on the CPU)."""
     height, width = content.shape[-2:]
-    if opts.tile_size is None or max(height, width) <= opts.tile_size:
+    noise = options.noise
+    if options.tile_size is None or max(height, width) <= options.tile_size:
         x = to_float(content.to(runner.device))
-        return opts.post(runner(opts.noise.add(x)), x).clamp_(0, 1)
+        styled = runner(noise.add(x))
+        return post(styled, x) if post is not None else styled
     stats = None
     if runner.module is not None:  # a network with statistics other than norm layers' provides them itself
         own = getattr(runner.module, "tile_statistics", None)
@@ -210,32 +159,53 @@ def _run(content: torch.Tensor, runner: Stylizer, opts: _Options) -> torch.Tenso
             "tiling with a model that is not an eager nn.Module: its instance-norm layers (if any) cannot be given "
             "whole-image statistics, so tiles may differ in tone; pass the eager model to avoid it"
         )
-    overlap = auto_overlap(opts.tile_size, opts.tile_overlap)
     outs = [
         stylize_tiled(
             runner,
             content[i : i + 1].cpu(),
-            opts.tile_size,
-            overlap,
+            options.tile_size,
+            options.overlap,
             stats,
-            opts.post,
-            opts.tile_stats_size,
-            opts.noise,
-        )
+            post,
+            options.tile_stats_size,
+            noise,
+        )  # fmt: skip
         for i in range(content.shape[0])
     ]
-    return torch.cat(outs).clamp_(0, 1)
+    return torch.cat(outs)
 
 
-def _stylize_pil(image: Image.Image, runner: Stylizer, opts: _Options) -> Image.Image:
+def stroke_size(height: int, width: int, stroke_scale: float) -> tuple[int, int]:
+    """The (h, w) the network runs at for ``stroke_scale``: the image's size divided by it (each side ≥ 1)."""
+    return max(1, round(height / stroke_scale)), max(1, round(width / stroke_scale))
+
+
+def _run(content: torch.Tensor, runner: Stylizer, options: StylizeOptions) -> torch.Tensor:
+    """uint8 or float B×3×H×W → float32 B×3×H×W in [0, 1] (on the runner's device untiled, else on the CPU).
+
+    With ``stroke_scale`` ≠ 1 the network runs on the image resized to :func:`stroke_size` (tiled if that is
+    larger than ``tile_size``); its output is resized back to H×W and finished against the full-size content.
+    """
+    post = functools.partial(_finish, options)
+    if options.stroke_scale == 1.0:
+        return _network(content, runner, options, post).clamp_(0, 1)
+    height, width = content.shape[-2:]
+    full = to_float(content)
+    small = resize_tensor(full.float(), stroke_size(height, width, options.stroke_scale))
+    styled = _network(small, runner, options, None).clamp_(0, 1)
+    styled = resize_tensor(styled, (height, width)).to(full.device)
+    return post(styled.clamp_(0, 1), full).clamp_(0, 1)
+
+
+def _stylize_pil(image: Image.Image, runner: Stylizer, options: StylizeOptions) -> Image.Image:
     rgb, alpha = split_alpha(ImageOps.exif_transpose(image))
-    size = fit_size(rgb.width, rgb.height, opts.max_size)
+    size = fit_size(rgb.width, rgb.height, options.max_size)
     if size != rgb.size:
         rgb = rgb.resize(size, Image.Resampling.LANCZOS)
         alpha = alpha.resize(size, Image.Resampling.LANCZOS) if alpha is not None else None
     content = torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).unsqueeze(0)  # 1×3×H×W uint8
     del rgb
-    out = _run(content, runner, opts)
+    out = _run(content, runner, options)
     pixels = out[0].mul_(255).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     result = Image.fromarray(pixels, mode="RGB")
     if alpha is not None:
@@ -243,38 +213,56 @@ def _stylize_pil(image: Image.Image, runner: Stylizer, opts: _Options) -> Image.
     return result
 
 
-def _stylize_tensor(image: torch.Tensor, runner: Stylizer, opts: _Options) -> torch.Tensor:
+def _stylize_tensor(image: torch.Tensor, runner: Stylizer, options: StylizeOptions) -> torch.Tensor:
     if image.dim() not in (3, 4) or image.shape[-3] != 3 or not image.is_floating_point():
-        raise NSTError(
+        raise BadValue(
             f"a tensor image must be float 3×H×W or B×3×H×W in [0, 1], got {image.dtype} {tuple(image.shape)}"
         )
     if min(image.shape[-2:]) < 1:
-        raise NSTError(f"the image has no pixels ({tuple(image.shape)})")
+        raise BadValue(f"the image has no pixels ({tuple(image.shape)})")
     batch = image if image.dim() == 4 else image.unsqueeze(0)
-    width, height = fit_size(batch.shape[-1], batch.shape[-2], opts.max_size)
+    width, height = fit_size(batch.shape[-1], batch.shape[-2], options.max_size)
     if (height, width) != tuple(batch.shape[-2:]):
         batch = resize_tensor(batch.float(), (height, width))
-    out = _run(batch, runner, opts).to(image.device)
+    out = _run(batch, runner, options).to(image.device)
     return out if image.dim() == 4 else out[0]
+
+
+def build_options(options: StylizeOptions | None = None, **changes: Any) -> StylizeOptions:
+    """``options`` (default: the defaults) with keyword ``changes``: the library's keyword convenience.
+
+    ``input_noise`` may be an :class:`~nst_lightning.inference.noise.InputNoise` (its strength, mask and seed).
+
+    Raises:
+        BadValue: an unknown keyword or a bad value.
+    """
+    noise = changes.get("input_noise")
+    if isinstance(noise, InputNoise):
+        changes.update(input_noise=noise.sigma, input_noise_smooth_only=noise.smooth_only, noise_seed=noise.seed)
+    base = options if options is not None else StylizeOptions()
+    if not changes:
+        return base
+    known = {f.name for f in dataclasses.fields(StylizeOptions)}
+    unknown = sorted(set(changes) - known)
+    if unknown:
+        raise BadValue(f"unknown stylize option(s) {unknown}; known: {sorted(known)}")
+    return base.replace(**changes)
+
+
+def stylize_runner(model: ModelLike, options: StylizeOptions, device: str | torch.device | None = None) -> Stylizer:
+    """The model ready to run with the options' style (load it once, then stylize many images or frames)."""
+    return choose_style(prepare_model(model, device), options.style, options.style_mix)
 
 
 @torch.inference_mode()
 def stylize(
     image: Image.Image | torch.Tensor,
     model: ModelLike | None = None,
+    options: StylizeOptions | None = None,
     *,
     style_image: str | Path | Image.Image | torch.Tensor | None = None,
-    strength: float = 1.0,
-    preserve_color: bool = False,
-    max_size: int | None = None,
-    tile_size: int | None = DEFAULT_TILE_SIZE,
-    tile_overlap: int | None = None,
     device: str | torch.device | None = None,
-    tile_stats_size: int | None = None,
-    input_noise: float | InputNoise = DEFAULT_SIGMA,
-    input_noise_smooth_only: bool = DEFAULT_SMOOTH_ONLY,
-    style: str | int | None = None,
-    style_mix: dict[str, float] | None = None,
+    **option_kwargs: Any,
 ) -> Image.Image | torch.Tensor:
     """Stylize one image (PIL) or a batch (tensor) with ``model``.
 
@@ -283,50 +271,32 @@ def stylize(
             RGBA when it had transparency; or a float tensor 3×H×W / B×3×H×W in [0, 1] → the same shape (smaller
             with ``max_size``), float32, on the input's device.
         model: see :func:`prepare_model` (LoadedModel, nn.Module, callable, path or shipped-model name).
+        options: how to stylize (:class:`~nst_lightning.inference.options.StylizeOptions`; default: its
+            defaults).
         style_image: instead of ``model``, any painting (path, PIL, 3×H×W tensor): zero-shot style transfer
             with the shipped decoders (:mod:`nst_lightning.inference.zeroshot`).
-        strength: 1 = the network's output, 0 = the content unchanged; values in between blend linearly.
-        preserve_color: keep the content's colours (the stylized luminance with the content's chroma).
-        max_size: shrink so that the longest side is at most this many pixels (never enlarges); ``None``: as is.
-        tile_size: stylize images whose longest side exceeds this many pixels in overlapping tiles of this size
-            (peak network memory is that of one tile; default ``DEFAULT_TILE_SIZE``); ``None``: always the whole
-            image at once.
-        tile_overlap: how many pixels neighbouring tiles share (at most ``tile_size // 4``); they cross-fade over
-            its middle half. ``None``: ``min(128, tile_size // 4)``.
         device: where to load a model given by path or name, or to run a callable (default: auto / the CPU).
-        tile_stats_size: longest side of the downscaled whole-image pass that gives the instance-norm layers
-            their statistics when tiling (default ``tile_size``; larger is closer to the untiled result and
-            needs the memory of a tile of that size).
-        input_noise: strength of the seeded Gaussian noise added to the network's input, so that smooth regions
-            (skies) get the style's texture instead of stripes (:mod:`.noise`); 0 turns it off. An
-            :class:`~nst_lightning.inference.noise.InputNoise` also sets the seed.
-        input_noise_smooth_only: add it only where the photo is smooth (a mask from the local gradient).
-        style: a multi-style network's style, by name or index (default: style 0).
-        style_mix: a blend of its styles, ``{name: weight}`` (weights normalised to sum 1): the convex combination
-            of the styles' instance-norm scales and shifts.
+        option_kwargs: any :class:`StylizeOptions` field (``strength=0.8``, ``stroke_scale=2``, ...), applied on
+            top of ``options``; ``input_noise`` may also be an :class:`InputNoise`.
 
     Raises:
-        NSTError: an option out of range, an unusable image or model, an unknown style.
+        NSTError: an option out of range (:class:`BadValue`), an unusable image or model, an unknown style.
     """
-    check_options(strength=strength, max_size=max_size, tile_size=tile_size, tile_overlap=tile_overlap)
-    if tile_stats_size is not None and not (_is_int(tile_stats_size) and tile_stats_size >= 1):
-        raise NSTError(f"tile_stats_size must be a positive number of pixels, got {tile_stats_size!r}")
-    noise = resolve_input_noise(input_noise, input_noise_smooth_only)
-    opts = _Options(float(strength), bool(preserve_color), max_size, tile_size, tile_overlap, tile_stats_size, noise)
+    options = build_options(options, **option_kwargs)
     if style_image is not None:
         if model is not None:
-            raise NSTError("give either a model or a style_image (zero-shot), not both")
+            raise BadValue("give either a model or a style_image (zero-shot), not both")
         from nst_lightning.inference.zeroshot import load_zeroshot
 
         model = load_zeroshot(style_image, device=str(resolve_device(None if device is None else str(device))))
     if model is None:
-        raise NSTError("no model given: pass a model (checkpoint, shipped name, network) or style_image=PAINTING")
-    runner = choose_style(prepare_model(model, device), style, style_mix)
+        raise BadValue("no model given: pass a model (checkpoint, shipped name, network) or style_image=PAINTING")
+    runner = stylize_runner(model, options, device)
     if isinstance(image, Image.Image):
-        return _stylize_pil(image, runner, opts)
+        return _stylize_pil(image, runner, options)
     if isinstance(image, torch.Tensor):
-        return _stylize_tensor(image, runner, opts)
-    raise NSTError(f"cannot stylize a {type(image).__name__}: pass a PIL image or a B×3×H×W / 3×H×W tensor")
+        return _stylize_tensor(image, runner, options)
+    raise BadValue(f"cannot stylize a {type(image).__name__}: pass a PIL image or a B×3×H×W / 3×H×W tensor")
 
 
 @torch.inference_mode()

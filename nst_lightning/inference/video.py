@@ -1,20 +1,13 @@
-"""Video stylization: streamed decode → stylize → encode, with temporal consistency and a flicker metric.
+"""Video as a file kind of the library: streamed decode → stylize → encode, with the options of a photo.
 
 Frames are decoded, stylized and encoded one at a time (PyAV, which bundles FFmpeg), so memory does not grow
-with the clip's length; the frame rate is kept and audio packets are copied unchanged.
-
-Temporal consistency (``consistency="flow"``): each stylized frame is blended with the previous *output*
-warped to the current frame by dense optical flow (OpenCV Farneback on the input frames). Where the warp is
-unreliable — occluded or newly visible pixels, whose warped previous input differs from the current input —
-the blend falls back to the fresh stylized frame. With ``consistency="none"`` frames are stylized one by one.
-
-Flicker is measured as the warped difference between consecutive stylized frames (:func:`warp_error`): on
-clips made by panning and zooming a still photo (:func:`pan_zoom_clip`) the true motion is known exactly; on
-other clips it comes from Farneback flow with the same occlusion mask.
+with the clip's length; the frame rate is kept and audio packets are copied unchanged. Every frame goes through
+:func:`~nst_lightning.inference.stylize.stylize` with the same :class:`StylizeOptions` as a photo; ``max_size``
+shrinks the decoded frames before anything else (so the temporal blend, the network and the encoder all see
+the output's size), and ``consistency`` / ``temporal_weight`` choose the blend of :mod:`.temporal`.
 
 Frames here are float tensors 1×3×H×W in [0, 1] (what stylize callables take) or H×W×3 uint8 arrays (what the
-codec gives); flows are H×W×2 float32 arrays, ``flow[y, x] = (dx, dy)`` pointing from a pixel of the current
-frame to where it was in the previous one.
+codec gives).
 """
 
 from __future__ import annotations
@@ -22,20 +15,22 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
-from nst_lightning.errors import NSTError
+from nst_lightning.errors import BadValue, NotFound, Unreadable, UnsupportedFormat
+from nst_lightning.image import fit_size
+from nst_lightning.inference.options import CONSISTENCY, StylizeOptions
+from nst_lightning.inference.stylize import ModelLike, build_options, stylize, stylize_runner
+from nst_lightning.inference.temporal import TEMPORAL_WEIGHT, TemporalBlender
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
-CONSISTENCY = ("flow", "none")
-DEFAULT_CONSISTENCY = "flow"
-TEMPORAL_WEIGHT = 0.7  # share of the warped previous output in each consistent frame (where the warp holds)
-OCCLUSION_THRESHOLD = 0.06  # mean |warped previous input − current input| (0..1) above which a pixel is occluded
 VIDEO_CODEC = "libx264"
 VIDEO_CRF = "18"
 
@@ -47,160 +42,31 @@ def is_video(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
-# --- optical flow, warping, consistency ---------------------------------------------------------------------
+def plan_video_output(src: Path, output: Path) -> Path:
+    """Where the stylized ``src`` video goes: ``output`` if it names a video file, else ``output/<src name>``.
 
-
-def _gray(frame: np.ndarray) -> np.ndarray:
-    import cv2
-
-    return cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-
-
-def farneback_flow(current: np.ndarray, previous: np.ndarray) -> np.ndarray:
-    """Dense flow H×W×2 from the H×W×3 uint8 ``current`` frame back to ``previous`` (OpenCV Farneback)."""
-    import cv2
-
-    return cv2.calcOpticalFlowFarneback(
-        _gray(current), _gray(previous), None, pyr_scale=0.5, levels=4, winsize=21, iterations=3, poly_n=7,
-        poly_sigma=1.5, flags=0,
-    )  # fmt: skip
-
-
-def warp(image: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sample H×W×C ``image`` (a previous frame) at ``x + flow(x)``: returns the warped image and the H×W mask
-    of pixels whose source lies inside the image."""
-    import cv2
-
-    h, w = flow.shape[:2]
-    grid_x, grid_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    map_x, map_y = grid_x + flow[..., 0], grid_y + flow[..., 1]
-    warped = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    inside = (map_x >= 0) & (map_x <= w - 1) & (map_y >= 0) & (map_y <= h - 1)
-    return warped, inside
-
-
-def reliable_mask(current: np.ndarray, previous: np.ndarray, flow: np.ndarray, threshold: float) -> np.ndarray:
-    """H×W float mask in [0, 1]: 1 where the flow explains the current input (colour-difference check), 0 at
-    occlusions, disocclusions and where the source falls outside the previous frame."""
-    import cv2
-
-    warped, inside = warp(previous, flow)
-    diff = np.abs(warped.astype(np.float32) - current.astype(np.float32)).mean(axis=2) / 255
-    mask = ((diff < threshold) & inside).astype(np.float32)
-    return cv2.GaussianBlur(cv2.erode(mask, np.ones((3, 3), np.uint8)), (5, 5), 0)
-
-
-class TemporalBlender:
-    """Blend each stylized frame with the previous output warped to it (state: the previous input and output).
-
-    Args:
-        weight: share of the warped previous output where the warp is reliable (0: frame by frame).
-        threshold: occlusion threshold on the mean absolute colour difference (0..1).
+    Raises:
+        UnsupportedFormat: ``output`` has a suffix that is not a video's (an image name for a video input).
     """
-
-    def __init__(self, weight: float = TEMPORAL_WEIGHT, threshold: float = OCCLUSION_THRESHOLD) -> None:
-        if not 0.0 <= weight < 1.0:
-            raise NSTError(f"temporal_weight must be in [0, 1), got {weight!r}")
-        self.weight, self.threshold = weight, threshold
-        self.previous_input: np.ndarray | None = None
-        self.previous_output: np.ndarray | None = None
-
-    def __call__(self, content: np.ndarray, styled: np.ndarray) -> np.ndarray:
-        """H×W×3 uint8 input frame and its H×W×3 uint8 stylization → the consistent H×W×3 uint8 output."""
-        out = styled
-        if self.previous_input is not None and self.weight > 0 and self.previous_input.shape == content.shape:
-            flow = farneback_flow(content, self.previous_input)
-            mask = reliable_mask(content, self.previous_input, flow, self.threshold)[..., None] * self.weight
-            warped, _ = warp(self.previous_output, flow)
-            blended = mask * warped.astype(np.float32) + (1 - mask) * styled.astype(np.float32)
-            out = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
-        self.previous_input, self.previous_output = content, out
-        return out
-
-
-# --- the flicker metric ---------------------------------------------------------------------------------------
-
-
-def warp_error(current: np.ndarray, previous: np.ndarray, flow: np.ndarray, mask: np.ndarray) -> float:
-    """Mean absolute difference (0..255) between ``current`` and ``previous`` warped to it, over ``mask``."""
-    warped, _ = warp(previous.astype(np.float32), flow)
-    diff = np.abs(current.astype(np.float32) - warped).mean(axis=2)
-    weight = mask.astype(np.float32)
-    return float((diff * weight).sum() / max(weight.sum(), 1.0))
-
-
-def flicker(frames: list[np.ndarray], flows: list[np.ndarray], masks: list[np.ndarray]) -> float:
-    """Mean :func:`warp_error` over consecutive pairs: ``flows[i]``/``masks[i]`` map frame i+1 back to frame i."""
-    errors = [warp_error(frames[i + 1], frames[i], flows[i], masks[i]) for i in range(len(frames) - 1)]
-    return float(np.mean(errors)) if errors else 0.0
-
-
-def estimated_motion(content: list[np.ndarray], threshold: float = OCCLUSION_THRESHOLD):
-    """Farneback flows and occlusion masks between consecutive H×W×3 uint8 input frames (for :func:`flicker`)."""
-    flows, masks = [], []
-    for prev, cur in zip(content[:-1], content[1:], strict=True):
-        flow = farneback_flow(cur, prev)
-        flows.append(flow)
-        masks.append(reliable_mask(cur, prev, flow, threshold) > 0.5)
-    return flows, masks
-
-
-@dataclass
-class PanZoomClip:
-    """A clip cut from a still photo by a moving, zooming window, with its exact motion.
-
-    Attributes:
-        frames: H×W×3 uint8 frames.
-        flows: exact flow from frame i+1 back to frame i (H×W×2), one per consecutive pair.
-        masks: pixels of frame i+1 whose source lies inside frame i.
-    """
-
-    frames: list[np.ndarray]
-    flows: list[np.ndarray] = field(default_factory=list)
-    masks: list[np.ndarray] = field(default_factory=list)
-
-
-def pan_zoom_clip(
-    photo: np.ndarray, num_frames: int, size: tuple[int, int], pan: tuple[float, float] = (3.0, 1.0), zoom: float = 1.0
-) -> PanZoomClip:
-    """Cut ``num_frames`` frames of ``size`` (h, w) from an H×W×3 uint8 ``photo``.
-
-    Frame i shows the window of ``size / zoom**i`` photo pixels whose top-left corner is ``i * pan`` (dx, dy)
-    pixels from the start, resampled bilinearly. A pixel x of frame i+1 maps back to frame i at
-    ``x / zoom + ((c_{i+1} − c_i) / s_i)`` where ``c`` are corners and ``s_i = 1 / zoom**i``: an exact, affine flow.
-    """
-    import cv2
-
-    h, w = size
-    frames, flows, masks = [], [], []
-    grid_x, grid_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    for i in range(num_frames):
-        scale = zoom ** (-i)  # photo pixels per frame pixel
-        cx, cy = i * pan[0], i * pan[1]
-        mat = np.array([[scale, 0, cx], [0, scale, cy]], dtype=np.float32)  # frame → photo
-        if cx + scale * w > photo.shape[1] or cy + scale * h > photo.shape[0]:
-            raise NSTError("the photo is too small for this pan: use a larger photo or fewer frames")
-        frames.append(cv2.warpAffine(photo, mat, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP))
-        if i > 0:
-            prev_scale, (px, py) = zoom ** (-(i - 1)), ((i - 1) * pan[0], (i - 1) * pan[1])
-            src_x = (cx + scale * grid_x - px) / prev_scale
-            src_y = (cy + scale * grid_y - py) / prev_scale
-            flows.append(np.stack([src_x - grid_x, src_y - grid_y], axis=2))
-            masks.append((src_x >= 0) & (src_x <= w - 1) & (src_y >= 0) & (src_y <= h - 1))
-    return PanZoomClip(frames, flows, masks)
-
-
-# --- files ----------------------------------------------------------------------------------------------------
+    if is_video(output):
+        return output
+    if output.suffix and not output.is_dir():
+        raise UnsupportedFormat(
+            f"the output of a video must be a video file ({', '.join(VIDEO_SUFFIXES)}) or a folder, got {output}"
+        )
+    return output / src.name
 
 
 @dataclass
 class VideoReport:
-    """What :func:`stylize_video` did."""
+    """What :func:`stylize_video` did: frames written, their rate, whether audio was copied, and the time."""
 
     frames: int
     rate: Fraction
     audio: bool
     seconds: float
+    width: int = 0
+    height: int = 0
 
     @property
     def seconds_per_frame(self) -> float:
@@ -218,11 +84,12 @@ def to_array(image: torch.Tensor) -> np.ndarray:
 
 
 def stylize_frames(
-    frames: Iterator[np.ndarray], stylize_frame: FrameFn, consistency: str = DEFAULT_CONSISTENCY, weight=None
+    frames: Iterator[np.ndarray], stylize_frame: FrameFn, consistency: str = "flow", weight: float | None = None
 ) -> Iterator[np.ndarray]:
-    """Stylize a stream of H×W×3 uint8 frames (lazily, one at a time) with ``stylize_frame`` and ``consistency``."""
+    """Stylize a stream of H×W×3 uint8 frames (lazily, one at a time) with ``stylize_frame`` and ``consistency``
+    (``flow``: blended by :class:`~.temporal.TemporalBlender` with ``weight``, default ``TEMPORAL_WEIGHT``)."""
     if consistency not in CONSISTENCY:
-        raise NSTError(f"unknown consistency {consistency!r}; use one of {', '.join(CONSISTENCY)}")
+        raise BadValue(f"unknown consistency {consistency!r}; use one of {', '.join(CONSISTENCY)}")
     blender = TemporalBlender(TEMPORAL_WEIGHT if weight is None else weight) if consistency == "flow" else None
     for frame in frames:
         styled = to_array(stylize_frame(to_tensor(frame)))
@@ -233,45 +100,62 @@ def _open(path: Path):
     import av
 
     if not path.is_file():
-        raise NSTError(f"video not found: {path}")
+        raise NotFound(f"video not found: {path}")
     try:
         container = av.open(str(path))
     except av.FFmpegError as exc:
-        raise NSTError(
+        raise Unreadable(
             f"cannot read {path} as a video ({exc}); use a file FFmpeg can decode (.mp4, .mov, ...)"
         ) from exc
     if not container.streams.video:
         container.close()
-        raise NSTError(f"{path} has no video stream")
+        raise Unreadable(f"{path} has no video stream")
     return container
 
 
+def output_size(width: int, height: int, max_size: int | None) -> tuple[int, int]:
+    """The (width, height) of the stylized video: the frame shrunk by ``max_size`` (as a photo), then cropped to
+    even sides (H.264 needs them)."""
+    width, height = fit_size(width, height, max_size)
+    return max(2, width // 2 * 2), max(2, height // 2 * 2)
+
+
+@torch.inference_mode()
 def stylize_video(
     src: str | Path,
     dst: str | Path,
-    stylize_frame: FrameFn,
+    model: ModelLike,
+    options: StylizeOptions | None = None,
     *,
-    consistency: str = DEFAULT_CONSISTENCY,
-    temporal_weight: float | None = None,
+    device: str | torch.device | None = None,
     progress: bool = True,
+    **option_kwargs: Any,
 ) -> VideoReport:
     """Stylize the video ``src`` into ``dst`` frame by frame, streamed, keeping its frame rate and audio.
 
     Args:
-        src: any video FFmpeg decodes. Odd frame sizes are cropped by one pixel (H.264 needs even sizes).
+        src: any video FFmpeg decodes.
         dst: output file; its suffix picks the container (``.mp4``, ``.mkv``, ``.mov``).
-        stylize_frame: float 1×3×H×W in [0, 1] → stylized 1×3×H×W (any model: single-style, multi-style with
-            its style choice bound, zero-shot).
-        consistency: ``flow`` (blend with the warped previous output) or ``none`` (frame by frame).
-        temporal_weight: share of the warped previous output (default ``TEMPORAL_WEIGHT``).
+        model: anything :func:`~nst_lightning.inference.stylize.stylize` takes (a checkpoint, a shipped name, a
+            network, a zero-shot model, a callable 1×3×H×W → 1×3×H×W).
+        options: every :class:`StylizeOptions` field applies as for a photo; the output's size is
+            :func:`output_size` (``max_size``, then even sides). ``option_kwargs``: fields on top of it.
+        device: where to load a model given by name or path.
         progress: show a progress bar.
+
+    Raises:
+        NSTError: a bad option (:class:`BadValue`), a missing or unreadable video, an output that is no video.
     """
     import av
     from tqdm import tqdm
 
+    options = build_options(options, **option_kwargs)
     src, dst = Path(src), Path(dst)
     if not is_video(dst):
-        raise NSTError(f"the output of a video must be a video file ({', '.join(VIDEO_SUFFIXES)}), got {dst}")
+        raise UnsupportedFormat(f"the output of a video must be a video file ({', '.join(VIDEO_SUFFIXES)}), got {dst}")
+    runner = stylize_runner(model, options, device)
+    # frames are shrunk once, when decoded; the runner has the style bound
+    per_frame = options.replace(max_size=None, style=None, style_mix=None)
     start = time.perf_counter()
     dst.parent.mkdir(parents=True, exist_ok=True)
     inp = _open(src)
@@ -279,17 +163,18 @@ def stylize_video(
         v_in = inp.streams.video[0]
         a_in = inp.streams.audio[0] if inp.streams.audio else None
         rate = v_in.average_rate or v_in.guessed_rate or Fraction(25)
-        width, height = v_in.codec_context.width // 2 * 2, v_in.codec_context.height // 2 * 2
-        total = v_in.frames or None
+        width, height = output_size(v_in.codec_context.width, v_in.codec_context.height, options.max_size)
         with av.open(str(dst), "w") as out:
             v_out = out.add_stream(VIDEO_CODEC, rate=rate, options={"crf": VIDEO_CRF})
             v_out.width, v_out.height, v_out.pix_fmt = width, height, "yuv420p"
             a_out = out.add_stream_from_template(a_in) if a_in is not None else None
             streams = [v_in] + ([a_in] if a_in is not None else [])
-            frames = _decoded_frames(inp, streams, a_in, a_out, out, width, height)
+            frames = _decoded_frames(inp, streams, a_in, a_out, out, options.max_size, (width, height))
             count = 0
-            bar = tqdm(total=total, unit="frame", disable=not progress, desc=src.name)
-            for index, styled in enumerate(stylize_frames(frames, stylize_frame, consistency, temporal_weight)):
+            bar = tqdm(total=v_in.frames or None, unit="frame", disable=not progress, desc=src.name)
+            styled_frames = stylize_frames(frames, lambda x: stylize(x, runner, per_frame), options.consistency,
+                                           options.temporal_weight)  # fmt: skip
+            for index, styled in enumerate(styled_frames):
                 frame = av.VideoFrame.from_ndarray(styled, format="rgb24")
                 frame.pts, frame.time_base = index, Fraction(1) / rate
                 out.mux(v_out.encode(frame))
@@ -299,11 +184,16 @@ def stylize_video(
             out.mux(v_out.encode(None))
     finally:
         inp.close()
-    return VideoReport(frames=count, rate=Fraction(rate), audio=a_in is not None, seconds=time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    return VideoReport(count, Fraction(rate), a_in is not None, seconds, width, height)
 
 
-def _decoded_frames(inp, streams, a_in, a_out, out, width: int, height: int) -> Iterator[np.ndarray]:
-    """Demux ``inp``: audio packets are copied to ``out`` as they come; video frames are yielded as H×W×3 uint8."""
+def _decoded_frames(
+    inp, streams, a_in, a_out, out, max_size: int | None, size: tuple[int, int]
+) -> Iterator[np.ndarray]:
+    """Demux ``inp``: audio packets are copied to ``out`` as they come; video frames are yielded as H×W×3 uint8,
+    shrunk by ``max_size`` (Lanczos, as a photo) and cropped to ``size`` (w, h)."""
+    width, height = size
     for packet in inp.demux(*streams):
         if a_in is not None and packet.stream is a_in:
             if packet.dts is not None:
@@ -311,7 +201,11 @@ def _decoded_frames(inp, streams, a_in, a_out, out, width: int, height: int) -> 
                 out.mux(packet)
             continue
         for frame in packet.decode():
-            yield frame.to_ndarray(format="rgb24")[:height, :width]
+            pixels = frame.to_ndarray(format="rgb24")
+            shrunk = fit_size(pixels.shape[1], pixels.shape[0], max_size)
+            if shrunk != (pixels.shape[1], pixels.shape[0]):
+                pixels = np.asarray(Image.fromarray(pixels).resize(shrunk, Image.Resampling.LANCZOS))
+            yield np.ascontiguousarray(pixels[:height, :width])
 
 
 def write_video(path: str | Path, frames: list[np.ndarray], rate: int = 10, audio_seconds: float = 0.0) -> Path:

@@ -11,7 +11,7 @@ from typing import Any
 
 from nst_lightning.errors import NSTError
 from nst_lightning.export.runtime import normalize_runtime
-from nst_lightning.inference import DEFAULT_TILE_SIZE, check_options
+from nst_lightning.inference import DEFAULT_TILE_SIZE, StylizeOptions
 
 CACHE_KINDS = ("memory", "disk", "redis", "none")
 QUALITIES = ("full", "fast")
@@ -89,7 +89,7 @@ class ServeSettings:
         normalize_runtime(self.runtime)  # an unknown runtime name fails here, with the library's list
         if self.fast_runtime is not None:
             normalize_runtime(self.fast_runtime)
-        check_options(tile_size=self.tile_size)
+        StylizeOptions(tile_size=self.tile_size)  # a bad tile_size fails with the library's message
         if self.quality not in QUALITIES:
             raise NSTError(f"quality must be one of {', '.join(QUALITIES)}, got {self.quality!r}")
         for name in ("max_queue", "shutdown_timeout_s", "min_upload_kbps"):
