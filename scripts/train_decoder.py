@@ -5,16 +5,26 @@ The decoder learns to invert the frozen VGG-19's ``relu{b}_1`` features of photo
     loss = mean((decode(f) - x)^2) + feature_weight * mean((vgg(decode(f)) - f)^2) / mean(f^2),  f = vgg(x)
 
 No painting is ever seen: styles come in at inference through AdaIN / whitening-colouring of the features.
+
+With ``--objective style`` the decoder is instead trained on the project's own objective (AdaIN's recipe, with
+the whitening-colouring transform): photo features are given a training style's statistics, decoded, and the
+decoded image is scored by the perceptual loss (``conf/loss/default.yaml`` with the ``custom`` preset's weights)
+against the photo and that style's Grams. Training styles are the paintings of ``--styles`` (the presets; the
+evaluation paintings are never among them) at two sizes in all six orders of their colour channels, plus
+``--photo-styles`` training photos, so the decoder learns "make these statistics" rather than sixteen paintings.
 The loop is time-budgeted (cosine learning rate over the wall clock), checkpoints every ``--save-every``
 seconds to ``--work`` and resumes from there, and finally writes the fp16 decoder that ships in
 ``nst_lightning/pretrained/zeroshot/`` with its training figures.
 
     nice -n 10 python scripts/train_decoder.py --level relu4_1 --minutes 60 --crop 128 --batch 4
+    nice -n 19 python scripts/train_decoder.py --objective style --level relu3_1 --crop 256 --batch 2 \
+        --init nst_lightning/pretrained/zeroshot/relu3_1.pt --lr 1e-4 --minutes 150 --out relu3_1_style.pt
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -26,7 +36,18 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from nst_lightning.inference.zeroshot import DECODER_FORMAT, decoder_path
+from nst_lightning.cpu_features import has_fast_bf16
+from nst_lightning.image import load_image
+from nst_lightning.inference.zeroshot import (
+    DECODER_FORMAT,
+    FeatureStats,
+    decoder_path,
+    feature_stats,
+    read_decoder,
+    transform,
+)
+from nst_lightning.losses.functional import gram_matrix
+from nst_lightning.losses.perceptual import PerceptualLoss
 from nst_lightning.losses.vgg import VGG19Features
 from nst_lightning.models.decoder import VGGDecoder
 
@@ -71,9 +92,71 @@ def reconstruction_loss(
     return loss, {"pixel": pixel.item(), "feature": feature.item(), "loss": loss.item()}
 
 
+class StyleBank:
+    """Training styles for ``--objective style``: per style, its statistics at the decoder's level and its Grams.
+
+    Built once per run from 1×3×H×W style images; the loss holds every style's Grams as a bank (S×C×C per
+    layer), so a style is an index.
+    """
+
+    def __init__(self, images: list[torch.Tensor], level: str, loss: PerceptualLoss) -> None:
+        self.stats: list[FeatureStats] = []
+        grams = []
+        with torch.no_grad():
+            for image in images:
+                feats = loss.vgg(image, [*loss.style_layers, level])
+                self.stats.append(feature_stats(feats[level][0]))
+                grams.append({n: gram_matrix(feats[n]) for n in loss.style_layers})
+        loss.set_style_bank(grams)
+
+    def __len__(self) -> int:
+        return len(self.stats)
+
+
+def style_images(styles: Path, photos: Path, photo_styles: int, seed: int) -> list[torch.Tensor]:
+    """The training styles as 1×3×H×W images in [0, 1]: each painting in ``styles`` at 512 and 384 px on its long
+    side in the six orders of its colour channels, then ``photo_styles`` training photos at 512 px."""
+    out = []
+    for path in sorted(p for p in styles.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        for size in (512, 384):
+            image = load_image(path, size)
+            out += [image[:, list(order)] for order in itertools.permutations(range(3))]
+    names = sorted(p for p in photos.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    out += [load_image(p, 512) for p in random.Random(seed).sample(names, min(photo_styles, len(names)))]
+    return out
+
+
+def style_loss_step(
+    decoder: VGGDecoder, loss: PerceptualLoss, bank: StyleBank, images: torch.Tensor, bf16: bool
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The perceptual objective of B×3×H×W photos decoded from their features with random bank styles."""
+    level = decoder.level
+    picks = [random.randrange(len(bank)) for _ in range(images.shape[0])]
+    with torch.no_grad():
+        feats = loss.vgg(images, [level, *loss.content_layers])
+        moved = torch.cat([transform(feats[level][i : i + 1], "wct", bank.stats[k]) for i, k in enumerate(picks)])
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        out = decoder(moved.float())
+        parts = {"content": 0.0, "style": 0.0}
+        total = out.new_zeros((), dtype=torch.float32)
+        for i, k in enumerate(picks):
+            targets = {n: feats[n][i : i + 1] for n in loss.content_layers}
+            terms = loss(out[i : i + 1], content_targets=targets, style=k)
+            total = total + terms["objective"] / len(picks)
+            for name in parts:
+                parts[name] += terms[name].item() / len(picks)
+    return total, {**parts, "loss": total.item()}
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--level", default="relu4_1")
+    parser.add_argument("--objective", choices=("reconstruction", "style"), default="reconstruction")
+    parser.add_argument("--styles", type=Path, default=Path(os.environ.get("NST_DATA_DIR", "data")) / "styles")
+    parser.add_argument("--photo-styles", type=int, default=64, help="training photos used as styles too")
+    parser.add_argument("--init", type=Path, default=None, help="start from this decoder file (same level)")
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                        help="style objective: bf16 autocast where the CPU has fast bf16 (auto)")  # fmt: skip
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("NST_DATA_DIR", "data")) / "train")
     parser.add_argument("--minutes", type=float, default=60.0, help="wall-clock training budget (resumes count)")
     parser.add_argument("--crop", type=int, default=128)
@@ -91,6 +174,36 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def build_decoder(args: argparse.Namespace, photos: list[torch.Tensor], state: dict | None) -> VGGDecoder:
+    """The decoder to train: from ``--init``'s file, else with ``input_scale`` = 1 / RMS of the level's features
+    on a few photos (so it starts near the image range); the resumable state's weights are loaded later."""
+    if args.init is not None:
+        decoder = read_decoder(args.init).requires_grad_(True).train()
+        if decoder.level != args.level:
+            raise SystemExit(f"error: --init {args.init} is a {decoder.level} decoder, not {args.level}")
+        return decoder
+    if state is not None:
+        return VGGDecoder(args.level, input_scale=state.get("input_scale", 1.0))
+    vgg = VGG19Features([args.level])
+    with torch.no_grad():
+        rms = vgg(random_batch(photos, 8, args.crop), [args.level])[args.level].pow(2).mean().rsqrt().item()
+    return VGGDecoder(args.level, input_scale=rms)
+
+
+def step_function(args: argparse.Namespace, decoder: VGGDecoder):
+    """``images -> (loss, parts)`` for the chosen objective (the style objective builds its style bank here)."""
+    if args.objective == "reconstruction":
+        vgg = VGG19Features([args.level]).to(args.device)
+        return lambda images: reconstruction_loss(decoder, vgg, images, args.feature_weight)
+    loss = PerceptualLoss().to(args.device)
+    started = time.perf_counter()
+    bank = StyleBank([i.to(args.device) for i in style_images(args.styles, args.data, args.photo_styles, args.seed)],
+                     args.level, loss)  # fmt: skip
+    print(json.dumps({"style_bank": len(bank), "seconds": round(time.perf_counter() - started, 1)}), flush=True)
+    bf16 = args.precision == "bf16" or (args.precision == "auto" and args.device == "cpu" and has_fast_bf16())
+    return lambda images: style_loss_step(decoder, loss, bank, images, bf16)
+
+
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
@@ -101,16 +214,9 @@ def main() -> None:
 
     photos = load_photos(args.data, args.short_side) if not args.export_only else []
     num_photos = sum(1 for p in args.data.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    vgg = VGG19Features([args.level])
     step, elapsed, history, images = 0, 0.0, [], 0
     state = torch.load(state_file, map_location="cpu", weights_only=False) if state_file.exists() else None
-    if state is not None:
-        input_scale = state.get("input_scale", 1.0)
-    else:  # 1 / RMS of the level's features on a few photos: the decoder then starts near the image range
-        with torch.no_grad():
-            input_scale = vgg(random_batch(photos, 8, args.crop), [args.level])[args.level].pow(2).mean().rsqrt().item()
-    decoder = VGGDecoder(args.level, input_scale=input_scale).to(args.device)
-    vgg = vgg.to(args.device)
+    decoder = build_decoder(args, photos, state).to(args.device)
     optimizer = torch.optim.Adam(decoder.parameters(), lr=args.lr)
     if state is not None:
         decoder.load_state_dict(state["decoder"])
@@ -120,18 +226,21 @@ def main() -> None:
         random.setstate(state["py_random"])
         print(f"resumed at step {step} after {elapsed:.0f} s", flush=True)
 
+    running = history[-1] if history else None
     if not args.export_only:
-        step, elapsed, history, images, running = train(args, photos, vgg, decoder, optimizer, state_file,
+        step_fn = step_function(args, decoder)
+        step, elapsed, history, images, running = train(args, photos, step_fn, decoder, optimizer, state_file,
                                                         step, elapsed, history, images)  # fmt: skip
-    else:
-        running = history[-1] if history else None
-    meta = {"level": args.level, "steps": step, "images_seen": images, "train_photos": num_photos, "crop": args.crop,
-            "batch": args.batch, "train_seconds": round(elapsed), "threads": args.threads, "lr": args.lr,
-            "feature_weight": args.feature_weight, "final_loss": running, "device": args.device}  # fmt: skip
+    meta = {"level": args.level, "objective": args.objective, "steps": step, "images_seen": images,
+            "train_photos": num_photos, "crop": args.crop, "batch": args.batch, "train_seconds": round(elapsed),
+            "threads": args.threads, "lr": args.lr, "feature_weight": args.feature_weight, "final_loss": running,
+            "device": args.device, "init": str(args.init) if args.init else None}  # fmt: skip
+    if args.init is not None:
+        meta["init_meta"] = getattr(read_decoder(args.init), "meta", {})
     out = args.out or decoder_path(args.level)
     out.parent.mkdir(parents=True, exist_ok=True)
     half = {k: v.half().cpu() for k, v in decoder.state_dict().items()}
-    shipped = {"format": DECODER_FORMAT, "level": args.level, "width": 1.0, "input_scale": input_scale}
+    shipped = {"format": DECODER_FORMAT, "level": args.level, "width": 1.0, "input_scale": decoder.input_scale}
     torch.save({**shipped, "state_dict": half, "meta": meta}, out)
     print(json.dumps({"wrote": str(out), **meta}), flush=True)
 
@@ -141,10 +250,12 @@ def save_state(path: Path, decoder, optimizer, step: int, elapsed: float, histor
     state = {"decoder": decoder.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "images": images}
     state["input_scale"] = decoder.input_scale
     state.update(elapsed=elapsed, history=history, py_random=random.getstate())
-    torch.save(state, path)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
 
 
-def train(args, photos, vgg, decoder, optimizer, state_file, step, elapsed, history, images):
+def train(args, photos, step_fn, decoder, optimizer, state_file, step, elapsed, history, images):
     """The time-budgeted loop; returns (step, elapsed seconds, history, images seen, smoothed losses)."""
     budget = args.minutes * 60
     start, last_save, running = time.perf_counter() - elapsed, time.perf_counter(), None
@@ -153,7 +264,7 @@ def train(args, photos, vgg, decoder, optimizer, state_file, step, elapsed, hist
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = random_batch(photos, args.batch, args.crop).to(args.device)
-        loss, parts = reconstruction_loss(decoder, vgg, batch, args.feature_weight)
+        loss, parts = step_fn(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
