@@ -85,3 +85,53 @@ def test_stylize_cli_takes_a_video_with_a_shipped_network(tmp_path: Path, photo:
                                   "device=cpu"]))  # fmt: skip
     info = probe(out)
     assert (info["frames"], info["rate"], info["audio"]) == (4, Fraction(8), True)
+
+
+def _frames(path: Path) -> np.ndarray:
+    """Every frame of a video file, F×H×W×3 uint8."""
+    import av
+
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+@pytest.fixture(scope="module")
+def short_clip(tmp_path_factory: pytest.TempPathFactory, photo: np.ndarray) -> Path:
+    clip = pan_zoom_clip(photo, 3, (40, 48), pan=(2.0, 1.0))
+    return write_video(tmp_path_factory.mktemp("clip") / "clip.mp4", clip.frames, rate=8)
+
+
+def _cli_video(src: Path, out: Path, *overrides: str) -> np.ndarray:
+    from nst_lightning.cli.stylize import run
+
+    from .test_zeroshot import compose_stylize
+
+    (written,) = run(compose_stylize(["ckpt=starry_night", f"input={src}", f"output={out}", "device=cpu", *overrides]))
+    return _frames(written)
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["input_noise=0", "input_noise=0.5", "input_noise_smooth_only=false", "noise_seed=7", "strength=0.5",
+     "preserve_color=true", "stroke_scale=2", "consistency=none"],
+)  # fmt: skip
+def test_stylize_cli_video_honours_every_option(tmp_path: Path, short_clip: Path, override: str) -> None:
+    """Each option changes the frames of a stylized video as it changes a photo (none is dropped on the way)."""
+    default = _cli_video(short_clip, tmp_path / "default.mp4")
+    changed = _cli_video(short_clip, tmp_path / "changed.mp4", override)
+    assert changed.shape == default.shape
+    assert np.abs(changed.astype(float) - default.astype(float)).mean() > 0.5, override
+
+
+def test_stylize_cli_video_noise_off_and_strong_differ(tmp_path: Path, short_clip: Path) -> None:
+    off = _cli_video(short_clip, tmp_path / "off.mp4", "input_noise=0")
+    strong = _cli_video(short_clip, tmp_path / "strong.mp4", "input_noise=0.5")
+    assert np.abs(off.astype(float) - strong.astype(float)).mean() > 0.5
+
+
+@pytest.mark.parametrize("consistency", ["flow", "none"])
+def test_stylize_cli_video_max_size_shrinks_every_frame(tmp_path: Path, short_clip: Path, consistency: str) -> None:
+    """max_size applies to the whole frame path: the flow blend sees output-sized frames, the video has that size."""
+    frames = _cli_video(short_clip, tmp_path / "small.mp4", "max_size=32", f"consistency={consistency}")
+    assert frames.shape[0] == 3
+    assert max(frames.shape[1:3]) <= 32 and frames.shape[1:3] == (26, 32)

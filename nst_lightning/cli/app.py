@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import logging
 import os
 import re
@@ -227,6 +228,21 @@ def _bases(path: Path) -> list[str]:
     return [e for e in _defaults_entries(path) if re.fullmatch(r"[\w.]+", e) and e != "_self_"]
 
 
+_LIBRARY_DEFAULT = re.compile(r"^\$\{nst\.stylize_default:(\w+)\}$")
+
+
+def _shown_default(value: str) -> str:
+    """A key's value as ``--help`` shows it: a stylize option's library default (``${nst.stylize_default:X}``)
+    as its value (importing the library: only ``stylize.py --help`` has such keys)."""
+    m = _LIBRARY_DEFAULT.match(value)
+    if m is None:
+        return value
+    from nst_lightning.cli.config import stylize_default
+
+    default = stylize_default(m[1])
+    return default if isinstance(default, str) else json.dumps(default)
+
+
 def app_help(name: str, summary: str) -> str:
     """The ``--help`` text of a command: its own config groups and its documented keys with their comments."""
     conf = Path(config_dir())
@@ -246,6 +262,7 @@ def app_help(name: str, summary: str) -> str:
     lines.append(f"Keys (conf/{name}.yaml" + (" and each group's default)" if groups else ")") + ":")
     width = min(40, max((len(k) + len(v) + 2 for k, v, _ in rows), default=0))
     for key, value, comment in rows:
+        value = _shown_default(value)
         entry = f"{key}: {value}" if value else f"{key}:"
         lines.append(f"  {entry:<{width}}  # {comment}" if comment else f"  {entry}")
     lines += [

@@ -43,14 +43,23 @@ def _data_or_sample(path: str, sample_relative: str) -> str:
     return data_or_sample(path, sample_relative)
 
 
+def stylize_default(name: str) -> Any:
+    """``${nst.stylize_default:FIELD}``: the library's default of a :class:`StylizeOptions` field, so that
+    ``conf/stylize.yaml`` and the service settings read it instead of restating it."""
+    from nst_lightning.inference.options import option_default
+
+    return option_default(name)
+
+
 def register_resolvers() -> None:
     """``${nst.data_dir:DEFAULT}``: ``$NST_DATA_DIR`` or DEFAULT, absolute; ``${nst.data_or_sample:PATH,REL}``:
     PATH, or the embedded sample's REL when PATH holds no data (``experiment=quick``); ``${nst.gpu_or_cpu:G,C}``:
-    the recipe's value for the device that trains (:func:`gpu_or_cpu`). Each imports what it needs when a
+    the recipe's value for the device that trains (:func:`gpu_or_cpu`); ``${nst.stylize_default:FIELD}``: a
+    stylize option's default (:func:`stylize_default`). Each imports what it needs when a
     configuration is resolved, so that composing one (and its errors) stays quick."""
 
     for name, resolver in (("nst.data_dir", _data_dir), ("nst.data_or_sample", _data_or_sample),
-                           ("nst.gpu_or_cpu", gpu_or_cpu)):  # fmt: skip
+                           ("nst.gpu_or_cpu", gpu_or_cpu), ("nst.stylize_default", stylize_default)):  # fmt: skip
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
 

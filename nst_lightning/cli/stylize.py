@@ -11,9 +11,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from nst_lightning.errors import NSTError
-from nst_lightning.inference import choose_style, prepare_model, pretrained_models, stylize_paths
-from nst_lightning.inference.video import is_video
+from nst_lightning.errors import BadValue, NSTError
+from nst_lightning.inference import StylizeOptions, pretrained_models, stylize_paths
 
 log = logging.getLogger(__name__)
 MULTISTYLE = "multistyle"  # the shipped network that style=NAME without ckpt= picks
@@ -27,39 +26,34 @@ def chosen_style(value: object) -> str | int | None:
     return value  # type: ignore[return-value]
 
 
+CALLER_KEYS = ("ckpt", "style_image", "zeroshot_method", "input", "output", "suffix", "max_pixels", "device")
+"""Keys of ``conf/stylize.yaml`` that say what to stylize and where; every other key is a StylizeOptions field."""
+
+
+def options_from_config(cfg: DictConfig) -> StylizeOptions:
+    """The :class:`StylizeOptions` of a ``conf/stylize.yaml`` config (``style=NAME`` read as the preset's name)."""
+    values = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(values, dict)
+    values = {k: v for k, v in values.items() if k != "hydra"}
+    values["style"] = chosen_style(cfg.style)
+    mix = values.get("style_mix")
+    if mix is not None and not isinstance(mix, dict):
+        raise BadValue(f"style_mix must be a mapping {{NAME: WEIGHT, ...}}, got {mix!r}")
+    return StylizeOptions.from_mapping(values, ignore=CALLER_KEYS)
+
+
 def run(cfg: DictConfig) -> list[Path]:
-    """Stylize ``cfg.input`` (file or folder) with ``cfg.ckpt`` into ``cfg.output``; returns written files.
+    """Stylize ``cfg.input`` (an image, a folder of images or a video) with ``cfg.ckpt`` into ``cfg.output``;
+    returns the written files.
 
     Images that cannot be read (or are too large) in a folder are reported and skipped; the others are still
     written, and the command then fails with the list of skipped files.
     """
+    options = options_from_config(cfg)  # every bad value fails here, before a model is loaded
     if not cfg.input:
-        raise NSTError("no input given: use input=FILE_OR_FOLDER")
-    model = _model(cfg)
-    style, mix = chosen_style(cfg.style), cfg.style_mix
-    if style is not None or mix:  # a multi-style network: the style is chosen once, for every image
-        mix = OmegaConf.to_container(mix) if OmegaConf.is_config(mix) else mix
-        if mix is not None and not isinstance(mix, dict):
-            raise NSTError(f"style_mix must be a mapping {{NAME: WEIGHT, ...}}, got {mix!r}")
-        model = choose_style(prepare_model(model, cfg.device), style, mix)
-    if is_video(cfg.input):
-        return [_video(cfg, model)]
-    report = stylize_paths(
-        model,
-        cfg.input,
-        cfg.output,
-        suffix=cfg.suffix,
-        strength=cfg.strength,
-        preserve_color=cfg.preserve_color,
-        max_size=cfg.max_size,
-        tile_size=cfg.tile_size,
-        tile_overlap=cfg.tile_overlap,
-        max_pixels=cfg.max_pixels,
-        device=cfg.device,
-        progress=True,
-        input_noise=cfg.input_noise,
-        input_noise_smooth_only=cfg.input_noise_smooth_only,
-    )
+        raise BadValue("no input given: use input=FILE_OR_FOLDER")
+    report = stylize_paths(_model(cfg), cfg.input, cfg.output, options, suffix=cfg.suffix,
+                           max_pixels=cfg.max_pixels, device=cfg.device, progress=True)  # fmt: skip
     if not report.ok:
         raise NSTError(report.summary())
     return report.written
@@ -81,22 +75,3 @@ def _model(cfg: DictConfig):
     if not cfg.ckpt:
         raise NSTError("no model given: use ckpt=NAME_OR_PATH (a trained network) or style_image=PAINTING (zero-shot)")
     return cfg.ckpt
-
-
-def _video(cfg: DictConfig, model) -> Path:
-    """Stylize the video ``cfg.input`` into ``cfg.output`` (a video file) with the image options of ``cfg``."""
-    from nst_lightning.inference import prepare_model, stylize
-    from nst_lightning.inference.video import stylize_video
-
-    runner = prepare_model(model, cfg.device)
-    options = {k: cfg[k] for k in ("strength", "preserve_color", "max_size", "tile_size", "tile_overlap")}
-    output = Path(cfg.output)
-    if not is_video(output):
-        output = output / Path(cfg.input).name if not output.suffix else output
-    report = stylize_video(
-        cfg.input, output, lambda frame: stylize(frame, runner, **options),
-        consistency=cfg.consistency, temporal_weight=cfg.temporal_weight,
-    )  # fmt: skip
-    log.info("wrote %s: %d frames at %s fps (audio %s) in %.1f s (%.2f s/frame)", output, report.frames,
-             report.rate, "copied" if report.audio else "none", report.seconds, report.seconds_per_frame)  # fmt: skip
-    return output

@@ -131,6 +131,18 @@ class StylizeOptions:
         return auto_overlap(self.tile_size or 0, self.tile_overlap)
 
 
+def option_default(name: str) -> Any:
+    """The default of the :class:`StylizeOptions` field ``name`` (where configs read it from).
+
+    Raises:
+        BadValue: no such field.
+    """
+    for f in fields(StylizeOptions):
+        if f.name == name:
+            return f.default
+    raise BadValue(f"unknown stylize option {name!r}; known: {sorted(f.name for f in fields(StylizeOptions))}")
+
+
 def auto_overlap(tile_size: int, tile_overlap: int | None) -> int:
     """The overlap used: as given, or ``min(DEFAULT_TILE_OVERLAP, tile_size // 4)``."""
     return min(DEFAULT_TILE_OVERLAP, tile_size // 4) if tile_overlap is None else tile_overlap
