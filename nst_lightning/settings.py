@@ -152,3 +152,32 @@ def from_mapping(
         else:
             converted[name] = check_value(cls, name, value, source)
     return cls(**converted)
+
+
+def check_call_args(target: Any, values: Mapping[str, Any], source: str) -> None:
+    """Check each of ``values`` against the annotation of the parameter of that name of ``target`` (a function or
+    a class: its ``__init__``) before it is called with them; parameters without a readable annotation and keys
+    it does not take are left to the call.
+
+    Raises:
+        BadValue: a value of the wrong type (the message names ``source.key``).
+    """
+    hints: dict[str, Any] = {}
+    # A subclass that passes **kwargs on: its parents' parameters are checked too (the nearest class wins).
+    for function in (
+        [c.__init__ for c in target.__mro__ if "__init__" in vars(c)] if isinstance(target, type) else [target]
+    ):
+        try:
+            hints = {**typing.get_type_hints(function), **hints}
+        except Exception:  # annotations that do not evaluate here (a library's private aliases): skipped
+            continue
+    for key, value in values.items():
+        annotation = hints.get(key)
+        if annotation is None or key == "return":
+            continue
+        try:
+            _convert(value, annotation)
+        except _Mismatch:
+            raise BadValue(f"{source}.{key} must be {_name_of(annotation)}, got {value!r}") from None
+        except TypeError:  # an annotation this converter cannot test (a protocol, a generic alias)
+            continue

@@ -102,3 +102,36 @@ def test_a_bad_value_of_any_key_is_a_one_line_error_naming_it(tmp_path: Path, ap
         _run(app, cfg)
     assert key.rsplit(".", 1)[-1] in str(info.value), str(info.value)
     assert "\n" not in str(info.value).strip()
+
+
+TRAIN = ["experiment=tiny"]
+
+
+class _ReachedFit(Exception):
+    pass
+
+
+def _train_cases() -> list[str]:
+    return settable_keys("train", [*TRAIN, "paths.output_dir=/tmp/nst-bad-values-keys"])
+
+
+@pytest.mark.parametrize("key", _train_cases())
+def test_a_bad_value_of_any_train_key_fails_before_training_naming_it(tmp_path: Path, key: str) -> None:
+    """The training command checks every value before it builds data, network or trainer."""
+    import lightning as L
+
+    from nst_lightning.cli.train import run
+
+    class Stop(L.Callback):
+        def on_fit_start(self, trainer, pl_module) -> None:
+            raise _ReachedFit
+
+    from nst_lightning.cli.config_errors import config_error
+
+    cfg = _compose("train", [*TRAIN, f"paths.output_dir={tmp_path}", f"{key}={BAD}"])
+    with pytest.raises(Exception) as info:
+        run(cfg, extra_callbacks=[Stop()])
+    # What the command prints: an NSTError as it is, or Lightning's own check of a trainer value in one line.
+    error = info.value if isinstance(info.value, NSTError) else config_error(info.value)
+    assert error is not None, repr(info.value)
+    assert key.rsplit(".", 1)[-1] in str(error), str(error)

@@ -10,7 +10,7 @@ from nst_lightning.training.module import StyleTransferModule
 
 
 def test_unknown_keys_and_schedules_fail_before_anything_is_built():
-    with pytest.raises(NSTError, match="unknown optim keys lr_schedul; known: lr, betas"):
+    with pytest.raises(NSTError, match="unknown optim key\\(s\\) lr_schedul; known: lr, betas"):
         StyleTransferModule(optim={"lr_schedul": "cosine"})
     with pytest.raises(NSTError, match="unknown optim.lr_schedule 'linear'"):
         StyleTransferModule(optim={"lr_schedule": "linear"})

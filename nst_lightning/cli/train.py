@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nst_lightning.cli.multistyle import build_multistyle_module, is_multistyle
 from nst_lightning.cli.presets import config_loss, style_image_path
+from nst_lightning.cli.train_checks import check_train_config
 from nst_lightning.training import checkpoint_io, fault
 from nst_lightning.training.callbacks import BatchNormReestimation, ema_callbacks
 from nst_lightning.training.deliver import export_and_preview
@@ -82,11 +83,11 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
 
     ``extra_callbacks`` are added to those of ``cfg.callbacks`` (for programmatic use and tests).
     """
-    if cfg.seed is not None:
-        L.seed_everything(cfg.seed, workers=True)
     out_dir = Path(cfg.paths.output_dir)
     checkpoint_io.check_writable(out_dir / checkpoint_io.CHECKPOINT_DIR)  # fail now, not at the first checkpoint
     choice = apply_auto_precision(cfg)
+    check_train_config(cfg)  # a value of the wrong type fails here, named, before anything is built
+    L.seed_everything(cfg.seed, workers=True) if cfg.seed is not None else None
     log.info("precision %s, channels_last=%s, allocator=%s (%s)", choice.precision, choice.channels_last,
              choice.allocator, choice.reason)  # fmt: skip
     warn_if_emulated(choice)

@@ -17,7 +17,7 @@ from nst_lightning.data.manifest import download_folder
 from nst_lightning.data.sample import data_dir_from_env
 from nst_lightning.data.sampler import ResumableDataLoader, ResumableSampler
 from nst_lightning.download import download
-from nst_lightning.errors import NSTError
+from nst_lightning.errors import BadValue, NSTError
 from nst_lightning.image import list_images
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,9 @@ def resolve_num_workers(num_workers: int | str) -> int:
     """``data.num_workers``: a number as given, or ``auto``: half the CPU cores this process may use, at least
     1 and at most 8 (the training step needs the other half on a CPU; 8 feed a GPU at batch 16, 256 px)."""
     if str(num_workers).lower() != "auto":
-        return int(num_workers)
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise BadValue(f"data.num_workers must be a number of processes ≥ 0 or auto, got {num_workers!r}")
+        return num_workers
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(8, cores // 2))
 

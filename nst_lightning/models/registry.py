@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from nst_lightning.errors import NSTError
+from nst_lightning.errors import BadValue
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
@@ -29,8 +29,17 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def model_builder(name: str) -> Callable[..., nn.Module]:
+    """The builder registered under ``name``.
+
+    Raises:
+        BadValue: no network has that name (the message lists them).
+    """
+    if name not in _REGISTRY:
+        raise BadValue(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
+    return _REGISTRY[name]
+
+
 def create_model(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered network by name with primitive keyword arguments."""
-    if name not in _REGISTRY:
-        raise NSTError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
-    return _REGISTRY[name](**kwargs)
+    return model_builder(name)(**kwargs)
