@@ -23,9 +23,9 @@ from PIL import Image
 from nst_lightning.errors import BadValue, NSTError
 from nst_lightning.serve import CacheSettings, ServeSettings, create_app
 from nst_lightning.serve.errors import status_of
+from nst_lightning.serve.fields import parse_style_mix
 from nst_lightning.serve.models import StyleModel, load_styles
 from nst_lightning.serve.server import check_port, free_port, running_in_thread
-from nst_lightning.serve.fields import parse_style_mix
 from tests.conftest import REPO, RedisServer, synthetic_photo
 
 STYLE = "starry_night"

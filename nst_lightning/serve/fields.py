@@ -115,6 +115,12 @@ def stylize_options(
     return StylizeOptions(**values, tile_size=settings.tile_size, style=style, style_mix=style_mix)
 
 
+def option_defaults(settings: ServeSettings) -> dict[str, Any]:
+    """What a request gets for each option field it leaves out (``GET /styles`` lists them for the page)."""
+    base = StylizeOptions()
+    return {name: settings.max_size if name == "max_size" else getattr(base, name) for name in OPTION_FIELDS}
+
+
 def output(fields: Mapping[str, str], settings: ServeSettings) -> tuple[str, str]:
     """``(format, quality)`` asked for by the form (defaults: png, the service's ``quality``).
 

@@ -19,7 +19,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nst_lightning.errors import BadValue, NotFound, NSTError
 from nst_lightning.serve.errors import BadRequest, status_of
-from nst_lightning.serve.fields import Output, form_openapi, output, parse_style_mix, stylize_options
+from nst_lightning.serve.fields import (
+    Output,
+    form_openapi,
+    option_defaults,
+    output,
+    parse_style_mix,
+    stylize_options,
+)
 from nst_lightning.serve.guard import shorten
 from nst_lightning.serve.models import StyleModel
 from nst_lightning.serve.pipeline import Job, Pipeline, fixed_model, read_form
@@ -101,7 +108,8 @@ def add_info_routes(app: FastAPI, pipeline: Pipeline, styles: dict[str, StyleMod
     async def list_styles() -> dict[str, Any]:
         """Names and thumbnail URLs of the styles this service runs, and the network that serves each (a
         multi-style network is listed under its own name, for style 0 or any ``style_mix``, and once per style as
-        ``<network>.<style>``; ``networks`` lists each one's styles); ``arbitrary``: any painting, zero-shot."""
+        ``<network>.<style>``; ``networks`` lists each one's styles); ``arbitrary``: any painting, zero-shot;
+        ``options``: the value each option field of the stylize forms has when left out."""
         named = []
         for n in sorted(styles):
             m = styles[n]
@@ -110,7 +118,8 @@ def add_info_routes(app: FastAPI, pipeline: Pipeline, styles: dict[str, StyleMod
                 entry.update(style=m.style, network_styles=m.network_styles)
             named.append(entry)
         networks = {m.network: m.network_styles for m in styles.values() if m.network_styles}
-        return {"styles": named, "arbitrary": ARBITRARY_STYLES, "networks": networks}
+        return {"styles": named, "arbitrary": ARBITRARY_STYLES, "networks": networks,
+                "options": option_defaults(settings)}  # fmt: skip
 
     @app.get("/styles/{name}/thumbnail.jpg")
     async def thumbnail(name: str) -> Response:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from nst_lightning.errors import NSTError
+from nst_lightning.errors import BadValue
 from nst_lightning.export.runtime import normalize_runtime
 from nst_lightning.inference import DEFAULT_TILE_SIZE, StylizeOptions
 
@@ -67,9 +67,9 @@ class ServeSettings:
 
     def __post_init__(self) -> None:
         if self.cache.kind not in CACHE_KINDS:
-            raise NSTError(f"unknown cache={self.cache.kind!r}; use one of {', '.join(CACHE_KINDS)}")
+            raise BadValue(f"unknown cache={self.cache.kind!r}; use one of {', '.join(CACHE_KINDS)}")
         if self.cache.kind == "redis" and not self.cache.url:
-            raise NSTError("cache=redis needs an address: cache.url=redis://HOST:PORT/0")
+            raise BadValue("cache=redis needs an address: cache.url=redis://HOST:PORT/0")
         positive = (
             "max_upload_mb",
             "max_pixels",
@@ -85,16 +85,16 @@ class ServeSettings:
         )
         for name in positive:
             if getattr(self, name) <= 0:
-                raise NSTError(f"{name} must be positive, got {getattr(self, name)}")
+                raise BadValue(f"{name} must be positive, got {getattr(self, name)}")
         normalize_runtime(self.runtime)  # an unknown runtime name fails here, with the library's list
         if self.fast_runtime is not None:
             normalize_runtime(self.fast_runtime)
         StylizeOptions(tile_size=self.tile_size)  # a bad tile_size fails with the library's message
         if self.quality not in QUALITIES:
-            raise NSTError(f"quality must be one of {', '.join(QUALITIES)}, got {self.quality!r}")
+            raise BadValue(f"quality must be one of {', '.join(QUALITIES)}, got {self.quality!r}")
         for name in ("max_queue", "shutdown_timeout_s", "min_upload_kbps"):
             if getattr(self, name) < 0:
-                raise NSTError(f"{name} must be 0 or more, got {getattr(self, name)}")
+                raise BadValue(f"{name} must be 0 or more, got {getattr(self, name)}")
 
     @property
     def max_upload_bytes(self) -> int:
@@ -117,12 +117,12 @@ class ServeSettings:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise NSTError(f"unknown serve setting(s) {unknown}; known: {sorted(known)}")
+            raise BadValue(f"unknown serve setting(s) {unknown}; known: {sorted(known)}")
         cache = values.pop("cache", None) or {}
         if isinstance(cache, str):  # ``cache=redis`` on the command line
             cache = {"kind": cache}
         cache_known = {f.name for f in fields(CacheSettings)}
         bad = sorted(set(cache) - cache_known)
         if bad:
-            raise NSTError(f"unknown cache setting(s) {bad}; known: {sorted(cache_known)}")
+            raise BadValue(f"unknown cache setting(s) {bad}; known: {sorted(cache_known)}")
         return cls(**values, cache=CacheSettings(**cache))
