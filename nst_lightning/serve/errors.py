@@ -2,7 +2,7 @@
 
 Every client error of the request path is one of the kinds of :mod:`nst_lightning.errors` (the library's decoder
 and :class:`~nst_lightning.inference.StylizeOptions` raise the same ones), mapped here by :data:`STATUS`;
-:class:`BadRequest` is only for a refusal that is no such kind (503: busy).
+:class:`Busy` (503) is the one refusal that is no such kind.
 """
 
 from __future__ import annotations
@@ -28,11 +28,9 @@ def status_of(exc: NSTError) -> int:
     return DEFAULT_STATUS
 
 
-class BadRequest(Exception):
-    """A refusal with an explicit status that is no kind of user error (503 when busy) and a message that says
-    what to do."""
+class Busy(Exception):
+    """The service is at a bound it keeps (the model queue is full): 503 with ``Retry-After``. Not a user error,
+    so not an :class:`NSTError`: the same request succeeds later."""
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+
+BUSY_STATUS = 503

@@ -34,7 +34,7 @@ from PIL import Image
 
 from nst_lightning.inference import StylizeOptions
 from nst_lightning.serve.cache import CircuitBreaker, cache_key
-from nst_lightning.serve.errors import BadRequest
+from nst_lightning.serve.errors import Busy
 from nst_lightning.serve.fields import Output, check_network_size
 from nst_lightning.serve.form import Form, parse_form
 from nst_lightning.serve.memory import release_memory
@@ -105,7 +105,7 @@ class ModelGate:
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         if self.count >= self.limit:
             self.metrics.rejected.inc()
-            raise BadRequest(503, f"the service is busy ({self.count} requests running or queued); retry shortly")
+            raise Busy(f"the service is busy ({self.count} requests running or queued); retry shortly")
         loop = asyncio.get_running_loop()
         self.count += 1
         self.metrics.in_flight.set(self.count)

@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nst_lightning.errors import BadValue, NotFound, NSTError
-from nst_lightning.serve.errors import BadRequest, status_of
+from nst_lightning.serve.errors import BUSY_STATUS, Busy, status_of
 from nst_lightning.serve.fields import (
     Output,
     form_openapi,
@@ -47,15 +47,15 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 
 def add_error_handlers(app: FastAPI) -> None:
-    """Every error as ``{"detail": message}``: a user error with the status of its type, a refusal with its own."""
+    """Every error as ``{"detail": message}``: a user error with the status of its type, busy as 503."""
 
     @app.exception_handler(NSTError)
     async def user_error(_: Request, exc: NSTError) -> JSONResponse:
         return _error(status_of(exc), str(exc))
 
-    @app.exception_handler(BadRequest)
-    async def refused(_: Request, exc: BadRequest) -> JSONResponse:
-        return _error(exc.status, exc.message, {"Retry-After": "1"} if exc.status == 503 else None)
+    @app.exception_handler(Busy)
+    async def busy(_: Request, exc: Busy) -> JSONResponse:
+        return _error(BUSY_STATUS, str(exc), {"Retry-After": "1"})
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
