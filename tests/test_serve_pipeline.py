@@ -185,6 +185,7 @@ BAD_VALUES = {  # field, text, what the detail says (None: StylizeOptions' own m
     "input_noise text": ("input_noise", "loud", "input_noise must be a number, got 'loud'"),
     "strength above 1": ("strength", "1.5", None),
     "network larger than max_size": ("stroke_scale", "0.25", "would run the network on 320 pixels"),
+    "max_size a superscript digit": ("max_size", "²", "max_size must be a whole number of pixels, got '²'"),
 }
 
 
@@ -199,6 +200,23 @@ def test_bad_values_get_a_422_with_the_options_message(client: httpx.Client, rou
     assert detail == _options_message(**{field: float(raw)}) if words is None else words in detail
     assert len(response.text) < 400  # a long user value is cut, not echoed whole
     assert post(client, photo(seed=6, width=40, height=30)).status_code == 200  # still serving
+
+
+NASTY = ("", " ", "nan", "inf", "-inf", "1e400", "-0", "²", "0x10", "1_0", "真", "9" * 4000, "true", "[1]", "0.5")
+FIELDS = ("strength", "preserve_color", "max_size", "stroke_scale", "input_noise", "format", "quality", "style_mix")
+
+
+@pytest.mark.parametrize("route", list(ROUTES))
+def test_no_field_value_is_a_500(client: httpx.Client, route: str) -> None:
+    """Every form field the routes read, given odd text: a 200 or a 4xx with a JSON message, never a 500."""
+    post, _ = ROUTES[route]
+    data = photo(seed=8, width=32, height=24)
+    for field in FIELDS:
+        for raw in NASTY:
+            response = post(client, data, **{field: raw})
+            assert response.status_code == 200 or 400 <= response.status_code < 500, (field, raw, response.text)
+            if response.status_code != 200:
+                assert response.json()["detail"], (field, raw)
 
 
 def test_status_comes_from_the_error_type_never_its_message() -> None:

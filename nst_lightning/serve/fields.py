@@ -72,7 +72,7 @@ def _number(name: str, raw: str) -> float:
 
 
 def _whole(name: str, raw: str) -> int:
-    if not raw.isdigit() or len(raw) > 6:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 6:  # "²" is a digit to isdigit, not to int
         raise BadValue(f"{name} must be a whole number of pixels, got {shorten(raw)}")
     return int(raw)
 
