@@ -13,8 +13,9 @@ class NSTError(RuntimeError):
     """
 
 
-class BadValue(NSTError):
-    """A value the user set (an option, a config key, a form field) is out of range or of the wrong type."""
+class BadValue(NSTError, ValueError):
+    """A value the user set (an option, a config key, a form field) is out of range or of the wrong type (also a
+    ``ValueError``, so code that guards a call against bad values keeps working)."""
 
 
 class NotFound(NSTError):

@@ -140,8 +140,11 @@ def test_run_writes_checks_and_reports(tmp_path: Path, tiny_ckpt: Path) -> None:
     assert result["output"] == str(out) and out.is_file() and result["runtime"] == "torchscript"
     assert set(result["max_abs_diff"]) == {"96x128", "161x119"}
     assert max(result["max_abs_diff"].values()) < FP32_TOLERANCE
-    # The tolerance is enforced: a negative one fails every export.
+    # The tolerance is enforced: fp16 weights round, so a zero tolerance fails a half export.
     with pytest.raises(NSTError, match="differs from the eager network"):
+        run(compose_export([f"ckpt={tiny_ckpt}", "format=nst", "half=true", f"output={tmp_path / 'h.pt'}",
+                            "half_tolerance=0"]))  # fmt: skip
+    with pytest.raises(NSTError, match="tolerance must be"):
         run(compose_export([f"ckpt={tiny_ckpt}", "format=torchscript", f"output={out}", "tolerance=-1"]))
     with pytest.raises(NSTError, match="unknown format"):
         run(compose_export([f"ckpt={tiny_ckpt}", "format=tflite"]))

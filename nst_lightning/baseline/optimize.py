@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from nst_lightning.errors import NSTError
+from nst_lightning.errors import BadValue, NSTError
 from nst_lightning.image import resize_tensor
 from nst_lightning.losses.perceptual import PerceptualLoss
 from nst_lightning.training.allocator import use_allocator
@@ -63,13 +63,13 @@ class OptimizeSettings:
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
-            raise NSTError(f"unknown optimizer {self.optimizer!r}; use one of {list(OPTIMIZERS)}")
+            raise BadValue(f"unknown optimizer {self.optimizer!r}; use one of {list(OPTIMIZERS)}")
         if self.precision not in PRECISIONS:
-            raise NSTError(f"unknown precision {self.precision!r}; use one of {list(PRECISIONS)}")
+            raise BadValue(f"unknown precision {self.precision!r}; use one of {list(PRECISIONS)}")
         if self.line_search not in LINE_SEARCHES:
-            raise NSTError(f"unknown line_search {self.line_search!r}; use null or strong_wolfe")
+            raise BadValue(f"unknown line_search {self.line_search!r}; use null or strong_wolfe")
         if self.log_every < 1 or self.history_size < 1:
-            raise NSTError("log_every and history_size must be at least 1")
+            raise BadValue("log_every and history_size must be at least 1")
 
     @property
     def step_size(self) -> float:

@@ -3,6 +3,7 @@ resolvers they use (registered on import: everything that composes ``conf/`` imp
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,15 @@ def config_dir() -> str:
 def group_options(group: str) -> list[str]:
     """The options of a config group: ``conf/<group>/*.yaml`` except the bases they inherit (``_*.yaml``)."""
     return sorted(p.stem for p in (Path(config_dir()) / group).glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def plain_values(cfg: Any, keys: Iterable[str]) -> dict[str, Any]:
+    """``{key: value}`` of ``cfg``'s top-level ``keys`` as plain Python values (lists, dicts), resolved."""
+    out = {}
+    for key in keys:
+        value = cfg[key]
+        out[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    return out
 
 
 def gpu_or_cpu(gpu_value: Any, cpu_value: Any, *, _root_: Any) -> Any:

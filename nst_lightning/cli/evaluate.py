@@ -4,21 +4,39 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
+from nst_lightning.cli.config import plain_values
 from nst_lightning.cli.presets import checkpoint_style_image
 from nst_lightning.cli.stylize import chosen_style
-from nst_lightning.errors import NSTError
+from nst_lightning.errors import BadValue, NSTError
 from nst_lightning.evaluation.evaluate import EvalSettings, eval_images, evaluate, loss_from_meta
 from nst_lightning.evaluation.styles import style_view
 from nst_lightning.inference import LoadedModel, choose_style, load_model, prepare_model, resolve_device
 from nst_lightning.losses.styles import set_style_targets
+from nst_lightning.settings import from_mapping
 
 log = logging.getLogger(__name__)
+
+
+def eval_settings(cfg: DictConfig) -> EvalSettings:
+    """The :class:`EvalSettings` of a ``conf/evaluate.yaml`` config (each value's type checked, named)."""
+    return from_mapping(EvalSettings, plain_values(cfg, [f.name for f in fields(EvalSettings)]), "evaluate")
+
+
+def check_switches(cfg: DictConfig) -> None:
+    """The keys of ``conf/evaluate.yaml`` that choose what runs: ``zeroshot`` and ``tensorboard``."""
+    from nst_lightning.inference.zeroshot import METHODS
+
+    if cfg.zeroshot is not None and cfg.zeroshot not in METHODS:
+        raise BadValue(f"zeroshot must be null (score ckpt=) or one of {', '.join(METHODS)}, got {cfg.zeroshot!r}")
+    if not isinstance(cfg.tensorboard, bool):
+        raise BadValue(f"tensorboard must be true or false, got {cfg.tensorboard!r}")
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -27,6 +45,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     A multi-style checkpoint is evaluated in each of its styles (into ``output_dir/<style>/``; returns
     ``{style: report}``), or in the one named by ``style=NAME``.
     """
+    check_switches(cfg)
+    eval_settings(cfg)  # every bad value fails before a model is loaded
     if cfg.zeroshot:
         return run_zeroshot(cfg)
     if not cfg.ckpt:
@@ -48,13 +68,7 @@ def _run_one(cfg: DictConfig, loaded: LoadedModel, device: torch.device, out_dir
     style_path = checkpoint_style_image(loaded.meta, cfg.style_image, cfg.paths.data_dir)
     style_size = cfg.style_size or loaded.meta.get("style_size")
     set_style_targets(loss, [(style_path, style_size)], cache_dir=cfg.paths.cache_dir)
-    settings = EvalSettings(
-        size=int(cfg.size),
-        lbfgs_iterations=list(cfg.lbfgs_iterations),
-        lbfgs_precision=cfg.lbfgs_precision,
-        max_images=cfg.max_images,
-        grid_cell=int(cfg.grid_cell),
-    )
+    settings = eval_settings(cfg)
     images = eval_images(cfg.eval_dir, settings.max_images)
     log.info("evaluating %s on %d images from %s at %d px, L-BFGS at %s", loaded.meta["source"], len(images),
              cfg.eval_dir, settings.size, settings.lbfgs_iterations)  # fmt: skip
@@ -82,10 +96,7 @@ def run_zeroshot(cfg: DictConfig) -> dict[str, Any]:
     preset = preset_style("custom", cfg.paths.data_dir)
     structure = OmegaConf.to_container(OmegaConf.load(Path(config_dir()) / "loss" / "default.yaml"))
     loss_cfg = loss_config(structure, preset, "conf/loss/default.yaml + conf/style/custom.yaml")
-    settings = EvalSettings(
-        size=int(cfg.size), lbfgs_iterations=list(cfg.lbfgs_iterations), lbfgs_precision=cfg.lbfgs_precision,
-        max_images=cfg.max_images, grid_cell=int(cfg.grid_cell),
-    )  # fmt: skip
+    settings = eval_settings(cfg)
     images = eval_images(cfg.eval_dir, settings.max_images)
     out_dir = Path(cfg.output_dir)
     result = evaluate_zeroshot(paintings, loss_cfg, cfg.style_size or preset.get("size"), images, settings,

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
-from nst_lightning.errors import NSTError
+from nst_lightning.cli.config import plain_values
+from nst_lightning.errors import BadValue, NSTError
 from nst_lightning.export import FORMATS, SUFFIXES, check_parity, export, load_runtime
 from nst_lightning.export.web import export_web
 from nst_lightning.inference import load_model
+from nst_lightning.settings import from_mapping
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,28 @@ def default_output(ckpt: str, fmt: str) -> Path:
     return out
 
 
+@dataclass(frozen=True)
+class ExportJob:
+    """The keys of ``conf/export.yaml`` with their types (no defaults: the YAML is where they live)."""
+
+    ckpt: str | None
+    format: str
+    output: str | None
+    half: bool
+    check_sizes: list[list[int]]
+    tolerance: float
+    half_tolerance: float
+    onnx_exporter: str
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS and self.format not in FOLDER_FORMATS:
+            choices = ", ".join((*FORMATS, *FOLDER_FORMATS))
+            raise BadValue(f"unknown format {self.format!r}; use format= one of: {choices}")
+        for name in ("tolerance", "half_tolerance"):
+            if getattr(self, name) < 0:
+                raise BadValue(f"{name} must be ≥ 0, got {getattr(self, name)}")
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Export ``cfg.ckpt`` in ``cfg.format`` to ``cfg.output``, then compare the written file with the eager
     network on ``cfg.check_sizes``. Returns ``{"output", "format", "runtime", "bytes", "max_abs_diff": {"HxW":
@@ -39,9 +64,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     Raises:
         NSTError: missing arguments, unknown format, failed export, or a difference above the tolerance.
     """
-    if not cfg.ckpt:
-        raise NSTError("no checkpoint given: use ckpt=PATH or a shipped model name (ckpt=starry_night)")
-    fmt = str(cfg.format)
+    job = from_mapping(ExportJob, plain_values(cfg, [f.name for f in fields(ExportJob)]), "export")
+    if not job.ckpt:
+        raise BadValue("no checkpoint given: use ckpt=PATH or a shipped model name (ckpt=starry_night)")
+    fmt = job.format
     if fmt not in FORMATS and fmt not in FOLDER_FORMATS:
         raise NSTError(f"unknown format {fmt!r}; use format= one of: {', '.join((*FORMATS, *FOLDER_FORMATS))}")
     if fmt in FOLDER_FORMATS and cfg.half:

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from nst_lightning.baseline.optimize import OptimizeSettings, initial_image, optimize_multiscale
 from nst_lightning.cli.presets import config_loss, style_image_path, style_source
-from nst_lightning.errors import NSTError
+from nst_lightning.errors import BadValue, NotFound, NSTError
 from nst_lightning.image import IMAGE_SUFFIXES, load_image, preserve_color, save_image
 from nst_lightning.inference import resolve_device
 from nst_lightning.losses.perceptual import PerceptualLoss
 from nst_lightning.losses.styles import StyleSource, set_style_targets
+from nst_lightning.settings import from_mapping
+from nst_lightning.training.hparams import StyleGroup
 
 log = logging.getLogger(__name__)
 
@@ -81,27 +84,44 @@ def output_path(cfg: DictConfig) -> Path:
     return path
 
 
-def settings_from_config(cfg: DictConfig) -> OptimizeSettings:
-    """Optimizer, precision and progress settings from the top-level config keys."""
-    cl = cfg.channels_last
-    return OptimizeSettings(
-        optimizer=str(cfg.optimizer),
-        lr=cfg.lr,
-        history_size=int(cfg.history_size),
-        line_search=cfg.line_search,
-        precision=str(cfg.precision),
-        channels_last=None if cl is None else bool(cl),
-        log_every=int(cfg.log_every),
-        seed=int(cfg.seed),
-    )
+@dataclass(frozen=True)
+class OptimizeJob:
+    """What to optimise and how to report it: the top-level keys of ``conf/optimize.yaml`` that are not the
+    optimizer's (:class:`OptimizeSettings`) nor a group's. No defaults: the YAML is where they live."""
+
+    content: str | None
+    output: str | None
+    extra_styles: list[str]
+    style_weights: list[float] | None
+    size: int
+    sizes: list[int] | None
+    iterations: int | list[int]
+    init: str
+    preserve_color: bool
+    device: str
+    progress: bool
+    save_every: int
+    intermediate_dir: str
+
+
+GROUPS = ("style", "loss", "paths", "hydra")
+
+
+def settings_from_config(cfg: DictConfig) -> tuple[OptimizeSettings, OptimizeJob]:
+    """The optimizer's settings and the job of a ``conf/optimize.yaml`` config, every value's type checked."""
+    values = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in GROUPS}  # type: ignore[union-attr]
+    optimizer_keys = tuple(f.name for f in fields(OptimizeSettings))
+    job = from_mapping(OptimizeJob, values, "optimize", ignore=optimizer_keys)
+    StyleGroup.from_dict({k: v for k, v in cfg.style.items() if k in ("name", "image", "size")}, "style")
+    return from_mapping(OptimizeSettings, values, "optimize", ignore=tuple(f.name for f in fields(OptimizeJob))), job
 
 
 def run(cfg: DictConfig) -> Path:
     """Run the optimisation described by ``conf/optimize.yaml`` and write the result; returns its path."""
-    if not cfg.content:
-        raise NSTError("no content image given: use content=PATH")
+    settings, job = settings_from_config(cfg)
+    if not job.content:
+        raise BadValue("no content image given: use content=PATH")
     out = output_path(cfg)
-    settings = settings_from_config(cfg)
     iters_cfg = cfg.iterations
     iterations = list(iters_cfg) if isinstance(iters_cfg, ListConfig) else iters_cfg
     sizes, iterations = schedule(cfg.size, cfg.sizes, iterations)
@@ -112,6 +132,8 @@ def run(cfg: DictConfig) -> Path:
     init_name = str(cfg.init)
     init_img = None
     if init_name not in ("content", "noise"):
+        if not Path(init_name).is_file():
+            raise NotFound(f"init must be content, noise or an image file; {init_name} is none of them")
         init_img, init_name = load_image(init_name), "image"
     init = initial_image(init_name, contents[0], settings.seed, init_img)
     loss = build_loss(cfg, device)

@@ -6,17 +6,28 @@ import logging
 
 from omegaconf import DictConfig, OmegaConf
 
+from nst_lightning.errors import BadValue
 from nst_lightning.serve import ServeSettings, create_app
 from nst_lightning.serve.server import check_port, serve_forever
 
 log = logging.getLogger(__name__)
 
 
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+def settings_from_config(cfg: DictConfig) -> tuple[ServeSettings, str]:
+    """The service settings and uvicorn's log level of a ``conf/serve.yaml`` config (every value checked)."""
+    values: dict = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    log_level = values.pop("log_level")
+    if log_level not in LOG_LEVELS:
+        raise BadValue(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
+    return ServeSettings.from_mapping(values), log_level
+
+
 def run(cfg: DictConfig) -> None:
     """Load the models once, then serve until interrupted (Ctrl-C or SIGTERM)."""
-    values: dict = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    log_level = str(values.pop("log_level"))
-    settings = ServeSettings.from_mapping(values)
+    settings, log_level = settings_from_config(cfg)
     check_port(settings.host, settings.port)
     app = create_app(settings)
     log.info("serving %s on http://%s:%d/", ", ".join(sorted(app.state.styles)), settings.host, settings.port)

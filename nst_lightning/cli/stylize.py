@@ -11,6 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from nst_lightning.cli.config import plain_values
 from nst_lightning.errors import BadValue, NSTError
 from nst_lightning.inference import StylizeOptions, pretrained_models, stylize_paths
 
@@ -32,9 +33,11 @@ CALLER_KEYS = ("ckpt", "style_image", "zeroshot_method", "input", "output", "suf
 
 def options_from_config(cfg: DictConfig) -> StylizeOptions:
     """The :class:`StylizeOptions` of a ``conf/stylize.yaml`` config (``style=NAME`` read as the preset's name)."""
-    values = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(values, dict)
-    values = {k: v for k, v in values.items() if k != "hydra"}
+    values = plain_values(cfg, [k for k in cfg if k not in ("style", "hydra")])  # a preset resolves only its name
+    from nst_lightning.inference.zeroshot import METHODS
+
+    if values["zeroshot_method"] not in METHODS:
+        raise BadValue(f"zeroshot_method must be one of {', '.join(METHODS)}, got {values['zeroshot_method']!r}")
     values["style"] = chosen_style(cfg.style)
     mix = values.get("style_mix")
     if mix is not None and not isinstance(mix, dict):

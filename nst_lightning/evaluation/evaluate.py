@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from PIL import Image
 
-from nst_lightning.baseline.optimize import ImageOptimization, OptimizeSettings
-from nst_lightning.errors import NSTError
+from nst_lightning.baseline.optimize import PRECISIONS, ImageOptimization, OptimizeSettings
+from nst_lightning.errors import BadValue, NSTError
 from nst_lightning.evaluation.metrics import border_artifacts, checkerboard_energy, checkerboard_ratio, ssim
 from nst_lightning.image import list_images, load_image, tensor_to_pil
 from nst_lightning.inference import LoadedModel
@@ -51,6 +51,17 @@ class EvalSettings:
     lbfgs_precision: str = "fp32"
     max_images: int | None = None
     grid_cell: int = 256
+
+    def __post_init__(self) -> None:
+        if self.lbfgs_precision not in PRECISIONS:
+            raise BadValue(f"lbfgs_precision must be one of {', '.join(PRECISIONS)}, got {self.lbfgs_precision!r}")
+        for name in ("size", "grid_cell"):
+            if getattr(self, name) < 1:
+                raise BadValue(f"{name} must be a positive number of pixels, got {getattr(self, name)}")
+        if self.max_images is not None and self.max_images < 1:
+            raise BadValue(f"max_images must be at least 1 (or null: all), got {self.max_images}")
+        if any(k < 1 for k in self.lbfgs_iterations):
+            raise BadValue(f"lbfgs_iterations must be whole numbers ≥ 1, got {self.lbfgs_iterations}")
 
 
 def eval_images(folder: str | Path, max_images: int | None = None) -> list[Path]:

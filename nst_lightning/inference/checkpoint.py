@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nst_lightning.errors import NSTError
+from nst_lightning.errors import BadValue, NSTError
 from nst_lightning.models import create_model
 
 EXPORT_FORMAT = "nst_lightning.model"
@@ -67,7 +67,7 @@ def resolve_device(name: str | None) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as exc:
-        raise NSTError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from exc
+        raise BadValue(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise NSTError("device=cuda was asked for but no CUDA GPU is available; use device=cpu")
     return device

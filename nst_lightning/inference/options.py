@@ -22,6 +22,7 @@ import numpy as np
 
 from nst_lightning.errors import BadValue
 from nst_lightning.inference.noise import DEFAULT_SEED, DEFAULT_SIGMA, DEFAULT_SMOOTH_ONLY, InputNoise
+from nst_lightning.settings import from_mapping
 
 # Images whose longest side exceeds this many pixels are stylized in overlapping tiles (peak network memory is
 # that of one tile).
@@ -101,11 +102,7 @@ class StylizeOptions:
         Raises:
             BadValue: an unknown key (named, with the known ones) or a bad value.
         """
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known - set(ignore))
-        if unknown:
-            raise BadValue(f"unknown stylize option(s) {unknown}; known: {sorted(known)}")
-        return cls(**{k: v for k, v in values.items() if k in known})
+        return from_mapping(cls, values, "stylize option", ignore=ignore)
 
     def replace(self, **changes: Any) -> StylizeOptions:
         """A copy with ``changes`` (validated like a new value)."""

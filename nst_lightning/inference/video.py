@@ -170,22 +170,29 @@ def stylize_video(
             a_out = out.add_stream_from_template(a_in) if a_in is not None else None
             streams = [v_in] + ([a_in] if a_in is not None else [])
             frames = _decoded_frames(inp, streams, a_in, a_out, out, options.max_size, (width, height))
-            count = 0
-            bar = tqdm(total=v_in.frames or None, unit="frame", disable=not progress, desc=src.name)
             styled_frames = stylize_frames(frames, lambda x: stylize(x, runner, per_frame), options.consistency,
                                            options.temporal_weight)  # fmt: skip
-            for index, styled in enumerate(styled_frames):
-                frame = av.VideoFrame.from_ndarray(styled, format="rgb24")
-                frame.pts, frame.time_base = index, Fraction(1) / rate
-                out.mux(v_out.encode(frame))
-                count += 1
-                bar.update(1)
-            bar.close()
-            out.mux(v_out.encode(None))
+            with tqdm(total=v_in.frames or None, unit="frame", disable=not progress, desc=src.name) as bar:
+                count = _encode(styled_frames, out, v_out, rate, bar.update)
     finally:
         inp.close()
     seconds = time.perf_counter() - start
     return VideoReport(count, Fraction(rate), a_in is not None, seconds, width, height)
+
+
+def _encode(frames: Iterator[np.ndarray], out, v_out, rate: Fraction, tick) -> int:
+    """Encode H×W×3 uint8 ``frames`` into the stream ``v_out`` of ``out`` (then flush it); returns the count."""
+    import av
+
+    count = 0
+    for index, styled in enumerate(frames):
+        frame = av.VideoFrame.from_ndarray(styled, format="rgb24")
+        frame.pts, frame.time_base = index, Fraction(1) / rate
+        out.mux(v_out.encode(frame))
+        count += 1
+        tick(1)
+    out.mux(v_out.encode(None))
+    return count
 
 
 def _decoded_frames(

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from nst_lightning.errors import NSTError
+from nst_lightning.errors import BadValue
+from nst_lightning.settings import from_mapping
 
 BALANCES = ("none", "auto")
 VGG_WEIGHTS = ("caffe", "torchvision", "random")
@@ -64,21 +65,21 @@ class LossConfig:
     def validate(self) -> None:
         """Raise :class:`NSTError` for values the loss cannot use."""
         if not self.style_layers:
-            raise NSTError("the loss needs at least one style layer (loss.style_layers)")
+            raise BadValue("the loss needs at least one style layer (loss.style_layers)")
         if self.style_layer_weights is not None and len(self.style_layer_weights) != len(self.style_layers):
-            raise NSTError(
+            raise BadValue(
                 f"style_layer_weights has {len(self.style_layer_weights)} entries but there are "
                 f"{len(self.style_layers)} style layers {list(self.style_layers)}"
             )
         if self.style_balance not in BALANCES:
-            raise NSTError(f"unknown style_balance {self.style_balance!r}; use one of {', '.join(BALANCES)}")
+            raise BadValue(f"unknown style_balance {self.style_balance!r}; use one of {', '.join(BALANCES)}")
         if self.vgg_weights not in VGG_WEIGHTS:
-            raise NSTError(f"unknown vgg_weights {self.vgg_weights!r}; use one of {', '.join(VGG_WEIGHTS)}")
+            raise BadValue(f"unknown vgg_weights {self.vgg_weights!r}; use one of {', '.join(VGG_WEIGHTS)}")
         if self.pooling not in POOLINGS:
-            raise NSTError(f"unknown pooling {self.pooling!r}; use one of {', '.join(POOLINGS)}")
+            raise BadValue(f"unknown pooling {self.pooling!r}; use one of {', '.join(POOLINGS)}")
         negative = [n for n in TERM_WEIGHTS if getattr(self, n) < 0]
         if negative:
-            raise NSTError(f"loss weights must not be negative: {', '.join(negative)}")
+            raise BadValue(f"loss weights must not be negative: {', '.join(negative)}")
 
     @property
     def layer_weights(self) -> tuple[float, ...]:
@@ -99,14 +100,14 @@ class LossConfig:
         missing = [k for k in cls.field_names() if k not in values]
         unknown = [k for k in values if k not in cls.field_names()]
         if missing:
-            raise NSTError(
+            raise BadValue(
                 f"{source} lacks {', '.join(missing)}: it does not fully define its objective. "
                 "Re-export it with this version, or pass the missing values explicitly."
             )
         if unknown:
             known = ", ".join(cls.field_names())
-            raise NSTError(f"{source} has unknown loss keys {', '.join(unknown)}; known: {known}")
-        return cls(**{k: values[k] for k in cls.field_names()})
+            raise BadValue(f"{source} has unknown loss keys {', '.join(unknown)}; known: {known}")
+        return from_mapping(cls, values, source, require_all=True)
 
     def to_dict(self) -> dict[str, Any]:
         """Primitive values (lists, floats, strings): safe for ``save_hyperparameters`` and ``weights_only``."""
@@ -120,7 +121,7 @@ class LossConfig:
         """A copy with some fields changed (validated)."""
         unknown = [k for k in changes if k not in self.field_names()]
         if unknown:
-            raise NSTError(f"unknown loss keys {', '.join(unknown)}; known: {', '.join(self.field_names())}")
+            raise BadValue(f"unknown loss keys {', '.join(unknown)}; known: {', '.join(self.field_names())}")
         return dataclasses.replace(self, **changes)
 
 
@@ -132,6 +133,6 @@ def loss_config(structure: Mapping[str, Any], weights: Mapping[str, Any], source
     values = {k: v for k, v in structure.items()}
     clash = [k for k in TERM_WEIGHTS if k in values]
     if clash:
-        raise NSTError(f"{', '.join('loss.' + k for k in clash)}: loss weights are set on the style (style.{clash[0]})")
+        raise BadValue(f"{', '.join('loss.' + k for k in clash)}: loss weights are set on the style (style.{clash[0]})")
     values.update({k: weights[k] for k in TERM_WEIGHTS if k in weights})
     return LossConfig.from_dict(values, source)

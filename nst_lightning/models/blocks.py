@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nst_lightning.errors import BadValue
+
 
 def make_norm(kind: str, channels: int) -> nn.Module:
     """Normalisation layer by name: ``instance`` (affine instance norm), ``batch`` or ``none``."""
@@ -21,7 +23,7 @@ def make_norm(kind: str, channels: int) -> nn.Module:
         return nn.BatchNorm2d(channels)
     if kind == "none":
         return nn.Identity()
-    raise ValueError(f"unknown norm {kind!r}; use 'instance', 'batch' or 'none'")
+    raise BadValue(f"unknown norm {kind!r}; use 'instance', 'batch' or 'none'")
 
 
 PADDINGS = ("reflect", "replicate", "zero")
@@ -36,7 +38,7 @@ def make_pad(kind: str, amount: int) -> nn.Module:
         return nn.ReplicationPad2d(amount)
     if kind == "zero":
         return nn.ZeroPad2d(amount)
-    raise ValueError(f"unknown padding {kind!r}; use one of {', '.join(PADDINGS)}")
+    raise BadValue(f"unknown padding {kind!r}; use one of {', '.join(PADDINGS)}")
 
 
 class ConvNormAct(nn.Sequential):
@@ -98,7 +100,7 @@ class UpsampleConv(nn.Sequential):
             act = nn.ReLU(inplace=True)
             super().__init__(make_pad(padding, kernel // 2), conv, nn.PixelShuffle(2), make_norm(norm, c_out), act)
         else:
-            raise ValueError(f"unknown upsample {upsample!r}; use one of {', '.join(UPSAMPLINGS)}")
+            raise BadValue(f"unknown upsample {upsample!r}; use one of {', '.join(UPSAMPLINGS)}")
 
 
 @torch.no_grad()

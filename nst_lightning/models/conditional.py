@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nst_lightning.errors import NSTError
+from nst_lightning.errors import BadValue, NSTError
 
 StyleArg = torch.Tensor | None
 """A B (or scalar) integer index tensor, B×S or S float weights, or None (style 0)."""
@@ -51,7 +51,7 @@ class ConditionalInstanceNorm2d(nn.Module):
     ) -> None:  # fmt: skip
         super().__init__()
         if num_styles < 1:
-            raise ValueError(f"num_styles must be ≥ 1, got {num_styles}")
+            raise BadValue(f"num_styles must be ≥ 1, got {num_styles}")
         self.eps = eps
         self.scale = nn.ParameterList(nn.Parameter(torch.ones(channels)) for _ in range(num_styles))
         self.shift = nn.ParameterList(nn.Parameter(torch.zeros(channels)) for _ in range(num_styles))

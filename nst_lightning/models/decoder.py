@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from nst_lightning.errors import BadValue
 from nst_lightning.losses.vgg import _BLOCKS
 
 DECODER_LEVELS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -22,7 +23,7 @@ DECODER_LEVELS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 def level_block(level: str) -> int:
     """VGG block number of a ``relu{b}_1`` level (``relu4_1`` → 4)."""
     if level not in DECODER_LEVELS:
-        raise ValueError(f"unknown decoder level {level!r}; use one of {', '.join(DECODER_LEVELS)}")
+        raise BadValue(f"unknown decoder level {level!r}; use one of {', '.join(DECODER_LEVELS)}")
     return int(level[4])
 
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from nst_lightning.errors import NSTError
+from nst_lightning.errors import BadValue, NSTError
 from nst_lightning.image import IMAGENET_MEAN, IMAGENET_STD
 from nst_lightning.models.base import TransformNet
 from nst_lightning.models.blocks import ConvNormAct, pad_to_multiple
@@ -124,7 +124,7 @@ class TimmUNet(TransformNet):
         super().__init__()
         self.checkpointing = checkpointing
         if bn_mode not in ("instance", "frozen", "batch"):
-            raise ValueError(f"unknown bn_mode {bn_mode!r}; use 'instance', 'frozen' or 'batch'")
+            raise BadValue(f"unknown bn_mode {bn_mode!r}; use 'instance', 'frozen' or 'batch'")
         self.encoder = create_timm_encoder(backbone, pretrained, weights_file, out_indices)
         self.bn_mode = bn_mode
         if bn_mode == "instance":

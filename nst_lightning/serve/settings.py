@@ -6,12 +6,13 @@ defaults here exist for callers without Hydra, and ``tests/test_serve_limits.py`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from nst_lightning.errors import BadValue
 from nst_lightning.export.runtime import normalize_runtime
-from nst_lightning.inference import DEFAULT_TILE_SIZE, StylizeOptions
+from nst_lightning.inference import DEFAULT_TILE_SIZE, StylizeOptions, resolve_device
+from nst_lightning.settings import from_mapping
 
 CACHE_KINDS = ("memory", "disk", "redis", "none")
 QUALITIES = ("full", "fast")
@@ -86,6 +87,7 @@ class ServeSettings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise BadValue(f"{name} must be positive, got {getattr(self, name)}")
+        resolve_device(self.device)  # an unknown device, or cuda without a GPU, fails here
         normalize_runtime(self.runtime)  # an unknown runtime name fails here, with the library's list
         if self.fast_runtime is not None:
             normalize_runtime(self.fast_runtime)
@@ -112,17 +114,9 @@ class ServeSettings:
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> ServeSettings:
-        """Build from a plain dict (e.g. a resolved Hydra config); unknown keys are an error."""
+        """Build from a plain dict (e.g. a resolved Hydra config); unknown keys and values of the wrong type are
+        errors that name the key."""
         values = dict(values)
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise BadValue(f"unknown serve setting(s) {unknown}; known: {sorted(known)}")
-        cache = values.pop("cache", None) or {}
-        if isinstance(cache, str):  # ``cache=redis`` on the command line
-            cache = {"kind": cache}
-        cache_known = {f.name for f in fields(CacheSettings)}
-        bad = sorted(set(cache) - cache_known)
-        if bad:
-            raise BadValue(f"unknown cache setting(s) {bad}; known: {sorted(cache_known)}")
-        return cls(**values, cache=CacheSettings(**cache))
+        if isinstance(values.get("cache"), str):  # ``cache=redis`` on the command line
+            values["cache"] = {"kind": values["cache"]}
+        return from_mapping(cls, values, "serve setting")

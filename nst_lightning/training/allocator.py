@@ -18,6 +18,8 @@ import ctypes.util
 import logging
 from functools import lru_cache
 
+from nst_lightning.errors import BadValue
+
 log = logging.getLogger(__name__)
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
@@ -39,7 +41,7 @@ def set_allocator(mode: str) -> bool:
     """``reuse``: keep freed blocks of any size for reuse; ``system``: glibc's initial thresholds (and give free memory
     back now). Returns whether it applied (False where the C library is not glibc: nothing changes there)."""
     if mode not in MODES:
-        raise ValueError(f"allocator mode must be one of {', '.join(MODES)}, got {mode!r}")
+        raise BadValue(f"allocator mode must be one of {', '.join(MODES)}, got {mode!r}")
     libc = _libc()
     if libc is None:
         return False

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from nst_lightning.errors import NSTError
+from nst_lightning.errors import BadValue
+from nst_lightning.settings import from_mapping
 
 G = TypeVar("G", bound="_Group")
 
@@ -29,12 +30,7 @@ class _Group:
         Raises:
             NSTError: an unknown key (the message names the group and its keys).
         """
-        names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-        values = dict(values or {})
-        unknown = [k for k in values if k not in names]
-        if unknown:
-            raise NSTError(f"unknown {group} keys {', '.join(unknown)}; known: {', '.join(names)}")
-        return cls(**values)
+        return from_mapping(cls, values, group)
 
     def to_dict(self) -> dict[str, Any]:
         """Primitive values (tuples as lists): safe for ``save_hyperparameters`` and ``weights_only`` loading."""
@@ -145,7 +141,7 @@ class TransferGroup(_Group):
     def __post_init__(self) -> None:
         object.__setattr__(self, "feature_layers", tuple(str(n) for n in self.feature_layers))
         if self.objective_weight < 0:
-            raise NSTError(f"distill.objective_weight must be >= 0, got {self.objective_weight}")
+            raise BadValue(f"distill.objective_weight must be >= 0, got {self.objective_weight}")
         if self.teacher and not (self.objective_weight or self.pixel_weight or self.feature_weight):
-            raise NSTError("distillation with every weight 0 trains nothing: set distill.pixel_weight, "
+            raise BadValue("distillation with every weight 0 trains nothing: set distill.pixel_weight, "
                              "distill.feature_weight or distill.objective_weight")  # fmt: skip

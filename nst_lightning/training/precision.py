@@ -18,6 +18,7 @@ from functools import lru_cache
 import torch
 
 from nst_lightning.cpu_features import CPU_BF16_FLAGS, cpu_flags, has_fast_bf16
+from nst_lightning.errors import BadValue
 from nst_lightning.training.allocator import MODES
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ def resolve_precision(
     if allocator == AUTO:
         allocator = "reuse" if device == "cpu" else "system"
     elif allocator not in MODES:
-        raise ValueError(f"model.allocator must be auto, {' or '.join(MODES)}, got {allocator!r}")
+        raise BadValue(f"model.allocator must be auto, {' or '.join(MODES)}, got {allocator!r}")
     return PrecisionChoice(precision, bool(channels_last), reason, emulated, allocator)
 
 
