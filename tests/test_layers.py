@@ -18,9 +18,7 @@ LIGHTNING = ("lightning", "pytorch_lightning")
 HYDRA_LAYERS = ("cli",)
 LIGHTNING_LAYERS = ("training wing", "cli")
 
-# An import circle removed on another branch (the service's request pipeline): delete this entry when that
-# branch is merged; the test fails while the entry names a circle that no longer exists.
-KNOWN_CYCLES = {frozenset({"nst_lightning.serve.app", "nst_lightning.serve.zeroshot"})}
+KNOWN_CYCLES: set[frozenset[str]] = set()
 
 
 def module_name(path: Path) -> str:

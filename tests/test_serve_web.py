@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from nst_lightning.inference import StylizeOptions
 from nst_lightning.serve import ServeSettings, create_app
 from nst_lightning.serve.server import running_in_thread
 from tests.conftest import SHARED_DATA, synthetic_photo
@@ -63,6 +64,11 @@ def test_upload_stylize_download_in_chromium(browser: object, tmp_path: Path) ->
             "const s = document.getElementById('strength'); s.value = '0.85';s.dispatchEvent(new Event('input'));"
         )
         assert driver.find_element(By.ID, "strength-value").text == "0.85"
+        assert driver.find_element(By.ID, "input-noise-value").text == f"{StylizeOptions().input_noise:.2f}"
+        driver.execute_script(
+            "const s = document.getElementById('stroke-scale'); s.value = '2';s.dispatchEvent(new Event('input'));"
+        )
+        assert driver.find_element(By.ID, "stroke-scale-value").text == "2.00"
         wait.until(EC.element_to_be_clickable((By.ID, "go"))).click()
         wait.until(lambda d: d.find_element(By.ID, "result").get_property("naturalWidth") > 0)
         result = driver.find_element(By.ID, "result")

@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from nst_lightning.errors import NSTError
+from nst_lightning.errors import BadValue, NotFound
 from nst_lightning.export.runtime import EagerRuntime, load_runtime, normalize_runtime
 from nst_lightning.image import is_image_file
 from nst_lightning.inference import (
-    DEFAULT_TILE_SIZE,
     PRETRAINED_DIR,
+    StylizeOptions,
     pretrained_models,
     pretrained_students,
     resolve_device,
@@ -58,26 +58,15 @@ class StyleModel:
         return "full", self.runner
 
 
-def stylize_image(
-    runner: Runner,
-    image: Image.Image,
-    strength: float = 1.0,
-    preserve_color: bool = False,
-    max_size: int | None = None,
-    tile_size: int | None = DEFAULT_TILE_SIZE,
-    style: str | None = None,
-    style_mix: dict[str, float] | None = None,
-) -> Image.Image:
-    """RGB or RGBA PIL image → stylized image (longest side at most ``max_size``, alpha kept), through the one
-    inference core (:func:`nst_lightning.inference.stylize`, as ``stylize.py``). Outputs larger than
-    ``tile_size`` are stylized in tiles, so a request's model memory is bounded by the tile."""
+def stylize_image(runner: Runner, image: Image.Image, options: StylizeOptions | None = None) -> Image.Image:
+    """RGB or RGBA PIL image → stylized image (longest side at most ``options.max_size``, alpha kept), through
+    the one inference core (:func:`nst_lightning.inference.stylize`, as ``stylize.py``) with the request's one
+    options value. Outputs larger than ``options.tile_size`` are stylized in tiles, so a request's model memory
+    is bounded by the tile."""
     # The eager runtime's nn.Module lets tiling hook its instance norms; an exported runtime runs as is (it pads and
     # crops around its graph itself, so its inner module must never be called directly).
     model = runner.net if isinstance(runner, EagerRuntime) else runner
-    return stylize(
-        image, model, strength=strength, preserve_color=preserve_color, max_size=max_size, tile_size=tile_size,
-        style=style, style_mix=style_mix,
-    )  # fmt: skip
+    return stylize(image, model, options)
 
 
 def load_runner(ckpt: Path, runtime: str, device: torch.device) -> Runner:
@@ -92,20 +81,20 @@ def find_checkpoints(styles: list[str] | None, models_dir: str | None) -> dict[s
     if styles is not None:
         missing = [s for s in styles if s not in shipped]
         if missing:
-            raise NSTError(f"no shipped model named {missing}; shipped: {', '.join(shipped) or 'none'}")
+            raise NotFound(f"no shipped model named {missing}; shipped: {', '.join(shipped) or 'none'}")
         shipped = {s: shipped[s] for s in styles}
     found = dict(shipped)
     if models_dir:
         folder = Path(models_dir).expanduser()
         if not folder.is_dir():
-            raise NSTError(f"models_dir={folder} is not a folder of checkpoints (*.pt, *.ckpt)")
+            raise NotFound(f"models_dir={folder} is not a folder of checkpoints (*.pt, *.ckpt)")
         for path in sorted([*folder.glob("*.pt"), *folder.glob("*.ckpt")]):
             found[path.stem] = path  # a file in models_dir overrides a shipped model of the same name
     bad = [name for name in found if not STYLE_NAME.match(name)]
     if bad:
-        raise NSTError(f"style names must be letters, digits, '_', '-', '.': rename {bad}")
+        raise BadValue(f"style names must be letters, digits, '_', '-', '.': rename {bad}")
     if not found:
-        raise NSTError("no models to serve: ship one in nst_lightning/pretrained/ or set models_dir=FOLDER")
+        raise NotFound("no models to serve: ship one in nst_lightning/pretrained/ or set models_dir=FOLDER")
     return found
 
 
@@ -138,7 +127,7 @@ def make_thumbnail(model: StyleModel, size: int) -> bytes:
             thumb = img.convert("RGB")
             thumb.thumbnail((size, size))
     else:
-        thumb = stylize_image(model.runner, sample_photo(size), style=model.style)
+        thumb = stylize_image(model.runner, sample_photo(size), StylizeOptions(style=model.style))
     buf = io.BytesIO()
     thumb.save(buf, format="JPEG", quality=85)
     return buf.getvalue()
@@ -162,7 +151,7 @@ def load_styles(
     if fast_models_dir:
         folder = Path(fast_models_dir).expanduser()
         if not folder.is_dir():
-            raise NSTError(f"fast_models_dir={folder} is not a folder of checkpoints (*.pt, *.ckpt)")
+            raise NotFound(f"fast_models_dir={folder} is not a folder of checkpoints (*.pt, *.ckpt)")
         students = {p.stem: p for p in sorted([*folder.glob("*.pt"), *folder.glob("*.ckpt")])}
     loaded = {}
     for name, path in find_checkpoints(styles, models_dir).items():

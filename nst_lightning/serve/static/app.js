@@ -52,9 +52,24 @@ function styleMix() {
   return JSON.stringify(mix);
 }
 
+// The sliders start at the service's defaults (GET /styles "options"), each showing its value.
+const SLIDERS = { strength: "strength", "stroke-scale": "stroke_scale", "input-noise": "input_noise" };
+
+function showValue(id) {
+  $(`${id}-value`).textContent = Number($(id).value).toFixed(2);
+}
+
+function setDefaults(options) {
+  for (const [id, field] of Object.entries(SLIDERS)) {
+    if (options && field in options) $(id).value = String(options[field]);
+    showValue(id);
+  }
+}
+
 async function loadStyles() {
   const response = await fetch("/styles");
-  const { styles, arbitrary } = await response.json();
+  const { styles, arbitrary, options } = await response.json();
+  setDefaults(options);
   $("painting-label").hidden = !(arbitrary && arbitrary.available);
   for (const style of styles) {
     styleInfo[style.name] = style;
@@ -82,6 +97,8 @@ async function stylize() {
   else form.append("style", chosenStyle);
   form.append("strength", $("strength").value);
   form.append("preserve_color", $("preserve-color").checked ? "true" : "false");
+  form.append("stroke_scale", $("stroke-scale").value);
+  form.append("input_noise", $("input-noise").value);
   const mix = styleMix();
   if (mix) form.append("style_mix", mix);
   $("go").disabled = true;
@@ -119,6 +136,6 @@ $("photo").addEventListener("change", () => {
   refreshButton();
 });
 $("painting").addEventListener("change", () => { if (painting()) chooseStyle(null); refreshButton(); });
-$("strength").addEventListener("input", () => { $("strength-value").textContent = Number($("strength").value).toFixed(2); });
+for (const id of Object.keys(SLIDERS)) $(id).addEventListener("input", () => showValue(id));
 $("go").addEventListener("click", stylize);
 loadStyles().catch((err) => setStatus(`Could not load styles: ${err.message}`, true));
