@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -167,14 +165,6 @@ def _vgg(deepest: str, weights: str) -> VGG19Features:
     return VGG19Features([deepest], weights=weights)
 
 
-STATS_CACHE = 32  # paintings whose statistics are kept (by pixel hash) across models and calls
-_STATS: OrderedDict[tuple, dict[str, FeatureStats]] = OrderedDict()
-
-
-def _to(stats: FeatureStats, device: torch.device) -> FeatureStats:
-    return FeatureStats(*(t.to(device) for t in (stats.mean, stats.std, stats.whiten, stats.colour)))
-
-
 def load_image_tensor(image) -> torch.Tensor:
     """A PIL image, a path or a float 3×H×W / 1×3×H×W tensor in [0, 1] → float 1×3×H×W."""
     from PIL import Image
@@ -228,13 +218,8 @@ class ZeroShotModel(TransformNet):
     @torch.no_grad()
     def style_stats(self, style_image, size: int | None = STYLE_SIZE) -> dict[str, FeatureStats]:
         """Statistics of a style image (path, PIL or 3×H×W tensor) at every level, shrunk to ``size`` on its
-        longest side when it is larger. Kept by the sha256 of the decoded pixels (the ``STATS_CACHE`` most
-        recent paintings, for every model in the process), so a painting used again costs no VGG pass."""
+        longest side when it is larger."""
         x = load_image_tensor(style_image)
-        key = (hashlib.sha256(x.numpy().tobytes()).hexdigest(), tuple(x.shape), size, tuple(self.levels))
-        if key in _STATS:
-            _STATS.move_to_end(key)
-            return {level: _to(stats, self._device()) for level, stats in _STATS[key].items()}
         if min(x.shape[-2:]) < MIN_PAINTING_SIDE:  # VGG-19's pooling needs a few pixels per level
             hw = [max(MIN_PAINTING_SIDE, s) for s in x.shape[-2:]]
             x = F.interpolate(x, size=hw, mode="nearest")
@@ -243,11 +228,7 @@ class ZeroShotModel(TransformNet):
             hw = [max(16, round(s * scale)) for s in x.shape[-2:]]
             x = F.interpolate(x, size=hw, mode="bilinear", antialias=True, align_corners=False)
         feats = self.vgg(x.to(self._device()), self.levels)
-        stats = {level: feature_stats(feats[level][0]) for level in self.levels}
-        _STATS[key] = {level: _to(s, torch.device("cpu")) for level, s in stats.items()}
-        while len(_STATS) > STATS_CACHE:
-            _STATS.popitem(last=False)
-        return stats
+        return {level: feature_stats(feats[level][0]) for level in self.levels}
 
     def with_style(self, style) -> ZeroShotModel:
         """A model sharing this one's networks with another style (statistics dict, or an image to compute them)."""
