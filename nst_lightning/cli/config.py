@@ -24,13 +24,14 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (Path(config_dir()) / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
+def plain(node: Any) -> Any:
+    """A config node as plain Python values (lists, dicts), resolved; any other value as it is."""
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
 def plain_values(cfg: Any, keys: Iterable[str]) -> dict[str, Any]:
-    """``{key: value}`` of ``cfg``'s top-level ``keys`` as plain Python values (lists, dicts), resolved."""
-    out = {}
-    for key in keys:
-        value = cfg[key]
-        out[key] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-    return out
+    """``{key: value}`` of ``cfg``'s top-level ``keys`` as plain Python values (:func:`plain`)."""
+    return {key: plain(cfg[key]) for key in keys}
 
 
 def gpu_or_cpu(gpu_value: Any, cpu_value: Any, *, _root_: Any) -> Any:

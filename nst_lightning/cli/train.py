@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from nst_lightning.cli.config import plain
 from nst_lightning.cli.multistyle import build_multistyle_module, is_multistyle
 from nst_lightning.cli.presets import config_loss, style_image_path
 from nst_lightning.cli.train_checks import check_train_config
@@ -36,10 +37,6 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` 
 RUNTIME_KEYS = ("channels_last", "compile", "compile_mode", "allocator")
 
 
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True)
-
-
 def build_module(
     cfg: DictConfig, style_image: str | None, module_class: Any = StyleTransferModule
 ) -> StyleTransferModule:
@@ -47,7 +44,7 @@ def build_module(
     ``optim``, ``init_from`` / ``teacher`` / ``distill``). ``init_from`` is not read here: the module loads it
     when a fresh fit starts (never when it resumes). ``module_class``: a subclass with its own arguments bound
     (the multi-style module)."""
-    kwargs = _plain(cfg.model)
+    kwargs = plain(cfg.model)
     name = kwargs.pop("name")
     runtime = {k: kwargs.pop(k) for k in RUNTIME_KEYS}
     freeze = kwargs.pop("freeze")
@@ -55,9 +52,9 @@ def build_module(
         model={"name": name, "kwargs": kwargs},
         style={"name": cfg.style.name, "image": style_image, "size": cfg.style.size, "cache_dir": cfg.paths.cache_dir},
         loss=config_loss(cfg).to_dict(),
-        optim=_plain(cfg.optim),
+        optim=plain(cfg.optim),
         runtime=runtime,
-        transfer={"init_from": cfg.init_from, "freeze": freeze, "teacher": cfg.teacher, **_plain(cfg.distill)},
+        transfer={"init_from": cfg.init_from, "freeze": freeze, "teacher": cfg.teacher, **plain(cfg.distill)},
     )
 
 
@@ -83,11 +80,11 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
 
     ``extra_callbacks`` are added to those of ``cfg.callbacks`` (for programmatic use and tests).
     """
-    out_dir = Path(cfg.paths.output_dir)
-    checkpoint_io.check_writable(out_dir / checkpoint_io.CHECKPOINT_DIR)  # fail now, not at the first checkpoint
+    checkpoint_io.check_writable((out_dir := Path(cfg.paths.output_dir)) / checkpoint_io.CHECKPOINT_DIR)
     choice = apply_auto_precision(cfg)
     check_train_config(cfg)  # a value of the wrong type fails here, named, before anything is built
-    L.seed_everything(cfg.seed, workers=True) if cfg.seed is not None else None
+    if cfg.seed is not None:
+        L.seed_everything(cfg.seed, workers=True)
     log.info("precision %s, channels_last=%s, allocator=%s (%s)", choice.precision, choice.channels_last,
              choice.allocator, choice.reason)  # fmt: skip
     warn_if_emulated(choice)

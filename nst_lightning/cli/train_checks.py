@@ -8,8 +8,9 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from nst_lightning.cli.config import plain
 from nst_lightning.errors import BadValue
 from nst_lightning.settings import check_call_args, from_mapping
 
@@ -69,12 +70,8 @@ class TrainKeys:
     slurm: SlurmKeys
 
 
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-
-
 def _check_target(node: Any, source: str) -> None:
-    values = {k: v for k, v in _plain(node).items() if not k.startswith("_")}
+    values = {k: v for k, v in plain(node).items() if not k.startswith("_")}
     target = hydra.utils.get_class(node._target_) if "_target_" in node else None
     if target is not None:
         check_call_args(target, values, source)
@@ -86,7 +83,7 @@ def check_train_config(cfg: DictConfig) -> None:
     The groups' own range checks (``optim``, ``style``, ``loss``, the network's) still run where they are built.
     """
     names = [f.name for f in fields(TrainKeys)]
-    from_mapping(TrainKeys, {k: _plain(cfg[k]) for k in names if k in cfg}, "train")
+    from_mapping(TrainKeys, {k: plain(cfg[k]) for k in names if k in cfg}, "train")
     for group in INSTANTIATED:
         if group in cfg and cfg[group] is not None:
             _check_target(cfg[group], group)
@@ -101,7 +98,7 @@ def _check_model(model: DictConfig) -> None:
     import nst_lightning.models  # noqa: F401  (importing the package registers every network)
     from nst_lightning.models.registry import model_builder
 
-    values = _plain(model)
+    values = plain(model)
     if not isinstance(values.get("name"), str):
         raise BadValue(f"model.name must be a network name, got {values.get('name')!r}")
     for key in ("compile", "checkpointing"):
