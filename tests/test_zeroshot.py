@@ -60,10 +60,11 @@ def test_decoder_mirrors_vgg_back_to_the_image_size(level: str) -> None:
     assert decoder(vgg(x)[level]).shape == x.shape
 
 
-def tiny_model(method: str = "wct") -> ZeroShotModel:
+def tiny_model(method: str = "wct", refine_steps: int = 0) -> ZeroShotModel:
     torch.manual_seed(0)
     decoders = [VGGDecoder("relu2_1", 1 / 16), VGGDecoder("relu1_1", 1 / 16)]
-    return ZeroShotModel(decoders, method=method, vgg=VGG19Features(["relu2_1"], weights="random")).eval()
+    vgg = VGG19Features(["relu2_1"], weights="random")
+    return ZeroShotModel(decoders, method=method, vgg=vgg, refine_steps=refine_steps).eval()
 
 
 @pytest.mark.parametrize("method", ["wct", "adain"])
@@ -167,3 +168,54 @@ def test_a_tiny_painting_is_enlarged_and_gives_its_colour(tmp_path: Path, size: 
     assert out.shape == (1, 3, 48, 64) and torch.isfinite(out).all()
     red, blue = out[0, 0].mean(), out[0, 2].mean()
     assert red > blue + 0.1, f"an orange painting gave red {red:.2f}, blue {blue:.2f}"
+
+
+# -- refinement: gradient steps on the objective after decoding ------------------------------------------------
+def _objective(model: ZeroShotModel, out: torch.Tensor, photo: torch.Tensor) -> float:
+    from nst_lightning.losses.config import LossConfig
+    from nst_lightning.losses.perceptual import PerceptualLoss
+
+    loss = PerceptualLoss(LossConfig())
+    loss.set_style_grams(model.style.grams)
+    with torch.no_grad():
+        return loss(out, photo)["objective"].item()
+
+
+def test_refinement_lowers_the_objective_through_stylize(style_path: Path) -> None:
+    from nst_lightning.inference import stylize
+    from nst_lightning.inference.zeroshot import load_zeroshot
+
+    photo = torch.from_numpy(np.array(synthetic_photo(72, 56, seed=5), dtype=np.float32) / 255).permute(2, 0, 1)
+    refined = load_zeroshot(style_path, refine_steps=2)
+    plain = refined.with_style(refined.style)
+    plain.objective, plain.refine_steps = None, 0
+    a, b = stylize(photo, plain), stylize(photo, refined)  # stylize runs under torch.inference_mode
+    assert b.shape == a.shape == (3, 56, 72) and b.min() >= 0 and b.max() <= 1
+    assert _objective(refined, b[None], photo[None]) < 0.9 * _objective(refined, a[None], photo[None])
+    assert load_zeroshot(style_path, refine_steps=0).objective is None  # 0: no objective network is even built
+
+
+def test_refining_grams_are_the_objectives_grams_of_the_painting(tmp_path: Path) -> None:
+    """The model takes the painting's Grams exactly as the evaluation does (PIL resize to 512, Lanczos)."""
+    from nst_lightning.inference.zeroshot import load_zeroshot
+    from nst_lightning.losses.config import LossConfig
+    from nst_lightning.losses.perceptual import PerceptualLoss
+    from nst_lightning.losses.styles import style_grams
+
+    rng = np.random.default_rng(3)
+    blocks = np.kron(rng.integers(0, 256, (9, 8, 3)), np.ones((100, 100, 1))).astype(np.uint8)  # hard edges
+    painting = tmp_path / "blocks.png"
+    Image.fromarray(blocks[:, :, :]).save(painting)
+    expected = style_grams(painting, 512, PerceptualLoss(LossConfig()), cache_dir=tmp_path / "cache")
+    got = load_zeroshot(painting).style.grams
+    for layer, gram in expected.items():
+        assert (got[layer] - gram).norm() < 1e-3 * gram.norm(), layer
+
+
+@pytest.mark.parametrize("steps", [-1, 1.5, True, 51, "2"])
+def test_bad_refine_steps_are_refused_by_name(steps) -> None:
+    from nst_lightning.errors import BadValue
+    from nst_lightning.inference.zeroshot import load_zeroshot
+
+    with pytest.raises(BadValue, match="refine_steps"):
+        load_zeroshot(refine_steps=steps)

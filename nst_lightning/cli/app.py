@@ -228,18 +228,18 @@ def _bases(path: Path) -> list[str]:
     return [e for e in _defaults_entries(path) if re.fullmatch(r"[\w.]+", e) and e != "_self_"]
 
 
-_LIBRARY_DEFAULT = re.compile(r"^\$\{nst\.stylize_default:(\w+)\}$")
+_LIBRARY_DEFAULT = re.compile(r"^\$\{nst\.(stylize_default|zeroshot_default):(\w+)\}$")
 
 
 def _shown_default(value: str) -> str:
-    """A key's value as ``--help`` shows it: a stylize option's library default (``${nst.stylize_default:X}``)
-    as its value (importing the library: only ``stylize.py --help`` has such keys)."""
+    """A key's value as ``--help`` shows it: a library default (``${nst.stylize_default:X}``,
+    ``${nst.zeroshot_default:X}``) as its value (importing the library: only ``stylize.py --help`` has such keys)."""
     m = _LIBRARY_DEFAULT.match(value)
     if m is None:
         return value
-    from nst_lightning.cli.config import stylize_default
+    from nst_lightning.cli.config import stylize_default, zeroshot_default
 
-    default = stylize_default(m[1])
+    default = (stylize_default if m[1] == "stylize_default" else zeroshot_default)(m[2])
     return default if isinstance(default, str) else json.dumps(default)
 
 

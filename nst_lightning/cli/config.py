@@ -62,15 +62,27 @@ def stylize_default(name: str) -> Any:
     return option_default(name)
 
 
+def zeroshot_default(name: str) -> Any:
+    """``${nst.zeroshot_default:NAME}``: the zero-shot model's default ``method`` or ``refine_steps``."""
+    from nst_lightning.inference import zeroshot
+
+    defaults = {"method": zeroshot.DEFAULT_METHOD, "refine_steps": zeroshot.REFINE_STEPS}
+    if name not in defaults:
+        raise KeyError(f"no zero-shot default {name!r}; known: {', '.join(defaults)}")
+    return defaults[name]
+
+
 def register_resolvers() -> None:
     """``${nst.data_dir:DEFAULT}``: ``$NST_DATA_DIR`` or DEFAULT, absolute; ``${nst.data_or_sample:PATH,REL}``:
     PATH, or the embedded sample's REL when PATH holds no data (``experiment=quick``); ``${nst.gpu_or_cpu:G,C}``:
     the recipe's value for the device that trains (:func:`gpu_or_cpu`); ``${nst.stylize_default:FIELD}``: a
-    stylize option's default (:func:`stylize_default`). Each imports what it needs when a
+    stylize option's default (:func:`stylize_default`); ``${nst.zeroshot_default:NAME}``: the zero-shot model's
+    (:func:`zeroshot_default`). Each imports what it needs when a
     configuration is resolved, so that composing one (and its errors) stays quick."""
 
     for name, resolver in (("nst.data_dir", _data_dir), ("nst.data_or_sample", _data_or_sample),
-                           ("nst.gpu_or_cpu", gpu_or_cpu), ("nst.stylize_default", stylize_default)):  # fmt: skip
+                           ("nst.gpu_or_cpu", gpu_or_cpu), ("nst.stylize_default", stylize_default),
+                           ("nst.zeroshot_default", zeroshot_default)):  # fmt: skip
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
 

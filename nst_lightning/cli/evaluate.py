@@ -30,11 +30,14 @@ def eval_settings(cfg: DictConfig) -> EvalSettings:
 
 
 def check_switches(cfg: DictConfig) -> None:
-    """The keys of ``conf/evaluate.yaml`` that choose what runs: ``zeroshot`` and ``tensorboard``."""
+    """The keys of ``conf/evaluate.yaml`` that choose what runs: ``zeroshot`` (with ``zeroshot_refine_steps``)
+    and ``tensorboard``."""
+    from nst_lightning.inference.refine import check_refine_steps
     from nst_lightning.inference.zeroshot import METHODS
 
     if cfg.zeroshot is not None and cfg.zeroshot not in METHODS:
         raise BadValue(f"zeroshot must be null (score ckpt=) or one of {', '.join(METHODS)}, got {cfg.zeroshot!r}")
+    check_refine_steps(cfg.zeroshot_refine_steps, "zeroshot_refine_steps")
     if not isinstance(cfg.tensorboard, bool):
         raise BadValue(f"tensorboard must be true or false, got {cfg.tensorboard!r}")
 
@@ -100,7 +103,8 @@ def run_zeroshot(cfg: DictConfig) -> dict[str, Any]:
     images = eval_images(cfg.eval_dir, settings.max_images)
     out_dir = Path(cfg.output_dir)
     result = evaluate_zeroshot(paintings, loss_cfg, cfg.style_size or preset.get("size"), images, settings,
-                               device, out_dir, method=cfg.zeroshot, cache_dir=cfg.paths.cache_dir)  # fmt: skip
+                               device, out_dir, method=cfg.zeroshot, cache_dir=cfg.paths.cache_dir,
+                               refine_steps=cfg.zeroshot_refine_steps)  # fmt: skip
     for name, s in result["paintings"].items():
         log.info("%s: zero-shot mean objective %.4g; L-BFGS %s", name, s["mean"]["network"]["objective"],
                  {k: round(s["mean"][f"lbfgs@{k}"]["objective"], 4) for k in settings.lbfgs_iterations})  # fmt: skip

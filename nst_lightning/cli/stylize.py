@@ -27,17 +27,20 @@ def chosen_style(value: object) -> str | int | None:
     return value  # type: ignore[return-value]
 
 
-CALLER_KEYS = ("ckpt", "style_image", "zeroshot_method", "input", "output", "suffix", "max_pixels", "device")
+CALLER_KEYS = ("ckpt", "style_image", "zeroshot_method", "zeroshot_refine_steps", "input", "output", "suffix",
+               "max_pixels", "device")  # fmt: skip
 """Keys of ``conf/stylize.yaml`` that say what to stylize and where; every other key is a StylizeOptions field."""
 
 
 def options_from_config(cfg: DictConfig) -> StylizeOptions:
     """The :class:`StylizeOptions` of a ``conf/stylize.yaml`` config (``style=NAME`` read as the preset's name)."""
     values = plain_values(cfg, [k for k in cfg if k not in ("style", "hydra")])  # a preset resolves only its name
+    from nst_lightning.inference.refine import check_refine_steps
     from nst_lightning.inference.zeroshot import METHODS
 
     if values["zeroshot_method"] not in METHODS:
         raise BadValue(f"zeroshot_method must be one of {', '.join(METHODS)}, got {values['zeroshot_method']!r}")
+    check_refine_steps(values["zeroshot_refine_steps"], "zeroshot_refine_steps")
     values["style"] = chosen_style(cfg.style)
     mix = values.get("style_mix")
     if mix is not None and not isinstance(mix, dict):
@@ -71,7 +74,9 @@ def _model(cfg: DictConfig):
         from nst_lightning.inference.zeroshot import load_zeroshot
 
         device = str(resolve_device(cfg.device))
-        return load_zeroshot(Path(cfg.style_image), method=cfg.zeroshot_method, device=device)
+        return load_zeroshot(
+            Path(cfg.style_image), method=cfg.zeroshot_method, device=device, refine_steps=cfg.zeroshot_refine_steps
+        )
     if not cfg.ckpt and (chosen_style(cfg.style) is not None or cfg.style_mix) and MULTISTYLE in pretrained_models():
         log.info("style chosen without ckpt=: using the shipped multi-style network %r", MULTISTYLE)
         return MULTISTYLE

@@ -15,7 +15,7 @@ import torch
 from nst_lightning.evaluation.evaluate import EvalSettings, evaluate, score
 from nst_lightning.image import load_image
 from nst_lightning.inference import LoadedModel
-from nst_lightning.inference.zeroshot import DEFAULT_METHOD, load_zeroshot
+from nst_lightning.inference.zeroshot import DEFAULT_METHOD, REFINE_STEPS, load_zeroshot
 from nst_lightning.losses.config import LossConfig
 from nst_lightning.losses.perceptual import PerceptualLoss
 from nst_lightning.losses.styles import set_style_targets
@@ -31,15 +31,19 @@ def evaluate_zeroshot(
     out_dir: Path,
     method: str = DEFAULT_METHOD,
     cache_dir: str | None = None,
+    refine_steps: int = REFINE_STEPS,
 ) -> dict[str, Any]:
     """One :func:`evaluate` report per painting (under ``out_dir/<painting stem>``) and their summaries.
 
-    Returns ``{"method", "levels", "decoders", "paintings": {stem: summary + "photo_objective"}}``
+    ``refine_steps``: the zero-shot model's gradient steps on the objective after decoding (0: none).
+
+    Returns ``{"method", "refine_steps", "levels", "decoders", "paintings": {stem: summary + "photo_objective"}}``
     (``photo_objective``: the mean objective of the unstylized photos, where L-BFGS starts).
     """
-    base = load_zeroshot(method=method, device=str(device))
+    base = load_zeroshot(method=method, device=str(device), refine_steps=refine_steps)
     result: dict[str, Any] = {
         "method": method,
+        "refine_steps": refine_steps,
         "levels": base.levels,
         "decoders": {level: getattr(base.decoders[level], "meta", {}) for level in base.levels},
         "paintings": {},
@@ -48,8 +52,8 @@ def evaluate_zeroshot(
         loss = PerceptualLoss(loss_cfg)
         set_style_targets(loss, [(painting, style_size)], cache_dir=cache_dir)
         model = base.with_style(painting)
-        meta = {"source": f"zero-shot {method} ({painting.name})", "style_name": painting.stem,
-                "loss": loss_cfg.to_dict()}  # fmt: skip
+        meta = {"source": f"zero-shot {method}, {refine_steps} refine steps ({painting.name})",
+                "style_name": painting.stem, "loss": loss_cfg.to_dict()}  # fmt: skip
         loaded = LoadedModel(net=model, model_name=f"zeroshot_{method}", model_kwargs={}, meta=meta)
         report = evaluate(loaded, loss, images, settings, device, out_dir / painting.stem, tensorboard=False)
         # The photo itself scored on the same objective: where L-BFGS starts, the "no stylization" reference.

@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from PIL import Image
 
-from nst_lightning.inference.zeroshot import DEFAULT_METHOD, STYLE_SIZE, ZeroShotModel, load_zeroshot
+from nst_lightning.inference.zeroshot import DEFAULT_METHOD, STYLE_SIZE, PaintingStats, ZeroShotModel, load_zeroshot
 from nst_lightning.serve.fields import Output, form_openapi, output, stylize_options
 from nst_lightning.serve.models import Runner
 from nst_lightning.serve.pipeline import Job, ModelLoader, Pipeline, read_form
@@ -45,7 +45,7 @@ class ZeroShotStyles:
     def __init__(self, device: str = "cpu", entries: int = STYLE_STATS_ENTRIES) -> None:
         self.device, self.entries = device, entries
         self._model: ZeroShotModel | None = None
-        self._stats: OrderedDict[str, dict] = OrderedDict()
+        self._stats: OrderedDict[str, PaintingStats] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
 
@@ -55,7 +55,7 @@ class ZeroShotStyles:
                 self._model = load_zeroshot(device=self.device)
             return self._model
 
-    def cached(self, digest: str) -> dict | None:
+    def cached(self, digest: str) -> PaintingStats | None:
         """The statistics of the painting with sha256 ``digest``, if kept (then counted in ``hits``)."""
         with self._lock:
             stats = self._stats.get(digest)
