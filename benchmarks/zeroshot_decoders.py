@@ -3,7 +3,8 @@
 
 The objective is ``evaluate.py zeroshot=``'s: ``conf/loss/default.yaml`` with the ``custom`` preset's weights and
 the painting's Grams (at 512 px), the zero-shot output scored against its photo at ``--size`` px. Each
-``--set NAME=FILE[,FILE...]`` is one model (WCT coarse to fine over its decoders). Prints one JSON line per
+``--set NAME=FILE[,FILE...]`` is one model (WCT coarse to fine over its decoders, then ``--refine-steps``
+gradient steps on the objective). Prints one JSON line per
 (set, painting) and a mean per set, with seconds per image.
 
     nice python benchmarks/zeroshot_decoders.py --size 256 --photos 2 \\
@@ -26,7 +27,7 @@ from nst_lightning.cpu_features import reported_flags
 from nst_lightning.evaluation.evaluate import eval_images, score
 from nst_lightning.image import load_image
 from nst_lightning.inference import stylize
-from nst_lightning.inference.zeroshot import ZeroShotModel, read_decoder
+from nst_lightning.inference.zeroshot import REFINE_STEPS, ZeroShotModel, read_decoder
 from nst_lightning.losses.config import LossConfig
 from nst_lightning.losses.perceptual import PerceptualLoss
 from nst_lightning.losses.styles import set_style_targets
@@ -43,6 +44,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--photos", type=int, default=2, help="the first N evaluation photos")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--refine-steps", type=int, default=REFINE_STEPS, help="gradient steps after decoding")
     return parser.parse_args()
 
 
@@ -52,10 +54,10 @@ def main() -> None:
     photos = [load_image(p, args.size) for p in eval_images(args.content, args.photos)]
     paintings = eval_images(args.paintings)
     print(json.dumps({"cpu_flags": reported_flags(), "threads": args.threads, "size": args.size,
-                      "photos": len(photos)}), flush=True)  # fmt: skip
+                      "photos": len(photos), "refine_steps": args.refine_steps}), flush=True)  # fmt: skip
     for spec in args.set:
         name, _, files = spec.partition("=")
-        base = ZeroShotModel([read_decoder(Path(f)) for f in files.split(",")])
+        base = ZeroShotModel([read_decoder(Path(f)) for f in files.split(",")], refine_steps=args.refine_steps)
         objectives = []
         for painting in paintings:
             loss = PerceptualLoss(LossConfig())

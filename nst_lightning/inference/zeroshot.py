@@ -9,7 +9,7 @@ trained only to invert VGG-19 features of photos turns them back into an image:
   identity) and coloured with the style's covariance, so channel correlations are matched too. With decoders
   for several levels this runs coarse to fine (``relu4_1`` → decode → ``relu3_1`` → decode …).
 
-By default the decoded image then takes two normalised gradient steps on the project's objective against the
+By default the decoded image then takes two signed gradient steps on the project's objective against the
 painting's Grams (:mod:`nst_lightning.inference.refine`; ``refine_steps=0``: the decoder's image as it is).
 
 Both transforms are affine per pixel once the content statistics are fixed (``A f + b``), which is what lets
