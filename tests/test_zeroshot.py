@@ -219,3 +219,38 @@ def test_bad_refine_steps_are_refused_by_name(steps) -> None:
 
     with pytest.raises(BadValue, match="refine_steps"):
         load_zeroshot(refine_steps=steps)
+
+
+def test_a_paintings_statistics_are_computed_once_by_its_pixels(tmp_path: Path, monkeypatch) -> None:
+    """The same pixels (a path, a PIL image, a tensor; another model; the library's stylize called twice) cost no
+    further VGG pass over the painting; other pixels do."""
+    from nst_lightning.inference import stylize
+    from nst_lightning.inference.zeroshot import load_zeroshot
+    from nst_lightning.losses import vgg as vgg_module
+
+    shapes: list[tuple[int, int]] = []
+    forward = vgg_module.VGG19Features.forward
+
+    def counting(self, images, layers=None):
+        shapes.append(tuple(images.shape[-2:]))
+        return forward(self, images, layers)
+
+    monkeypatch.setattr(vgg_module.VGG19Features, "forward", counting)
+    painting = tmp_path / "p.png"
+    synthetic_photo(52, 48, seed=21).save(painting)
+    painting_passes = lambda: sum(s in ((48, 52), (473, 512)) for s in shapes)  # noqa: E731 (as seen, and at 512)
+
+    model = load_zeroshot()
+    first = model.style_stats(painting)
+    assert painting_passes() == 2  # the statistics, and the objective's Grams
+    assert model.style_stats(Image.open(painting)) is first
+    assert load_zeroshot().style_stats(torch.from_numpy(np.asarray(Image.open(painting), dtype=np.float32) / 255)
+                                       .permute(2, 0, 1)) is first  # fmt: skip
+    photo = synthetic_photo(40, 36, seed=4)
+    stylize(photo, style_image=painting)
+    stylize(photo, style_image=painting)
+    assert painting_passes() == 2
+    other = np.asarray(Image.open(painting)).copy()
+    other[0, 0] = 255 - other[0, 0]
+    assert model.style_stats(Image.fromarray(other)) is not first
+    assert painting_passes() == 4

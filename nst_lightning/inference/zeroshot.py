@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +37,14 @@ from torch import nn
 
 from nst_lightning.errors import NSTError
 from nst_lightning.image import pil_to_tensor, resize_to_long_side, tensor_to_pil
+from nst_lightning.inference.feature_transforms import (  # noqa: F401 (re-exported: the zero-shot API)
+    METHODS,
+    FeatureStats,
+    adain,
+    feature_stats,
+    transform,
+    wct,
+)
 from nst_lightning.inference.refine import REFINE_STEPS, check_refine_steps, refine
 from nst_lightning.losses.config import LossConfig
 from nst_lightning.losses.perceptual import PerceptualLoss
@@ -43,11 +54,10 @@ from nst_lightning.models.decoder import DECODER_LEVELS, VGGDecoder, level_block
 
 DECODER_FORMAT = "nst_lightning.decoder"
 DECODER_DIR = Path(__file__).parent.parent / "pretrained" / "zeroshot"
-METHODS = ("wct", "adain")
 DEFAULT_METHOD = "wct"
 STYLE_SIZE = 512  # larger style images are shrunk to this longest side before their statistics are computed
 MIN_PAINTING_SIDE = 32  # pixels: smaller paintings are enlarged (nearest neighbour) before encoding
-EIGEN_FLOOR = 1e-5  # eigenvalues below this fraction of the largest are treated as this (rank-deficient covariances)
+STATS_CACHE_ENTRIES = 32  # paintings whose statistics the process keeps (by the sha256 of their pixels)
 
 
 def decoder_path(level: str) -> Path:
@@ -60,32 +70,6 @@ def shipped_levels() -> list[str]:
     return sorted((p.stem for p in DECODER_DIR.glob("relu*_1.pt")), key=level_block, reverse=True)
 
 
-# --- statistics and transforms (pure functions) --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FeatureStats:
-    """First and second order statistics of one image's C×H×W features (float64).
-
-    Attributes:
-        mean: C channel means.
-        std: C channel standard deviations (biased).
-        whiten: C×C matrix ``E D^-1/2 E^T`` of the covariance ``E D E^T`` (maps centred features to identity
-            covariance).
-        colour: C×C matrix ``E D^1/2 E^T`` (maps identity covariance to this covariance).
-    """
-
-    mean: torch.Tensor
-    std: torch.Tensor
-    whiten: torch.Tensor
-    colour: torch.Tensor
-
-    @property
-    def covariance(self) -> torch.Tensor:
-        """C×C covariance (``colour @ colour``)."""
-        return self.colour @ self.colour
-
-
 @dataclass(frozen=True)
 class PaintingStats:
     """What the zero-shot model keeps of a painting: WCT/AdaIN statistics per decoder level, and the objective's
@@ -94,59 +78,6 @@ class PaintingStats:
 
     levels: dict[str, FeatureStats]
     grams: dict[str, torch.Tensor] | None = None
-
-
-def feature_stats(features: torch.Tensor) -> FeatureStats:
-    """Statistics of C×H×W (or 1×C×H×W) features; see :class:`FeatureStats`."""
-    f = features.reshape(features.shape[-3], -1).double()  # C×N
-    mean = f.mean(dim=1)
-    centred = f - mean[:, None]
-    cov = centred @ centred.T / max(f.shape[1], 1)
-    evals, evecs = torch.linalg.eigh(cov)
-    evals = evals.clamp_min(max(evals.max().item(), 1e-12) * EIGEN_FLOOR)
-    whiten = evecs @ torch.diag(evals.rsqrt()) @ evecs.T
-    colour = evecs @ torch.diag(evals.sqrt()) @ evecs.T
-    return FeatureStats(mean=mean, std=cov.diagonal().clamp_min(0).sqrt(), whiten=whiten, colour=colour)
-
-
-def affine_map(method: str, content: FeatureStats, style: FeatureStats) -> tuple[torch.Tensor, torch.Tensor]:
-    """The transform as ``f ↦ A f + b``: returns A (C×C) and b (C), float64.
-
-    Args:
-        method: ``wct`` (match mean and covariance) or ``adain`` (match per-channel mean and std).
-        content: statistics of the features being transformed.
-        style: statistics to impose.
-    """
-    if method == "wct":
-        a = style.colour @ content.whiten
-    elif method == "adain":
-        a = torch.diag(style.std / content.std.clamp_min(1e-5))
-    else:
-        raise NSTError(f"unknown zero-shot method {method!r}; use one of {', '.join(METHODS)}")
-    return a, style.mean - a @ content.mean
-
-
-def transform(features: torch.Tensor, method: str, style: FeatureStats, content: FeatureStats | None = None):
-    """Give 1×C×H×W (or C×H×W) ``features`` the ``style`` statistics by ``method`` (``wct`` / ``adain``).
-
-    ``content``: the statistics to treat the features as having (default: their own). Passing statistics of a
-    larger picture makes tiles of it, or frames of a video, transform alike.
-    """
-    a, b = affine_map(method, content or feature_stats(features), style)
-    shape = features.shape
-    f = features.reshape(shape[-3], -1)
-    out = a.to(f.dtype) @ f + b.to(f.dtype)[:, None]
-    return out.reshape(shape)
-
-
-def adain(features: torch.Tensor, style: FeatureStats) -> torch.Tensor:
-    """AdaIN: C×H×W features with the per-channel mean and std of ``style``."""
-    return transform(features, "adain", style)
-
-
-def wct(features: torch.Tensor, style: FeatureStats) -> torch.Tensor:
-    """Whitening–colouring transform: C×H×W features with the mean and covariance of ``style``."""
-    return transform(features, "wct", style)
 
 
 # --- decoders and the model ----------------------------------------------------------------------------------
@@ -197,6 +128,10 @@ def load_image_tensor(image) -> torch.Tensor:
     if not isinstance(image, torch.Tensor) or image.shape[-3] != 3:
         raise NSTError("a style image must be a file, a PIL image or a float 3×H×W tensor in [0, 1]")
     return image.float().reshape(1, 3, *image.shape[-2:])
+
+
+_STATS_CACHE: OrderedDict[tuple, PaintingStats] = OrderedDict()
+_STATS_LOCK = threading.Lock()
 
 
 def _resized(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -258,10 +193,36 @@ class ZeroShotModel(TransformNet):
         """Statistics of a style image (path, PIL or 3×H×W tensor) at every level, shrunk to ``size`` on its
         longest side when it is larger; with refinement, also the objective's Grams of the image at ``size``.
 
-        Images are resized as :func:`~nst_lightning.image.load_image` resizes them (PIL, Lanczos when shrinking),
+        The statistics of the STATS_CACHE_ENTRIES most recent paintings are kept by the sha256 of their pixels, for
+        every model of the process (a folder, repeated library calls, the service): a kept painting costs no VGG
+        pass. Images are resized as :func:`~nst_lightning.image.load_image` resizes them (PIL, Lanczos when shrinking),
         the way the objective's Grams are made: a bilinear shrink instead changes the Grams by 20-28 % on a
         Mondrian and costs the zero-shot objective about 8 %."""
         painting = load_image_tensor(style_image)
+        key = self._stats_key(painting, size)
+        with _STATS_LOCK:
+            if key is not None and key in _STATS_CACHE:
+                _STATS_CACHE.move_to_end(key)
+                return _STATS_CACHE[key]
+        stats = self._compute_stats(painting, size)
+        if key is not None:
+            with _STATS_LOCK:
+                _STATS_CACHE[key] = stats
+                while len(_STATS_CACHE) > STATS_CACHE_ENTRIES:
+                    _STATS_CACHE.popitem(last=False)
+        return stats
+
+    def _stats_key(self, painting: torch.Tensor, size: int | None) -> tuple | None:
+        """What a painting's statistics depend on: its pixels (sha256), the size, the encoder's levels and weights,
+        refinement, the device; ``None`` (never cached) for an encoder with random weights."""
+        if self.vgg.weights == "random":
+            return None
+        digest = hashlib.sha256(painting.detach().float().cpu().contiguous().numpy().tobytes()).hexdigest()
+        shape = tuple(painting.shape)
+        return (digest, shape, size, tuple(self.levels), self.vgg.weights, self.vgg.pooling,
+                self.objective is not None, str(self._device()))  # fmt: skip
+
+    def _compute_stats(self, painting: torch.Tensor, size: int | None) -> PaintingStats:
         x = _resized(painting, size) if size is not None and max(painting.shape[-2:]) > size else painting
         x = _at_least_min_side(x).to(self._device())
         feats = self.vgg(x, self.levels)
