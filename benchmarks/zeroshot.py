@@ -5,6 +5,8 @@ Per size: one warm-up call, then ``--repeats`` timed calls of ``stylize`` on a s
 and tiled at ``--tile`` px when the image is larger). Prints one JSON line per row.
 
     nice python benchmarks/zeroshot.py --photo PHOTO.jpg --painting PAINTING.jpg --sizes 512 1024
+    nice python benchmarks/zeroshot.py --picture docs/images/zeroshot_unseen.jpg --lbfgs 50 \\
+        --photo $NST_DATA_DIR/content/brad_pitt.jpg --paintings $NST_DATA_DIR/eval/styles/*.jpg
 """
 
 from __future__ import annotations
@@ -19,8 +21,13 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from nst_lightning.baseline.optimize import OptimizeSettings, optimize_image
+from nst_lightning.image import pil_to_tensor, tensor_to_pil
 from nst_lightning.inference import stylize
-from nst_lightning.inference.zeroshot import load_zeroshot
+from nst_lightning.inference.zeroshot import STYLE_SIZE, load_zeroshot
+from nst_lightning.losses.config import LossConfig
+from nst_lightning.losses.perceptual import PerceptualLoss
+from nst_lightning.losses.styles import set_style_targets
 
 
 def timed(fn, repeats: int) -> list[float]:
@@ -33,14 +40,37 @@ def timed(fn, repeats: int) -> list[float]:
     return out
 
 
-def picture(photo: Image.Image, paintings: list[Path], path: Path, height: int = 256, gap: int = 4) -> None:
-    """One JPEG row: the photo, then the photo stylized zero-shot with each painting (paintings not shown)."""
+def picture(photo: Image.Image, paintings: list[Path], path: Path, lbfgs: int = 0, height: int = 256,
+            gap: int = 4) -> None:  # fmt: skip
+    """A JPEG: the photo, then the photo stylized zero-shot with each painting (paintings not shown); with
+    ``lbfgs`` > 0 a second row of per-image L-BFGS after that many iterations on the same objective (the photo's
+    cell left white). Prints each cell's objective and seconds as JSON lines."""
     small = photo.resize((round(photo.width * height / photo.height), height), Image.Resampling.LANCZOS)
+    content = pil_to_tensor(small)[None]
     model = load_zeroshot()
-    cells = [small] + [stylize(small, model.with_style(p)) for p in paintings]
-    canvas = Image.new("RGB", (len(cells) * (small.width + gap) - gap, height), "white")
-    for i, cell in enumerate(cells):
-        canvas.paste(cell, (i * (small.width + gap), 0))
+    rows = [[small], [None]] if lbfgs else [[small]]
+    for painting in paintings:
+        loss = PerceptualLoss(LossConfig())
+        set_style_targets(loss, [(painting, STYLE_SIZE)])
+        styled = model.with_style(painting)
+        start = time.perf_counter()
+        cell = stylize(small, styled)
+        cells = [("zero-shot", cell, time.perf_counter() - start)]
+        if lbfgs:
+            start = time.perf_counter()
+            result = optimize_image(loss, content, content.clone(), lbfgs, OptimizeSettings(), progress=False)
+            cells.append((f"L-BFGS@{lbfgs}", tensor_to_pil(result.image), time.perf_counter() - start))
+        for row, (name, image, seconds) in zip(rows, cells, strict=False):
+            objective = float(loss(pil_to_tensor(image)[None], content)["objective"])
+            print(json.dumps({"painting": painting.stem, "method": name, "size": list(small.size),
+                              "objective": round(objective, 3), "seconds": round(seconds, 2)}), flush=True)  # fmt: skip
+            row.append(image)
+    width = small.width + gap
+    canvas = Image.new("RGB", (len(rows[0]) * width - gap, len(rows) * (height + gap) - gap), "white")
+    for r, row in enumerate(rows):
+        for i, cell in enumerate(row):
+            if cell is not None:
+                canvas.paste(cell, (i * width, r * (height + gap)))
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path, quality=85)
 
@@ -56,11 +86,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--picture", type=Path, default=None, help="write photo | stylized with each --paintings")
     parser.add_argument("--paintings", type=Path, nargs="*", default=[])
+    parser.add_argument("--lbfgs", type=int, default=0, help="with --picture: a row of L-BFGS after this many steps")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("NST_THREADS", "1")))
     photo = Image.open(args.photo).convert("RGB")
     if args.picture:
-        picture(photo, args.paintings, args.picture)
+        picture(photo, args.paintings, args.picture, args.lbfgs)
         return
     for method in args.methods:
         base = load_zeroshot(method=method)

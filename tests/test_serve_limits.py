@@ -362,19 +362,23 @@ def test_disk_cache_leaves_no_temp_files(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "live-writer.tmp"]
 
 
-def test_settings_defaults_equal_the_yaml() -> None:
-    """``conf/serve.yaml`` is the home of each default; the dataclass defaults (for callers without Hydra) equal it."""
-    yaml = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "serve.yaml"))
-    assert isinstance(yaml, dict)
-    yaml.pop("defaults"), yaml.pop("hydra"), yaml.pop("log_level")
-    python = {f.name: f.default for f in fields(ServeSettings) if f.name != "cache"}
-    assert yaml == python
-    cache_defaults = {f.name: f.default for f in fields(CacheSettings)}
-    differs = {"disk": {"kind", "max_mb"}, "redis": {"kind", "url"}, "none": {"kind"}, "memory": set()}
-    for kind, allowed in differs.items():
+def test_serve_yaml_reads_every_default_from_the_settings() -> None:
+    """The dataclasses are the home of each default; ``conf/serve.yaml`` and the cache groups read them through
+    ``${nst.serve_default:KEY}`` / ``${nst.cache_default:KEY}`` (and document them) instead of restating them.
+    Only what differs per cache kind (its kind, disk's size, redis's address) is written in the group."""
+    raw = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "serve.yaml"))
+    assert isinstance(raw, dict)
+    raw.pop("defaults"), raw.pop("hydra"), raw.pop("log_level")
+    assert set(raw) == {f.name for f in fields(ServeSettings)} - {"cache"}
+    assert raw == {key: f"${{nst.serve_default:{key}}}" for key in raw}
+    resolved = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "serve.yaml"), resolve=True)
+    assert {k: resolved[k] for k in raw} == {f.name: getattr(ServeSettings(), f.name) for f in fields(ServeSettings)
+                                             if f.name != "cache"}  # fmt: skip
+    own = {"disk": {"kind", "max_mb"}, "redis": {"kind", "url"}, "none": {"kind"}, "memory": {"kind"}}
+    for kind, allowed in own.items():
         group = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "cache" / f"{kind}.yaml"))
-        assert isinstance(group, dict) and set(group) <= set(cache_defaults), kind
-        assert {k for k, v in group.items() if cache_defaults[k] != v} == allowed, kind
+        assert isinstance(group, dict) and set(group) <= {f.name for f in fields(CacheSettings)}, kind
+        assert {k for k, v in group.items() if v != f"${{nst.cache_default:{k}}}"} == allowed, kind
 
 
 RSS_SCRIPT = r"""

@@ -228,18 +228,18 @@ def _bases(path: Path) -> list[str]:
     return [e for e in _defaults_entries(path) if re.fullmatch(r"[\w.]+", e) and e != "_self_"]
 
 
-_LIBRARY_DEFAULT = re.compile(r"^\$\{nst\.(stylize_default|zeroshot_default):(\w+)\}$")
+_LIBRARY_DEFAULT = re.compile(r"^\$\{nst\.(\w+_default):(\w+)\}$")
 
 
 def _shown_default(value: str) -> str:
-    """A key's value as ``--help`` shows it: a library default (``${nst.stylize_default:X}``,
-    ``${nst.zeroshot_default:X}``) as its value (importing the library: only ``stylize.py --help`` has such keys)."""
-    m = _LIBRARY_DEFAULT.match(value)
-    if m is None:
-        return value
-    from nst_lightning.cli.config import stylize_default, zeroshot_default
+    """A key's value as ``--help`` shows it: a library default (``${nst.stylize_default:X}`` and the other
+    ``LIBRARY_DEFAULTS`` resolvers) as its value (importing the library)."""
+    from nst_lightning.cli.config import LIBRARY_DEFAULTS
 
-    default = (stylize_default if m[1] == "stylize_default" else zeroshot_default)(m[2])
+    m = _LIBRARY_DEFAULT.match(value)
+    if m is None or m[1] not in LIBRARY_DEFAULTS:
+        return value
+    default = LIBRARY_DEFAULTS[m[1]](m[2])
     return default if isinstance(default, str) else json.dumps(default)
 
 

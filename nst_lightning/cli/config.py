@@ -62,6 +62,32 @@ def stylize_default(name: str) -> Any:
     return option_default(name)
 
 
+def _field_default(cls: type, name: str) -> Any:
+    from dataclasses import MISSING, fields
+
+    for f in fields(cls):
+        if f.name == name:
+            if f.default is not MISSING:
+                return f.default
+            return f.default_factory()  # type: ignore[misc]
+    raise KeyError(f"{cls.__name__} has no setting {name!r}")
+
+
+def serve_default(name: str) -> Any:
+    """``${nst.serve_default:FIELD}``: the :class:`~nst_lightning.serve.settings.ServeSettings` default, so that
+    ``conf/serve.yaml`` documents each key without restating its value."""
+    from nst_lightning.serve.settings import ServeSettings
+
+    return _field_default(ServeSettings, name)
+
+
+def cache_default(name: str) -> Any:
+    """``${nst.cache_default:FIELD}``: the :class:`~nst_lightning.serve.settings.CacheSettings` default."""
+    from nst_lightning.serve.settings import CacheSettings
+
+    return _field_default(CacheSettings, name)
+
+
 def zeroshot_default(name: str) -> Any:
     """``${nst.zeroshot_default:NAME}``: the zero-shot model's default ``method`` or ``refine_steps``."""
     from nst_lightning.inference import zeroshot
@@ -72,17 +98,24 @@ def zeroshot_default(name: str) -> Any:
     return defaults[name]
 
 
+LIBRARY_DEFAULTS = {"stylize_default": stylize_default, "zeroshot_default": zeroshot_default,
+                    "serve_default": serve_default, "cache_default": cache_default}  # fmt: skip
+"""The resolvers ``${nst.NAME:FIELD}`` that read a default from the library (``--help`` shows their values)."""
+
+
 def register_resolvers() -> None:
     """``${nst.data_dir:DEFAULT}``: ``$NST_DATA_DIR`` or DEFAULT, absolute; ``${nst.data_or_sample:PATH,REL}``:
     PATH, or the embedded sample's REL when PATH holds no data (``experiment=quick``); ``${nst.gpu_or_cpu:G,C}``:
     the recipe's value for the device that trains (:func:`gpu_or_cpu`); ``${nst.stylize_default:FIELD}``: a
     stylize option's default (:func:`stylize_default`); ``${nst.zeroshot_default:NAME}``: the zero-shot model's
-    (:func:`zeroshot_default`). Each imports what it needs when a
+    (:func:`zeroshot_default`); ``${nst.serve_default:FIELD}``, ``${nst.cache_default:FIELD}``: the service
+    settings' (:func:`serve_default`, :func:`cache_default`). Each imports what it needs when a
     configuration is resolved, so that composing one (and its errors) stays quick."""
 
     for name, resolver in (("nst.data_dir", _data_dir), ("nst.data_or_sample", _data_or_sample),
                            ("nst.gpu_or_cpu", gpu_or_cpu), ("nst.stylize_default", stylize_default),
-                           ("nst.zeroshot_default", zeroshot_default)):  # fmt: skip
+                           ("nst.zeroshot_default", zeroshot_default), ("nst.serve_default", serve_default),
+                           ("nst.cache_default", cache_default)):  # fmt: skip
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
 

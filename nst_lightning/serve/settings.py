@@ -1,7 +1,8 @@
 """Service settings: one dataclass, filled from ``conf/serve.yaml`` (or directly in tests and notebooks).
 
-``conf/serve.yaml`` (with ``conf/cache/*.yaml``) is where each default lives and what it means; the Python
-defaults here exist for callers without Hydra, and ``tests/test_serve_limits.py`` checks that they equal the YAML.
+The defaults live here, once; ``conf/serve.yaml`` (with ``conf/cache/*.yaml``) says what each key means and reads
+its value from here (``${nst.serve_default:KEY}``, ``${nst.cache_default:KEY}``); only what differs per cache kind
+is written in its group.
 """
 
 from __future__ import annotations
