@@ -30,7 +30,7 @@ CHOICES = {
     "serve": ["device", "runtime", "log_level"],
 }
 """Keys with a fixed set of string values (the typed keys are found by their value's type)."""
-SKIP = {"stylize": {"max_pixels"}, "serve": set()}
+SKIP: dict[str, set[str]] = {}
 """Keys whose handling is not the command's (none today beyond those listed)."""
 
 

@@ -41,6 +41,9 @@ def options_from_config(cfg: DictConfig) -> StylizeOptions:
     if values["zeroshot_method"] not in METHODS:
         raise BadValue(f"zeroshot_method must be one of {', '.join(METHODS)}, got {values['zeroshot_method']!r}")
     check_refine_steps(values["zeroshot_refine_steps"], "zeroshot_refine_steps")
+    pixels = values["max_pixels"]
+    if pixels is not None and (isinstance(pixels, bool) or not isinstance(pixels, int) or pixels < 1):
+        raise BadValue(f"max_pixels must be a whole number of pixels ≥ 1 or null, got {pixels!r}")
     values["style"] = chosen_style(cfg.style)
     mix = values.get("style_mix")
     if mix is not None and not isinstance(mix, dict):
