@@ -144,13 +144,22 @@ def test_identical_requests_in_flight_share_one_model_run_on_both_routes(
 
 
 @pytest.mark.parametrize("route", list(ROUTES))
-@pytest.mark.parametrize("field,values", [("stroke_scale", ("1", "2", "0.5")), ("input_noise", ("0", "0.3"))])
+@pytest.mark.parametrize(
+    "field,values",
+    [
+        ("stroke_scale", ("1", "2", "0.5")),
+        ("input_noise", ("0", "0.3")),
+        ("noise_seed", ("0", "1")),
+        ("input_noise_smooth_only", ("false", "true")),
+    ],
+)
 def test_stroke_scale_and_input_noise_reach_the_pixels(
     client: httpx.Client, route: str, field: str, values: tuple[str, ...]
 ) -> None:
     post, _ = ROUTES[route]
     data = photo(seed=4, width=60, height=44)
-    images = [pixels(post(client, data, **{field: v})) for v in values]
+    noise = {} if field == "input_noise" else {"input_noise": "0.3"}  # strong enough that seed and mask show
+    images = [pixels(post(client, data, **noise, **{field: v})) for v in values]
     assert all(img.shape == (44, 60, 3) for img in images)  # the photo's size, whatever the value
     for a, b in zip(images[:-1], images[1:], strict=True):
         assert np.abs(a - b).mean() > 0.5, (field, values)
@@ -186,6 +195,15 @@ BAD_VALUES = {  # field, text, what the detail says (None: StylizeOptions' own m
     "strength above 1": ("strength", "1.5", None),
     "network larger than max_size": ("stroke_scale", "0.25", "would run the network on 320 pixels"),
     "max_size a superscript digit": ("max_size", "²", "max_size must be a whole number of pixels, got '²'"),
+    "noise_seed negative": ("noise_seed", "-1", "noise_seed must be a whole number from 0 to 999999999"),
+    "noise_seed huge": ("noise_seed", "9" * 12, "noise_seed must be a whole number"),
+    "input_noise_smooth_only text": (
+        "input_noise_smooth_only",
+        "maybe",
+        "input_noise_smooth_only must be true or false",
+    ),
+    "tile_overlap above a quarter tile": ("tile_overlap", "600", "tile_overlap"),
+    "tile_stats_size above the tile size": ("tile_stats_size", "4096", "tile_stats_size must be at most 1024 pixels"),
 }
 
 
@@ -261,12 +279,15 @@ def test_not_found_is_a_404_and_the_page_has_the_new_fields(client: httpx.Client
     missing = client.get("/styles/no_such_style/thumbnail.jpg")
     assert missing.status_code == 404 and "unknown style" in missing.json()["detail"]
     page = client.get("/").text
-    assert 'id="stroke-scale"' in page and 'id="input-noise"' in page
+    assert all(f'id="{i}"' in page for i in ("stroke-scale", "input-noise", "noise-smooth-only", "noise-seed"))
     script = client.get("/static/app.js").text
-    assert 'form.append("stroke_scale"' in script and 'form.append("input_noise"' in script
+    assert all(f'form.append("{f}"' in script for f in ("stroke_scale", "input_noise", "input_noise_smooth_only",
+                                                         "noise_seed"))  # fmt: skip
     defaults = client.get("/styles").json()["options"]
+    base = StylizeOptions()
     assert defaults == {"strength": 1.0, "preserve_color": False, "max_size": 128, "stroke_scale": 1.0,
-                        "input_noise": StylizeOptions().input_noise}  # fmt: skip
+                        "input_noise": base.input_noise, "input_noise_smooth_only": base.input_noise_smooth_only,
+                        "noise_seed": base.noise_seed, "tile_overlap": None, "tile_stats_size": None}  # fmt: skip
     schema = client.get("/openapi.json").json()["paths"]
     for path in ("/stylize", "/stylize/zeroshot"):
         fields = schema[path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]

@@ -3,7 +3,8 @@ result (:class:`Output`), for both routes.
 
 Each option field is parsed from its text here and range-checked by ``StylizeOptions`` itself (its message is
 the answer); the service adds only its own bounds: ``max_size`` (default and largest: the service's), the
-service's ``tile_size``, and a network input no larger than ``max_size`` when ``stroke_scale`` < 1 enlarges it.
+service's ``tile_size`` (``tile_stats_size`` at most that), and a network input no larger than ``max_size`` when
+``stroke_scale`` < 1 enlarges it.
 Every problem raises :class:`~nst_lightning.errors.BadValue` (422).
 """
 
@@ -34,6 +35,11 @@ OPTION_SCHEMA = {
     "stroke_scale": {**_NUMBER, "minimum": STROKE_SCALES[0], "maximum": STROKE_SCALES[1], "default": 1,
                      "description": "strokes this many times larger (> 1) or finer (< 1) than the network learned"},
     "input_noise": {**_NUMBER, "minimum": 0, "maximum": 1, "description": "input noise strength (0: off)"},
+    "input_noise_smooth_only": {**_BOOL, "description": "add the input noise only where the photo is smooth"},
+    "noise_seed": {"type": "integer", "minimum": 0, "description": "seed of the input noise"},
+    "tile_overlap": {"type": "integer", "description": "pixels neighbouring tiles share (at most tile_size / 4)"},
+    "tile_stats_size": {"type": "integer", "description": "longest side of the whole-image statistics pass when "
+                        "tiling (at most the service's tile_size)"},
     "format": {"type": "string", "enum": ["png", "jpeg"], "default": "png"},
 }  # fmt: skip
 
@@ -77,6 +83,12 @@ def _whole(name: str, raw: str) -> int:
     return int(raw)
 
 
+def _seed(name: str, raw: str) -> int:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
+        raise BadValue(f"{name} must be a whole number from 0 to 999999999, got {shorten(raw)}")
+    return int(raw)
+
+
 def _bool(name: str, raw: str) -> bool:
     value = raw.lower()
     if value in ("1", "true", "yes", "on"):
@@ -93,6 +105,10 @@ OPTION_FIELDS: dict[str, Callable[[str, str], Any]] = {
     "max_size": _whole,
     "stroke_scale": _number,
     "input_noise": _number,
+    "input_noise_smooth_only": _bool,
+    "noise_seed": _seed,
+    "tile_overlap": _whole,
+    "tile_stats_size": _whole,
 }
 
 
@@ -112,6 +128,9 @@ def stylize_options(
     max_size = values.setdefault("max_size", settings.max_size)
     if not 1 <= max_size <= settings.max_size:
         raise BadValue(f"max_size must be between 1 and {settings.max_size} pixels, got {max_size}")
+    stats_limit = settings.tile_size or settings.max_size  # the statistics pass is one more image in memory
+    if values.get("tile_stats_size", 1) > stats_limit:
+        raise BadValue(f"tile_stats_size must be at most {stats_limit} pixels, got {values['tile_stats_size']}")
     return StylizeOptions(**values, tile_size=settings.tile_size, style=style, style_mix=style_mix)
 
 

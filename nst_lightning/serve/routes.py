@@ -73,7 +73,8 @@ def add_stylize_route(app: FastAPI, pipeline: Pipeline, styles: dict[str, StyleM
     @app.post("/stylize", openapi_extra=form_openapi(["image", "style"], STYLIZE_FIELDS))
     async def stylize(request: Request) -> Response:
         """Multipart form: ``image`` (file), ``style``, optional ``style_mix``, ``strength``, ``preserve_color``,
-        ``max_size``, ``stroke_scale``, ``input_noise``, ``format`` (png | jpeg), ``quality`` (full | fast).
+        ``max_size``, ``stroke_scale``, ``input_noise``, ``input_noise_smooth_only``, ``noise_seed``,
+        ``tile_overlap``, ``tile_stats_size``, ``format`` (png | jpeg), ``quality`` (full | fast).
         Returns the stylized image; header ``X-Cache`` says hit, shared or miss, ``X-Variant`` which variant
         made it."""
         form = await read_form(request)

@@ -64,6 +64,8 @@ function setDefaults(options) {
     if (options && field in options) $(id).value = String(options[field]);
     showValue(id);
   }
+  if (options && "input_noise_smooth_only" in options) $("noise-smooth-only").checked = options.input_noise_smooth_only;
+  if (options && "noise_seed" in options) $("noise-seed").value = String(options.noise_seed);
 }
 
 async function loadStyles() {
@@ -99,6 +101,8 @@ async function stylize() {
   form.append("preserve_color", $("preserve-color").checked ? "true" : "false");
   form.append("stroke_scale", $("stroke-scale").value);
   form.append("input_noise", $("input-noise").value);
+  form.append("input_noise_smooth_only", $("noise-smooth-only").checked ? "true" : "false");
+  if ($("noise-seed").value !== "") form.append("noise_seed", $("noise-seed").value);
   const mix = styleMix();
   if (mix) form.append("style_mix", mix);
   $("go").disabled = true;
