@@ -63,3 +63,41 @@ def test_adapt_names_what_is_wrong(painting, tmp_path):
         AdaptRecipe(crop=4)
     with pytest.raises(NSTError, match="precision must be one of"):
         AdaptRecipe(precision="fp8")
+
+
+def test_stylize_cli_adapts_a_painting_saves_it_and_reuses_it(painting, tmp_path, monkeypatch, caplog):
+    """``stylize.py style_image=P adapt=MIN``: learns P on the shipped multi-style network, stylizes with it,
+    writes the network with the new style (``adapt_save``), and the second run comes from the cache."""
+    import logging
+
+    import numpy as np
+    from hydra import compose, initialize_config_dir
+    from PIL import Image
+
+    from nst_lightning.cli.config import config_dir
+    from nst_lightning.cli.stylize import run
+
+    monkeypatch.setenv("NST_CACHE_DIR", str(tmp_path / "cache"))
+    synthetic_photo(56, 40, seed=8).save(tmp_path / "photo.png")
+
+    def stylize_cli(*extra: str) -> list:
+        with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+            cfg = compose("stylize", overrides=[f"style_image={painting}", f"input={tmp_path / 'photo.png'}",
+                                                "device=cpu", *extra])  # fmt: skip
+        return run(cfg)
+
+    with caplog.at_level(logging.INFO, logger="nst_lightning.cli.stylize"):
+        out = stylize_cli("adapt=0.03", f"output={tmp_path / 'a.png'}", f"adapt_save={tmp_path / 'mine.pt'}")
+    assert np.asarray(Image.open(out[0])).shape == (40, 56, 3)
+    saved = load_model(tmp_path / "mine.pt")
+    assert saved.net.style_names[-1] == "my painting" and len(saved.net.style_names) == 6
+    assert "from the cache" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="nst_lightning.cli.stylize"):
+        again = stylize_cli("adapt=0.03", f"output={tmp_path / 'b.png'}")
+    assert "from the cache" in caplog.text
+    assert np.array_equal(np.asarray(Image.open(again[0])), np.asarray(Image.open(out[0])))
+    for bad, words in ((["adapt=0"], "adapt must be a number of minutes"), (["adapt=0.03", "ckpt=starry_night"],
+                       "adapt_base="), (["adapt_save=x.pt"], "adapt_save= writes a learned style")):  # fmt: skip
+        with pytest.raises(NSTError, match=words):
+            stylize_cli(*bad, f"output={tmp_path / 'c.png'}")

@@ -53,7 +53,9 @@ def config_error(exc: BaseException) -> NSTError | None:
         missing = _MISSING_OPTION.search(str(exc))
         if missing and options is not None:
             group, option = missing["group"], missing["option"]
-            return NSTError(f"no {group} option named {option!r}; choose one of: {_choices(options, option)}")
+            hint = (f" (a network's own style that is not a preset, e.g. one learned with adapt=: "
+                    f"style_mix='{{{option}: 1}}')") if group == "style" else ""  # fmt: skip
+            return NSTError(f"no {group} option named {option!r}; choose one of: {_choices(options, option)}{hint}")
         bad = _BAD_OVERRIDE.search(str(exc))
         cause = exc.__cause__
         parent = getattr(cause, "parent_node", None)

@@ -27,8 +27,9 @@ def chosen_style(value: object) -> str | int | None:
     return value  # type: ignore[return-value]
 
 
-CALLER_KEYS = ("ckpt", "style_image", "zeroshot_method", "zeroshot_refine_steps", "input", "output", "suffix",
-               "max_pixels", "device")  # fmt: skip
+CALLER_KEYS = ("ckpt", "style_image", "adapt", "adapt_base", "adapt_save", "zeroshot_method", "zeroshot_refine_steps",
+               "input", "output", "suffix", "max_pixels", "device")  # fmt: skip
+MAX_ADAPT_MINUTES = 24 * 60
 """Keys of ``conf/stylize.yaml`` that say what to stylize and where; every other key is a StylizeOptions field."""
 
 
@@ -41,6 +42,18 @@ def options_from_config(cfg: DictConfig) -> StylizeOptions:
     if values["zeroshot_method"] not in METHODS:
         raise BadValue(f"zeroshot_method must be one of {', '.join(METHODS)}, got {values['zeroshot_method']!r}")
     check_refine_steps(values["zeroshot_refine_steps"], "zeroshot_refine_steps")
+    adapt = values["adapt"]
+    if adapt is not None:
+        if isinstance(adapt, bool) or not isinstance(adapt, (int, float)) or not 0 < adapt <= MAX_ADAPT_MINUTES:
+            raise BadValue(f"adapt must be a number of minutes in (0, {MAX_ADAPT_MINUTES}] or null, got {adapt!r}")
+        if not values["style_image"]:
+            raise BadValue("adapt= learns a painting: give it with style_image=PAINTING")
+        if values["ckpt"]:
+            raise BadValue("adapt= starts from adapt_base=, not ckpt=: use adapt_base=NAME_OR_PATH")
+        if chosen_style(cfg.style) is not None or values.get("style_mix") is not None:
+            raise BadValue("with adapt= the style is the learned painting: leave out style= and style_mix=")
+    elif values["adapt_save"]:
+        raise BadValue("adapt_save= writes a learned style: give adapt=MINUTES and style_image=PAINTING")
     pixels = values["max_pixels"]
     if pixels is not None and (isinstance(pixels, bool) or not isinstance(pixels, int) or pixels < 1):
         raise BadValue(f"max_pixels must be a whole number of pixels ≥ 1 or null, got {pixels!r}")
@@ -61,15 +74,46 @@ def run(cfg: DictConfig) -> list[Path]:
     options = options_from_config(cfg)  # every bad value fails here, before a model is loaded
     if not cfg.input:
         raise BadValue("no input given: use input=FILE_OR_FOLDER")
-    report = stylize_paths(_model(cfg), cfg.input, cfg.output, options, suffix=cfg.suffix,
+    model = _model(cfg)
+    if cfg.adapt is not None:
+        model = _adapted(cfg)
+        options = options.replace(style=model.net.style_names[-1])
+    report = stylize_paths(model, cfg.input, cfg.output, options, suffix=cfg.suffix,
                            max_pixels=cfg.max_pixels, device=cfg.device, progress=True)  # fmt: skip
     if not report.ok:
         raise NSTError(report.summary())
     return report.written
 
 
+def _adapted(cfg: DictConfig):
+    """``adapt_base`` with the painting ``style_image`` learned for ``adapt`` minutes (or from the cache), written
+    to ``adapt_save`` when given."""
+    from nst_lightning.inference.checkpoint import write_model
+    from nst_lightning.transfer.adapt import adapt_style
+
+    def report(p: dict) -> None:
+        if p["step"] == 1 or int(p["fraction"] * 10) > int(report.last * 10):  # type: ignore[attr-defined]
+            log.info("adapt: step %d, %.0f s, objective %.3g", p["step"], p["seconds"], p["objective"])
+        report.last = p["fraction"]  # type: ignore[attr-defined]
+
+    report.last = 0.0  # type: ignore[attr-defined]
+    log.info("adapt: learning %s as a new style of %s for %g minutes", Path(cfg.style_image).name, cfg.adapt_base,
+             cfg.adapt)  # fmt: skip
+    loaded = adapt_style(Path(cfg.style_image), float(cfg.adapt), cfg.adapt_base, progress=report)
+    info = loaded.meta["adapted"]
+    log.info("adapt: style %r, %d steps in %.0f s%s", info["style"], info["steps"], info["seconds"],
+             " (from the cache)" if info["cached"] else "")  # fmt: skip
+    if cfg.adapt_save:
+        log.info("adapt: wrote %s (styles: %s)", write_model(loaded, cfg.adapt_save, half=True),
+                 ", ".join(loaded.net.style_names))  # fmt: skip
+    return loaded
+
+
 def _model(cfg: DictConfig):
-    """The checkpoint (``ckpt=``) or the zero-shot model with the painting ``style_image=``."""
+    """The checkpoint (``ckpt=``) or the zero-shot model with the painting ``style_image=`` (``None`` with
+    ``adapt=``: :func:`_adapted` makes the model)."""
+    if cfg.adapt is not None:
+        return None
     if cfg.style_image:
         if cfg.ckpt:
             raise NSTError("give either ckpt= (a trained network) or style_image= (zero-shot), not both")
