@@ -17,6 +17,7 @@ import logging
 
 from fastapi import FastAPI
 
+from nst_lightning.serve.adapt_jobs import add_adapt_routes
 from nst_lightning.serve.cache import CircuitBreaker, make_cache
 from nst_lightning.serve.guard import Guard
 from nst_lightning.serve.metrics import Metrics
@@ -47,5 +48,6 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
     add_error_handlers(app)
     add_stylize_route(app, pipeline, styles)
     app.state.zeroshot = add_zeroshot_route(app, pipeline)
+    app.state.adapt = add_adapt_routes(app, settings, styles)
     add_info_routes(app, pipeline, styles)
     return app

@@ -50,6 +50,11 @@ class StyleModel:
     style: str | None = None  # one style of a multi-style network (None: the network's default, style 0)
     network_styles: list[str] = field(default_factory=list)  # a multi-style network's styles ([]: single-style)
     fast: Runner | None = None  # the fast variant (a student, or the network in a faster runtime), if any
+    cache_id: str = ""  # what result cache keys name as the model ("": the name); a learned style: its painting's hash
+
+    @property
+    def model_id(self) -> str:
+        return self.cache_id or self.name
 
     def variant(self, quality: str) -> tuple[str, Runner]:
         """The variant that runs for ``quality`` (``full`` when there is no fast one) and its runner."""

@@ -1,4 +1,5 @@
-"""The routes of the service but zero-shot (:mod:`nst_lightning.serve.zeroshot`), and its error answers.
+"""The routes of the service but zero-shot (:mod:`nst_lightning.serve.zeroshot`) and adaptation
+(:mod:`nst_lightning.serve.adapt_jobs`), and its error answers.
 
 ``POST /stylize`` turns its form into a :class:`~nst_lightning.serve.pipeline.Job` and hands it to the one request
 pipeline; ``GET /health``, ``GET /styles``, a style's thumbnail, ``GET /metrics`` and the web page at ``/`` say
@@ -88,7 +89,8 @@ def add_stylize_route(app: FastAPI, pipeline: Pipeline, styles: dict[str, StyleM
         options = stylize_options(form.fields, settings, style=None if mix else model.style, style_mix=mix)
         fmt, quality = output(form.fields, settings)
         variant, runner = model.variant(quality)  # what will really run
-        return await pipeline.run(Job(photo.data, name, name, options, Output(fmt, variant), fixed_model(runner)))
+        job = Job(photo.data, model.model_id, name, options, Output(fmt, variant), fixed_model(runner))
+        return await pipeline.run(job)
 
 
 def add_info_routes(app: FastAPI, pipeline: Pipeline, styles: dict[str, StyleModel]) -> None:

@@ -65,6 +65,10 @@ class ServeSettings:
     allowed_hosts: list[str] | None = None
     trim_memory: bool = True
     thumbnail_size: int = 160
+    adapt_base: str = "multistyle"
+    max_adapt_minutes: float = 15.0
+    max_adapt_jobs: int = 2
+    max_adapted_styles: int = 8
     cache: CacheSettings = field(default_factory=CacheSettings)
 
     def __post_init__(self) -> None:
@@ -84,6 +88,7 @@ class ServeSettings:
             "body_timeout_s",
             "max_header_kb",
             "thumbnail_size",
+            "max_adapt_minutes",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -95,7 +100,7 @@ class ServeSettings:
         StylizeOptions(tile_size=self.tile_size)  # a bad tile_size fails with the library's message
         if self.quality not in QUALITIES:
             raise BadValue(f"quality must be one of {', '.join(QUALITIES)}, got {self.quality!r}")
-        for name in ("max_queue", "shutdown_timeout_s", "min_upload_kbps"):
+        for name in ("max_queue", "shutdown_timeout_s", "min_upload_kbps", "max_adapt_jobs", "max_adapted_styles"):
             if getattr(self, name) < 0:
                 raise BadValue(f"{name} must be 0 or more, got {getattr(self, name)}")
 
