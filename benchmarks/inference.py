@@ -25,9 +25,11 @@ from typing import Any
 
 import torch
 
+from nst_lightning.cpu_features import reported_flags
 from nst_lightning.errors import NSTError
-from nst_lightning.export import PARITY_SIZES, RUNTIMES, Runtime, check_parity, runtime_from_model
-from nst_lightning.inference import LoadedModel
+from nst_lightning.export import PARITY_SIZES, RUNTIMES, Runtime, check_gate, check_parity, runtime_from_model
+from nst_lightning.export.quantize import CALIBRATION_COUNT, training_photos
+from nst_lightning.inference import LoadedModel, load_model
 from nst_lightning.models import create_model
 
 NETWORKS = ("johnson", "mobilenetv3", "resnet50")
@@ -63,7 +65,34 @@ def time_cell(runtime: Runtime, size: int, repeats: int, budget_s: float) -> dic
     }
 
 
+def matmul_peak_gflops(dtype: torch.dtype, n: int = 1024, repeats: int = 3) -> float:
+    """This machine's measured matmul rate in ``dtype`` (GFLOP/s, best of ``repeats`` n×n products): a yardstick of
+    what the CPU does here and now (a busy sibling hyperthread lowers it), not its theoretical peak."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(fn: Any) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def network_gflop(loaded: LoadedModel, size: int) -> float:
+    """GFLOP of one size×size image through the network (torch's FLOP counter on the eager module)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        loaded.net(torch.rand(1, 3, size, size))
+    return counter.get_total_flops() / 1e9
+
+
 def build(network: str, seed: int = 0) -> LoadedModel:
+    if not network.startswith(("johnson", "mobilenet", "resnet", "efficientnet")) or network == "starry_night":
+        return load_model(network)  # a shipped model or a checkpoint
     torch.manual_seed(seed)
     net = create_model(network).eval().requires_grad_(False)
     return LoadedModel(net=net, model_name=network, model_kwargs={}, meta={"source": f"random {network}"})
@@ -121,6 +150,8 @@ def main() -> None:
                     runtime = runtime_from_model(loaded, runtime_name, device)
                     capture[f"{device_name}/{network}/{runtime_name}"] = round(time.perf_counter() - start, 1)
                     diff = max(check_parity(reference, runtime, PARITY_SIZES).values())
+                    gate = check_gate(reference, runtime, training_photos(3, size=256, offset=CALIBRATION_COUNT))
+                    base["gate"] = gate.as_dict()
                 except NSTError as exc:
                     rows += [{**base, "size": s, "error": str(exc)} for s in args.sizes]
                     print(json.dumps(rows[-1]), flush=True)
@@ -150,12 +181,23 @@ def main() -> None:
                         and f"{c['device']}/{c['network']}" == key), None)  # fmt: skip
         if current is None or r["ms"] < current["ms"]:
             best[size] = r["runtime"]
+    peaks = {"fp32": matmul_peak_gflops(torch.float32), "bf16": matmul_peak_gflops(torch.bfloat16)}
+    gflop = {size: network_gflop(build(args.networks[0]), size) for size in args.sizes}
+    for r in rows:
+        if "ms" in r and r["network"] == args.networks[0]:
+            r["gflop"] = round(gflop[r["size"]], 1)
+            r["gflops"] = round(gflop[r["size"]] / (r["ms"] / 1000), 1)
+            peak = peaks["bf16" if r["runtime"].endswith("bf16") else "fp32"]
+            r["of_matmul_rate"] = round(r["gflops"] / peak, 3)
+            print(json.dumps(r), flush=True)
     print(table(rows, args.sizes), flush=True)
     print("(* one call only: its warm-up took longer than --budget-s)")
     summary = {
         "torch": torch.__version__,
         "cpu_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
+        "cpu_flags": reported_flags(),
+        "matmul_peak_gflops": {k: round(v, 1) for k, v in peaks.items()},
         "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "capture_s": capture,
