@@ -98,6 +98,14 @@ def zeroshot_default(name: str) -> Any:
     return defaults[name]
 
 
+def loss_default(name: str) -> Any:
+    """``${nst.loss_default:FIELD}``: the :class:`~nst_lightning.losses.config.LossConfig` default (the style
+    presets' loss weights)."""
+    from nst_lightning.losses.config import LossConfig
+
+    return _field_default(LossConfig, name)
+
+
 def image_default(name: str) -> Any:
     """``${nst.image_default:max_pixels}``: the image reader's default pixel limit."""
     from nst_lightning.image import DEFAULT_MAX_PIXELS
@@ -109,7 +117,7 @@ def image_default(name: str) -> Any:
 
 LIBRARY_DEFAULTS = {"stylize_default": stylize_default, "zeroshot_default": zeroshot_default,
                     "serve_default": serve_default, "cache_default": cache_default,
-                    "image_default": image_default}  # fmt: skip
+                    "image_default": image_default, "loss_default": loss_default}  # fmt: skip
 """The resolvers ``${nst.NAME:FIELD}`` that read a default from the library (``--help`` shows their values)."""
 
 
@@ -119,13 +127,15 @@ def register_resolvers() -> None:
     the recipe's value for the device that trains (:func:`gpu_or_cpu`); ``${nst.stylize_default:FIELD}``: a
     stylize option's default (:func:`stylize_default`); ``${nst.zeroshot_default:NAME}``: the zero-shot model's
     (:func:`zeroshot_default`); ``${nst.serve_default:FIELD}``, ``${nst.cache_default:FIELD}``: the service
-    settings' (:func:`serve_default`, :func:`cache_default`); ``${nst.image_default:max_pixels}``. Each imports
+    settings' (:func:`serve_default`, :func:`cache_default`); ``${nst.image_default:max_pixels}``;
+    ``${nst.loss_default:FIELD}`` (:func:`loss_default`). Each imports
     what it needs when a configuration is resolved, so that composing one (and its errors) stays quick."""
 
     for name, resolver in (("nst.data_dir", _data_dir), ("nst.data_or_sample", _data_or_sample),
                            ("nst.gpu_or_cpu", gpu_or_cpu), ("nst.stylize_default", stylize_default),
                            ("nst.zeroshot_default", zeroshot_default), ("nst.serve_default", serve_default),
-                           ("nst.cache_default", cache_default), ("nst.image_default", image_default)):  # fmt: skip
+                           ("nst.cache_default", cache_default), ("nst.image_default", image_default),
+                           ("nst.loss_default", loss_default)):  # fmt: skip
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
 
