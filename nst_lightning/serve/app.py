@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 from nst_lightning.serve.adapt_jobs import add_adapt_routes
 from nst_lightning.serve.cache import CircuitBreaker, make_cache
+from nst_lightning.serve.device import add_device_routes
 from nst_lightning.serve.guard import Guard
 from nst_lightning.serve.metrics import Metrics
 from nst_lightning.serve.models import StyleModel, load_styles
@@ -49,5 +50,6 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
     add_stylize_route(app, pipeline, styles)
     app.state.zeroshot = add_zeroshot_route(app, pipeline)
     app.state.adapt = add_adapt_routes(app, settings, styles)
+    app.state.device = add_device_routes(app, styles)
     add_info_routes(app, pipeline, styles)
     return app

@@ -26,6 +26,10 @@ function chooseStyle(name) {
     el.setAttribute("aria-checked", String(el.dataset.name === name));
   }
   showMix(styleInfo[name] || {});
+  const network = (styleInfo[name] || {}).network;
+  const link = $("device-link");
+  link.hidden = !network;
+  if (network) link.href = `/device/${encodeURIComponent(network)}/`;
   refreshButton();
 }
 
