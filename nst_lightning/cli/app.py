@@ -234,10 +234,12 @@ _LIBRARY_DEFAULT = re.compile(r"^\$\{nst\.(\w+_default):(\w+)\}$")
 def _shown_default(value: str) -> str:
     """A key's value as ``--help`` shows it: a library default (``${nst.stylize_default:X}`` and the other
     ``LIBRARY_DEFAULTS`` resolvers) as its value (importing the library)."""
+    m = _LIBRARY_DEFAULT.match(value)
+    if m is None:
+        return value
     from nst_lightning.cli.config import LIBRARY_DEFAULTS
 
-    m = _LIBRARY_DEFAULT.match(value)
-    if m is None or m[1] not in LIBRARY_DEFAULTS:
+    if m[1] not in LIBRARY_DEFAULTS:
         return value
     default = LIBRARY_DEFAULTS[m[1]](m[2])
     return default if isinstance(default, str) else json.dumps(default)
