@@ -102,3 +102,29 @@ def test_weight_adds_the_term_to_the_training_loss_and_zero_leaves_it_out(tiny_c
             assert "train/smooth_stripes" not in logged
     extra = losses[50.0] - losses[0.0]
     assert extra > 50.0 * 0.001  # at least the term's floor, weighted
+
+
+def _keep_arg(into: list, index: int, module: torch.nn.Module, args: tuple) -> None:
+    into.append(args[index].detach().clone())
+
+
+def test_photo_noise_gives_the_network_the_inference_noise_and_the_loss_the_clean_photo(tiny_ckpt):
+    hparams = torch.load(tiny_ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]
+    common = {k: hparams[k] for k in ("model", "style", "loss", "runtime")}
+    flat = torch.full((2, 3, 48, 48), 0.4)  # smooth everywhere: the noise mask is 1
+    for photo_noise in (False, True):
+        module = StyleTransferModule(**common, smooth={"photo_noise": photo_noise})
+        module.setup("fit")
+        module.trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False)
+        module.log = partial(_record, {})
+        seen: list[torch.Tensor] = []
+        scored: list[torch.Tensor] = []
+        module.net.register_forward_pre_hook(partial(_keep_arg, seen, 0))
+        module.loss_fn.register_forward_pre_hook(partial(_keep_arg, scored, 1))
+        module.training_step(flat, 0)
+        assert torch.equal(scored[0], flat)
+        noise = seen[0] - flat
+        if photo_noise:
+            assert 0.03 < float(noise.std()) < 0.05  # the default strength, 0.04
+        else:
+            assert torch.equal(noise, torch.zeros_like(noise))
