@@ -19,7 +19,14 @@ from nst_lightning.losses.config import LossConfig
 from nst_lightning.models.johnson import JohnsonNet
 from nst_lightning.serve.settings import CacheSettings, ServeSettings
 from nst_lightning.training.callbacks import NetworkEMA, StylizedGridCallback
-from nst_lightning.training.hparams import ModelGroup, OptimGroup, RuntimeGroup, StyleGroup, TransferGroup
+from nst_lightning.training.hparams import (
+    ModelGroup,
+    OptimGroup,
+    RuntimeGroup,
+    SmoothGroup,
+    StyleGroup,
+    TransferGroup,
+)
 
 CONF = Path(config_dir())
 APP_OF_GROUP = {"cache": "serve"}  # every other group belongs to train.yaml
@@ -87,6 +94,7 @@ def test_module_groups_agree_with_the_training_yaml():
     assert not _same(_fields(RuntimeGroup()), runtime)
     transfer = {"init_from": cfg.init_from, "teacher": cfg.teacher, "freeze": runtime["freeze"], **_plain(cfg.distill)}
     assert not _same({k: v for k, v in _fields(TransferGroup()).items() if k != "init_provenance"}, transfer)
+    assert _fields(SmoothGroup()) == _plain(cfg.smooth)
 
 
 def test_network_builder_defaults_are_the_model_yaml():

@@ -25,7 +25,7 @@ def test_groups_fill_what_was_left_out_and_travel_as_primitives():
 
 def test_checkpoint_hyperparameters_rebuild_the_module(tiny_ckpt):
     raw = torch.load(tiny_ckpt, map_location="cpu", weights_only=True)
-    assert set(raw["hyper_parameters"]) == {"model", "style", "loss", "optim", "runtime", "transfer"}
+    assert set(raw["hyper_parameters"]) == {"model", "style", "loss", "optim", "runtime", "transfer", "smooth"}
     module = StyleTransferModule.load_from_checkpoint(tiny_ckpt, map_location="cpu")
     assert dict(module.hparams) == raw["hyper_parameters"]
     state = {k[4:]: v for k, v in raw["state_dict"].items() if k.startswith("net.")}

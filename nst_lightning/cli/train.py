@@ -41,8 +41,8 @@ def build_module(
     cfg: DictConfig, style_image: str | None, module_class: Any = StyleTransferModule
 ) -> StyleTransferModule:
     """The LightningModule from the primitive values of ``cfg``'s groups (``model``, ``style``, ``loss``,
-    ``optim``, ``init_from`` / ``teacher`` / ``distill``). ``init_from`` is not read here: the module loads it
-    when a fresh fit starts (never when it resumes). ``module_class``: a subclass with its own arguments bound
+    ``optim``, ``init_from`` / ``teacher`` / ``distill``, ``smooth``). ``init_from`` is not read here: the module
+    loads it when a fresh fit starts (never when it resumes). ``module_class``: a subclass with its own arguments bound
     (the multi-style module)."""
     kwargs = plain(cfg.model)
     name = kwargs.pop("name")
@@ -55,6 +55,7 @@ def build_module(
         optim=plain(cfg.optim),
         runtime=runtime,
         transfer={"init_from": cfg.init_from, "freeze": freeze, "teacher": cfg.teacher, **plain(cfg.distill)},
+        smooth=plain(cfg.smooth),
     )
 
 

@@ -35,6 +35,14 @@ class DistillKeys:
 
 
 @dataclass(frozen=True)
+class SmoothKeys:
+    weight: float
+    batch_size: int
+    size: int
+    photo_noise: bool
+
+
+@dataclass(frozen=True)
 class CheckpointKeys:
     every_minutes: float
 
@@ -65,6 +73,7 @@ class TrainKeys:
     export_at_end: bool
     teacher: str | None
     distill: DistillKeys
+    smooth: SmoothKeys
     checkpoint: CheckpointKeys
     guard: GuardKeys
     slurm: SlurmKeys

@@ -152,19 +152,12 @@ def border_artifacts(output: torch.Tensor, content: torch.Tensor, band: int | No
     }
 
 
-def oriented_texture(images: torch.Tensor, max_period: float = 32.0, sectors: int = 36) -> dict[str, torch.Tensor]:
-    """How much of an image's fine texture runs along one direction (stripes, hatching) rather than all ways.
+def sector_power(images: torch.Tensor, max_period: float = 32.0, sectors: int = 36) -> torch.Tensor:
+    """Fine-texture power of the Hann-windowed luma per orientation sector: B×C×H×W → B×``sectors``.
 
-    The Hann-windowed luma spectrum, restricted to frequencies above ``1 / max_period`` cycles/pixel (so smooth
-    gradients and shading do not count), is split into ``sectors`` orientation sectors of 180°/sectors each
-    (centred on 0°, 45°, 90°, ... for the default 36).
-    Amplitudes are RMS luma in [0, 1] units (Parseval; 0.01 ≈ 2.5 grey levels of 255). B×C×H×W → each of shape B:
-
-    ``texture_rms``: RMS of all that fine texture (a flat image that stays flat: ≈ 0).
-    ``stripe_rms``: RMS of the strongest sector's power in excess of the median sector's: the part of the texture
-        that is oriented (sinusoidal stripes of amplitude a: ≈ a/√2; isotropic noise: ≈ 0).
-    ``stripe_share``: the strongest sector's share of the fine-texture power (1/``sectors`` when isotropic, 1 for
-        pure stripes).
+    Frequencies below ``1 / max_period`` cycles/pixel are left out; sector k holds wave vectors at angles
+    [k − ½, k + ½)·180°/``sectors``. The entries sum to the mean square of that texture (luma in [0, 1] units).
+    Differentiable (a training regulariser penalises it: :mod:`nst_lightning.training.smooth`).
     """
     y = luminance(images)[:, 0]
     h, w = y.shape[-2:]
@@ -179,7 +172,24 @@ def oriented_texture(images: torch.Tensor, max_period: float = 32.0, sectors: in
     angle = (torch.atan2(fy, fx) + torch.pi / (2 * sectors)).remainder(torch.pi)
     sector = (angle / torch.pi * sectors).long().clamp_max(sectors - 1)
     per_sector = torch.zeros(power.shape[0], sectors, device=y.device)
-    per_sector.index_add_(1, sector[fine], power[:, fine])
+    return per_sector.index_add(1, sector[fine], power[:, fine])
+
+
+def oriented_texture(images: torch.Tensor, max_period: float = 32.0, sectors: int = 36) -> dict[str, torch.Tensor]:
+    """How much of an image's fine texture runs along one direction (stripes, hatching) rather than all ways.
+
+    The Hann-windowed luma spectrum, restricted to frequencies above ``1 / max_period`` cycles/pixel (so smooth
+    gradients and shading do not count), is split into ``sectors`` orientation sectors of 180°/sectors each
+    (centred on 0°, 45°, 90°, ... for the default 36).
+    Amplitudes are RMS luma in [0, 1] units (Parseval; 0.01 ≈ 2.5 grey levels of 255). B×C×H×W → each of shape B:
+
+    ``texture_rms``: RMS of all that fine texture (a flat image that stays flat: ≈ 0).
+    ``stripe_rms``: RMS of the strongest sector's power in excess of the median sector's: the part of the texture
+        that is oriented (sinusoidal stripes of amplitude a: ≈ a/√2; isotropic noise: ≈ 0).
+    ``stripe_share``: the strongest sector's share of the fine-texture power (1/``sectors`` when isotropic, 1 for
+        pure stripes).
+    """
+    per_sector = sector_power(images, max_period, sectors)
     total = per_sector.sum(1)
     strongest = per_sector.max(1).values
     excess = (strongest - per_sector.median(1).values).clamp_min(0)

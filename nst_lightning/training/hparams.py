@@ -145,3 +145,34 @@ class TransferGroup(_Group):
         if self.teacher and not (self.objective_weight or self.pixel_weight or self.feature_weight):
             raise BadValue("distillation with every weight 0 trains nothing: set distill.pixel_weight, "
                              "distill.feature_weight or distill.objective_weight")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SmoothGroup(_Group):
+    """The regulariser against stripes and hatching on smooth inputs (``smooth`` in ``conf/train.yaml``).
+
+    A transformation network tends to paint oriented texture (bands, cross-hatching) where a photo is smooth,
+    such as a sky; this term stylizes random smooth images each training step, with the input noise inference
+    adds by default, and penalises their oriented texture (:mod:`nst_lightning.training.smooth`). It is not
+    part of the objective: evaluation and validation objectives are unchanged.
+
+    Attributes:
+        weight: weight of the term (RMS luma of oriented texture) in the training loss; 0 = off.
+        batch_size: random smooth images per step.
+        size: their side in pixels.
+        photo_noise: also add the inference's default input noise (a fresh seed each step) to the training photos,
+            so the network trains on what it sees at inference; the content loss still compares with the clean photo.
+    """
+
+    weight: float = 0.0
+    batch_size: int = 2
+    size: int = 128
+    photo_noise: bool = False
+
+    def __post_init__(self) -> None:
+        if not (self.weight >= 0):  # also refuses NaN
+            raise BadValue(f"smooth.weight must be >= 0 (0 = off), got {self.weight}")
+        if self.batch_size < 1:
+            raise BadValue(f"smooth.batch_size must be >= 1, got {self.batch_size}")
+        if self.size < 32:
+            raise BadValue(f"smooth.size must be at least 32 pixels, got {self.size}")

@@ -16,9 +16,17 @@ from nst_lightning.models import create_model
 from nst_lightning.models.conditional import num_styles, style_parameters
 from nst_lightning.training.allocator import use_allocator
 from nst_lightning.training.divergence import loss_is_finite
-from nst_lightning.training.hparams import ModelGroup, OptimGroup, RuntimeGroup, StyleGroup, TransferGroup
+from nst_lightning.training.hparams import (
+    ModelGroup,
+    OptimGroup,
+    RuntimeGroup,
+    SmoothGroup,
+    StyleGroup,
+    TransferGroup,
+)
 from nst_lightning.training.precision import resolve_precision
 from nst_lightning.training.schedule import LRSchedule, budget_progress
+from nst_lightning.training.smooth import inference_noise, oriented_excess, random_smooth_images
 from nst_lightning.transfer import (
     Teacher,
     describe_arch,
@@ -49,6 +57,8 @@ class StyleTransferModule(L.LightningModule):
         optim: :class:`~nst_lightning.training.hparams.OptimGroup` (Adam and the learning-rate schedule).
         runtime: :class:`~nst_lightning.training.hparams.RuntimeGroup` (channels-last, ``torch.compile``).
         transfer: :class:`~nst_lightning.training.hparams.TransferGroup` (init_from, freeze, teacher, distill).
+        smooth: :class:`~nst_lightning.training.hparams.SmoothGroup` (the regulariser against stripes on smooth
+            inputs; off by default).
     """
 
     def __init__(
@@ -59,6 +69,7 @@ class StyleTransferModule(L.LightningModule):
         optim: Mapping[str, Any] | None = None,
         runtime: Mapping[str, Any] | None = None,
         transfer: Mapping[str, Any] | None = None,
+        smooth: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.model_group = ModelGroup.from_dict(model, "model")
@@ -67,6 +78,7 @@ class StyleTransferModule(L.LightningModule):
         self.optim_group = OptimGroup.from_dict(optim, "optim")
         self.runtime_group = RuntimeGroup.from_dict(runtime, "runtime")
         self.transfer_group = TransferGroup.from_dict(transfer, "transfer")
+        self.smooth_group = SmoothGroup.from_dict(smooth, "smooth")
         LRSchedule(0, self.optim_group.lr_schedule, None, 0.0)  # an unknown schedule fails now, not at fit
         # Complete groups: what checkpoints hold and TensorBoard's HPARAMS tab shows, whatever was left out.
         self.save_hyperparameters(
@@ -77,6 +89,7 @@ class StyleTransferModule(L.LightningModule):
                 "optim": self.optim_group.to_dict(),
                 "runtime": self.runtime_group.to_dict(),
                 "transfer": self.transfer_group.to_dict(),
+                "smooth": self.smooth_group.to_dict(),
             }
         )
         self.net = create_model(self.model_group.name, **self.model_group.kwargs)
@@ -147,8 +160,8 @@ class StyleTransferModule(L.LightningModule):
     def _shared_step(self, batch: torch.Tensor, prefix: str) -> dict[str, torch.Tensor]:
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
-        out = self.net(batch)
         on_step = prefix == "train"
+        out = self.net(self._net_input(batch) if on_step else batch)
         # Pure distillation (objective_weight 0) skips the loss network in training steps: most of a step's cost.
         pure = self.teacher is not None and on_step and self.transfer_group.objective_weight == 0
         terms = {} if pure else self.loss_fn(out, batch)
@@ -193,8 +206,35 @@ class StyleTransferModule(L.LightningModule):
             loss = self._training_objective(terms)
         elif self.transfer_group.objective_weight:  # 0: pure distillation, no objective computed
             loss = loss + self.transfer_group.objective_weight * self._training_objective(terms)
+        if self.smooth_group.weight > 0:
+            loss = loss + self.smooth_group.weight * self._smooth_term(batch)
         # Divergence guard: a NaN/inf loss skips this update (None); training.divergence.DivergenceGuard counts it.
         return loss if loss_is_finite(self, loss) else None
+
+    # -- the regulariser against stripes on smooth inputs (smooth.weight > 0) ---------------------------
+    def _step_generator(self, salt: int) -> torch.Generator:
+        """A CPU generator seeded by the step (and ``salt``): the same draws again after a resume."""
+        return torch.Generator().manual_seed(1_000_003 * int(self.global_step) + salt)
+
+    def _net_input(self, batch: torch.Tensor) -> torch.Tensor:
+        """A training batch as the network sees it: with ``smooth.photo_noise``, plus the inference's input noise."""
+        if not self.smooth_group.photo_noise:
+            return batch
+        return inference_noise(batch, self._step_generator(1)).to(batch.dtype)
+
+    def _smooth_term(self, batch: torch.Tensor) -> torch.Tensor:
+        """Mean oriented texture (RMS luma) of the network's answer to random smooth images with input noise."""
+        group, gen = self.smooth_group, self._step_generator(2)
+        images = inference_noise(random_smooth_images(group.batch_size, group.size, batch, gen), gen).to(batch.device)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        term = oriented_excess(self._stylize_smooth(images)).mean()
+        self.log("train/smooth_stripes", term.detach(), on_step=True, batch_size=images.shape[0])
+        return term
+
+    def _stylize_smooth(self, images: torch.Tensor) -> torch.Tensor:
+        """The network on the regulariser's B×3×S×S smooth images (subclasses choose the styles)."""
+        return self.net(images)
 
     def _training_objective(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         """The perceptual objective that training minimises (subclasses may weight it differently)."""

@@ -111,7 +111,7 @@ class MultiStyleModule(StyleTransferModule):
         if prefix == "train":
             slots = self._styles_of_batch(b).to(batch.device)
             style = torch.tensor(self.trained, device=batch.device)[slots]
-            out = self.net(batch, style)
+            out = self.net(self._net_input(batch), style)
             groups = [(k, slots == k) for k in range(len(self.trained)) if bool((slots == k).any())]
             per_style = {k: self.loss_fn(out[mask], batch[mask], style=k) for k, mask in groups}
             shares = {k: float(mask.sum()) / b for k, mask in groups}
@@ -133,6 +133,12 @@ class MultiStyleModule(StyleTransferModule):
         for k, t in per_style.items():
             self.log(f"{prefix}/style/{self.style_names[self.trained[k]]}", t["objective"].detach(), **log)
         return terms
+
+    def _stylize_smooth(self, images: torch.Tensor) -> torch.Tensor:
+        """The smooth images each in a trained style, round robin continuing across steps."""
+        b = images.shape[0]
+        slots = (torch.arange(b) + self.global_step * b) % len(self.trained)
+        return self.net(images, torch.tensor(self.trained)[slots].to(images.device))
 
     def _balanced(self, per_style: dict[int, dict[str, torch.Tensor]], shares: dict[int, float]) -> torch.Tensor:
         """Σ share_k · objective_k · (mean scale ÷ scale_k), the scales being running means (momentum 0.9) of
