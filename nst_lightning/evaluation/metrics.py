@@ -9,17 +9,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from nst_lightning.losses.functional import luminance, sector_power  # noqa: F401 (luminance: re-exported)
+
 # ITU-R BT.601 luma, the usual grey level for SSIM and spectra.
-_LUMA = (0.299, 0.587, 0.114)
-
-
-def luminance(images: torch.Tensor) -> torch.Tensor:
-    """B×3×H×W RGB (or B×1×H×W grey) → B×1×H×W luma in fp32."""
-    images = images.float()
-    if images.shape[1] == 1:
-        return images
-    w = images.new_tensor(_LUMA).view(1, 3, 1, 1)
-    return (images * w).sum(1, keepdim=True)
 
 
 def _gaussian_window(size: int, sigma: float, device: torch.device) -> torch.Tensor:
@@ -150,29 +142,6 @@ def border_artifacts(output: torch.Tensor, content: torch.Tensor, band: int | No
         .log()
         .abs(),
     }
-
-
-def sector_power(images: torch.Tensor, max_period: float = 32.0, sectors: int = 36) -> torch.Tensor:
-    """Fine-texture power of the Hann-windowed luma per orientation sector: B×C×H×W → B×``sectors``.
-
-    Frequencies below ``1 / max_period`` cycles/pixel are left out; sector k holds wave vectors at angles
-    [k − ½, k + ½)·180°/``sectors``. The entries sum to the mean square of that texture (luma in [0, 1] units).
-    Differentiable (a training regulariser penalises it: :mod:`nst_lightning.training.smooth`).
-    """
-    y = luminance(images)[:, 0]
-    h, w = y.shape[-2:]
-    y = y - y.mean(dim=(-2, -1), keepdim=True)
-    hann = torch.outer(torch.hann_window(h, periodic=False, device=y.device),
-                       torch.hann_window(w, periodic=False, device=y.device))  # fmt: skip
-    power = torch.fft.fft2(y * hann).abs() ** 2 / (h * w * hann.pow(2).sum())  # sums to the mean square
-    fy = torch.fft.fftfreq(h, device=y.device)[:, None].expand(h, w)
-    fx = torch.fft.fftfreq(w, device=y.device)[None, :].expand(h, w)
-    fine = (fy**2 + fx**2).sqrt() >= 1.0 / max_period
-    # orientation of the wave vector in [0, π), shifted half a sector so that 0°, 45° and 90° are sector centres
-    angle = (torch.atan2(fy, fx) + torch.pi / (2 * sectors)).remainder(torch.pi)
-    sector = (angle / torch.pi * sectors).long().clamp_max(sectors - 1)
-    per_sector = torch.zeros(power.shape[0], sectors, device=y.device)
-    return per_sector.index_add(1, sector[fine], power[:, fine])
 
 
 def oriented_texture(images: torch.Tensor, max_period: float = 32.0, sectors: int = 36) -> dict[str, torch.Tensor]:

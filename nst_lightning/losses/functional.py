@@ -50,3 +50,39 @@ def total_variation(images: torch.Tensor) -> torch.Tensor:
     dh = images[:, :, 1:, :] - images[:, :, :-1, :]
     dw = images[:, :, :, 1:] - images[:, :, :, :-1]
     return dh.float().pow(2).mean() + dw.float().pow(2).mean()
+
+
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def luminance(images: torch.Tensor) -> torch.Tensor:
+    """B×3×H×W RGB (or B×1×H×W grey) → B×1×H×W luma in fp32."""
+    images = images.float()
+    if images.shape[1] == 1:
+        return images
+    w = images.new_tensor(_LUMA).view(1, 3, 1, 1)
+    return (images * w).sum(1, keepdim=True)
+
+
+def sector_power(images: torch.Tensor, max_period: float = 32.0, sectors: int = 36) -> torch.Tensor:
+    """Fine-texture power of the Hann-windowed luma per orientation sector: B×C×H×W → B×``sectors``.
+
+    Frequencies below ``1 / max_period`` cycles/pixel are left out; sector k holds wave vectors at angles
+    [k − ½, k + ½)·180°/``sectors``. The entries sum to the mean square of that texture (luma in [0, 1] units).
+    Differentiable: a training regulariser penalises it (:mod:`nst_lightning.training.smooth`), the stripe
+    metric reads it (:func:`nst_lightning.evaluation.metrics.oriented_texture`).
+    """
+    y = luminance(images)[:, 0]
+    h, w = y.shape[-2:]
+    y = y - y.mean(dim=(-2, -1), keepdim=True)
+    hann = torch.outer(torch.hann_window(h, periodic=False, device=y.device),
+                       torch.hann_window(w, periodic=False, device=y.device))  # fmt: skip
+    power = torch.fft.fft2(y * hann).abs() ** 2 / (h * w * hann.pow(2).sum())  # sums to the mean square
+    fy = torch.fft.fftfreq(h, device=y.device)[:, None].expand(h, w)
+    fx = torch.fft.fftfreq(w, device=y.device)[None, :].expand(h, w)
+    fine = (fy**2 + fx**2).sqrt() >= 1.0 / max_period
+    # orientation of the wave vector in [0, π), shifted half a sector so that 0°, 45° and 90° are sector centres
+    angle = (torch.atan2(fy, fx) + torch.pi / (2 * sectors)).remainder(torch.pi)
+    sector = (angle / torch.pi * sectors).long().clamp_max(sectors - 1)
+    per_sector = torch.zeros(power.shape[0], sectors, device=y.device)
+    return per_sector.index_add(1, sector[fine], power[:, fine])

@@ -18,8 +18,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from nst_lightning.evaluation.metrics import sector_power
 from nst_lightning.inference.noise import DEFAULT_SIGMA, DEFAULT_SMOOTH_ONLY, InputNoise
+from nst_lightning.losses.functional import sector_power
 
 KINDS = ("ramp", "field", "blurred")
 """The kinds of smooth image :func:`random_smooth_images` draws, in turn."""
