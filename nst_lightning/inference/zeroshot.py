@@ -223,14 +223,15 @@ class ZeroShotModel(TransformNet):
                 self.objective is not None, str(self._device()))  # fmt: skip
 
     def _compute_stats(self, painting: torch.Tensor, size: int | None) -> PaintingStats:
-        x = _resized(painting, size) if size is not None and max(painting.shape[-2:]) > size else painting
-        x = _at_least_min_side(x).to(self._device())
+        larger = size is not None and max(painting.shape[-2:]) > size
+        shrunk = _resized(painting, size) if larger else painting
+        x = _at_least_min_side(shrunk).to(self._device())
         feats = self.vgg(x, self.levels)
         levels = {level: feature_stats(feats[level][0]) for level in self.levels}
         if self.objective is None:
             return PaintingStats(levels)
-        grams_image = painting if size is None else _resized(painting, size)  # exactly ``size``, up or down
-        return PaintingStats(levels, self.objective.compute_grams(_at_least_min_side(grams_image).to(x.device)))
+        at_size = shrunk if larger or size is None else _resized(painting, size)  # exactly ``size``, up or down
+        return PaintingStats(levels, self.objective.compute_grams(_at_least_min_side(at_size).to(x.device)))
 
     def with_style(self, style) -> ZeroShotModel:
         """A model sharing this one's networks with another style (:class:`PaintingStats`, or an image to compute
