@@ -145,6 +145,24 @@ def test_init_from_a_shipped_model_by_name():
     assert provenance["style_name"] == "starry_night"
 
 
+def test_a_single_style_run_starts_from_the_shipped_multistyle_network_by_its_style_or_their_mean():
+    from nst_lightning.transfer import load_start
+
+    multi = load_model("multistyle")
+    names = [s["name"] for s in multi.meta["styles"]]
+    x = torch.rand(1, 3, 36, 44)
+    candy, custom = create_model("johnson").eval(), create_model("johnson").eval()
+    assert load_start(candy, "multistyle", "candy")["style_name"] == "candy"
+    assert load_start(custom, "multistyle", "custom")["style_name"] == f"the mean of {', '.join(names)}"
+    with torch.no_grad():
+        multi_net = multi.net.float()
+        torch.testing.assert_close(candy(x), multi_net(x, torch.tensor([names.index("candy")])), atol=1e-5, rtol=0)
+        even = torch.full((1, len(names)), 1 / len(names))
+        torch.testing.assert_close(custom(x), multi_net(x, even), atol=1e-5, rtol=0)
+    single = create_model("johnson")
+    assert load_start(single, "starry_night", "candy")["style_name"] == "starry_night"  # a one-style source as before
+
+
 def test_init_from_rejects_another_architecture_and_missing_files(tmp_path):
     other_decoder = create_model("johnson_tiny", upsample="pixel_shuffle")
     with pytest.raises(NSTError, match=r"holds a johnson\(base_channels=32.*does not fit the johnson_tiny\(base"):

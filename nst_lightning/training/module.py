@@ -33,7 +33,7 @@ from nst_lightning.transfer import (
     distill_terms,
     freeze,
     keep_frozen_norms_in_eval,
-    load_init_weights,
+    load_start,
 )
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ class StyleTransferModule(L.LightningModule):
         if not group.init_from:
             return
         arch = describe_arch(self.model_group.name, self.model_group.kwargs)
-        provenance = load_init_weights(self.net, group.init_from, arch=arch)
+        provenance = load_start(self.net, group.init_from, self.style_group.name, arch=arch)
         self._set_provenance(provenance)
 
     def _set_provenance(self, provenance: dict[str, Any] | None) -> None:

@@ -27,7 +27,7 @@ from nst_lightning.models.conditional import (
     num_styles,
     style_parameters,
 )
-from nst_lightning.transfer.init import describe_arch, provenance
+from nst_lightning.transfer.init import describe_arch, load_init_weights, provenance
 
 
 def source_styles(meta: dict[str, Any]) -> list[dict[str, Any]]:
@@ -95,6 +95,25 @@ def load_for_styles(net: nn.Module, source: str | Path, styles: list[str], arch:
             setattr(layer, attr, nn.ParameterList(nn.Parameter(params[r].detach().clone()) for r in rows))
     _copy_network(net, src, loaded, source, arch)
     return {**provenance(source, loaded), "styles": names, "matched": [s for s in styles if s in names]}
+
+
+def load_start(net: nn.Module, source: str | Path, style: str, arch: str | None = None) -> dict[str, Any]:
+    """``init_from`` of a single-style run: copy ``source`` into ``net``, whatever the source holds.
+
+    A multi-style source gives its body and, for the style's instance norms, the scales and shifts of ``style``
+    when it holds a style of that name, else the mean of its styles (:func:`load_for_styles`); a single-style
+    source goes through :func:`~nst_lightning.transfer.init.load_init_weights` (narrower johnsons included).
+
+    Returns:
+        Provenance as :func:`load_init_weights`, whose ``style_name`` says which row (or the mean) was taken.
+    """
+    if num_styles(net) == 1:
+        names = [str(s["name"]) for s in source_styles(load_model(source).meta)]
+        if len(names) > 1:
+            found = load_for_styles(net, source, [style], arch)
+            found["style_name"] = style if found["matched"] else f"the mean of {', '.join(names)}"
+            return found
+    return load_init_weights(net, source, arch)
 
 
 def _conditional_source(source: str | Path) -> tuple[Any, nn.Module, list[str]]:
