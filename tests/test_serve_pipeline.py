@@ -5,6 +5,7 @@ same cache and metrics behaviour on ``POST /stylize`` and ``POST /stylize/zerosh
 from __future__ import annotations
 
 import io
+import json
 import re
 import threading
 import time
@@ -292,3 +293,33 @@ def test_not_found_is_a_404_and_the_page_has_the_new_fields(client: httpx.Client
     for path in ("/stylize", "/stylize/zeroshot"):
         fields = schema[path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
         assert {"stroke_scale", "input_noise"} <= set(fields), path
+
+
+def test_the_shipped_multistyle_network_serves_a_style_by_its_name_and_a_blend(tmp_path: Path) -> None:
+    """``style=the_wave`` finds the one served network holding it (as ``multistyle.the_wave`` does), and a
+    ``style_mix`` blend gives the library's pixels for the same options."""
+    styles = load_styles(["multistyle"], None, "eager", "cpu", thumbnail_size=32)
+    settings = ServeSettings(runtime="eager", **LIMITS)
+    src = tmp_path / "in.png"
+    src.write_bytes(photo(seed=3, width=84, height=60))
+    mix = {"starry_night": 0.5, "candy": 0.5}
+
+    def library(**options: object) -> np.ndarray:
+        out = tmp_path / f"{len(options)}_{sorted(options)[0]}.png"
+        opts = StylizeOptions(max_size=128, tile_size=settings.tile_size, **options)  # type: ignore[arg-type]
+        written = stylize_paths("multistyle", src, out, opts, device="cpu").written[0]
+        return np.asarray(Image.open(written).convert("RGB"), dtype=np.float32)
+
+    with running_in_thread(create_app(settings, styles=styles)) as url, httpx.Client(base_url=url, timeout=120) as c:
+
+        def post(**fields: str) -> httpx.Response:
+            return c.post("/stylize", files={"image": ("p.png", src.read_bytes(), "image/png")}, data=fields)
+
+        wave = pixels(post(style="the_wave"))
+        assert np.array_equal(wave, pixels(post(style="multistyle.the_wave")))
+        assert np.array_equal(wave, library(style="the_wave"))
+        blend = pixels(post(style="multistyle", style_mix=json.dumps(mix)))
+        assert np.array_equal(blend, library(style_mix=mix))
+        assert not np.array_equal(blend, wave)
+        unknown = post(style="udnie")
+        assert unknown.status_code == 422 and "multistyle.the_wave" in unknown.json()["detail"]

@@ -138,6 +138,15 @@ def make_thumbnail(model: StyleModel, size: int) -> bytes:
     return buf.getvalue()
 
 
+def find_style(styles: dict[str, StyleModel], name: str) -> StyleModel | None:
+    """The style a request names: a served key (``starry_night``, ``multistyle``, ``multistyle.the_wave``), or a
+    bare style name that exactly one served multi-style network holds (``the_wave``); None for neither."""
+    if name in styles:
+        return styles[name]
+    held = [m for m in styles.values() if m.network_styles and m.name == f"{m.network}.{name}"]
+    return held[0] if len(held) == 1 else None
+
+
 def load_styles(
     styles: list[str] | None,
     models_dir: str | None,

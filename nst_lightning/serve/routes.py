@@ -29,7 +29,7 @@ from nst_lightning.serve.fields import (
     stylize_options,
 )
 from nst_lightning.serve.guard import shorten
-from nst_lightning.serve.models import StyleModel
+from nst_lightning.serve.models import StyleModel, find_style
 from nst_lightning.serve.pipeline import Job, Pipeline, fixed_model, read_form
 from nst_lightning.serve.uploads import image_part
 from nst_lightning.serve.zeroshot import ARBITRARY_STYLES
@@ -81,10 +81,11 @@ def add_stylize_route(app: FastAPI, pipeline: Pipeline, styles: dict[str, StyleM
         form = await read_form(request)
         photo = image_part(form, "image", settings.max_upload_mb,
                            "send the photo as a multipart/form-data file field named 'image'")  # fmt: skip
-        name = form.fields.get("style", "")
-        if name not in styles:
-            raise BadValue(f"unknown style {shorten(name)}; choose one of {', '.join(sorted(styles))} (GET /styles)")
-        model = styles[name]
+        model = find_style(styles, form.fields.get("style", ""))
+        if model is None:
+            raise BadValue(f"unknown style {shorten(form.fields.get('style', ''))}; choose one of "
+                           f"{', '.join(sorted(styles))} (GET /styles)")  # fmt: skip
+        name = model.name
         mix = parse_style_mix(form.fields.get("style_mix"), model.network_styles)
         options = stylize_options(form.fields, settings, style=None if mix else model.style, style_mix=mix)
         fmt, quality = output(form.fields, settings)
