@@ -183,3 +183,21 @@ def test_timm_network_exports(fmt: str, tmp_path: Path) -> None:
     path = export(loaded, fmt, tmp_path / f"mobilenetv3{SUFFIXES[fmt]}")
     diffs = check_parity(loaded, path, sizes=[(96, 128), (161, 119), (20, 30)])
     assert max(diffs.values()) < FP32_TOLERANCE, diffs
+
+
+@pytest.mark.slow
+def test_the_shipped_multistyle_network_exports_with_its_styles_by_name(tmp_path: Path) -> None:
+    from nst_lightning.export import load_runtime
+    from nst_lightning.inference import stylize
+
+    result = run_export("ckpt=multistyle", "format=onnx", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    path = tmp_path / "multistyle.onnx"
+    loaded = load_model("multistyle")
+    x = torch.rand(1, 3, 67, 93)
+    runtime = load_runtime(path, style="the_wave")
+    assert runtime.style_names == ["starry_night", "the_scream", "the_wave", "candy", "mosaic"]
+    for choice in ({"style": "the_wave"}, {"style_mix": {"starry_night": 0.5, "candy": 0.5}}):
+        ours = stylize(x, runtime, input_noise=0.0, **choice)  # type: ignore[arg-type]
+        eager = stylize(x, loaded, input_noise=0.0, **choice)  # type: ignore[arg-type]
+        assert (ours - eager).abs().max() < 2e-3, choice  # the shipped weights are fp16, ONNX runs them in fp32
