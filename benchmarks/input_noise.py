@@ -11,7 +11,10 @@ photo is stylized with the model and scored:
 - ``objective``, ``content``, ``style``: the model's own loss (its recorded loss config and style) of the
   whole stylized photo against the clean photo: the noise must not make the network's answer worse;
 - ``ssim``: SSIM of the output to the photo;
-- ``synthetic_sky`` / ``synthetic_diagonal``: the stripe test's figures on its 128-px smooth images.
+- ``synthetic_sky`` / ``synthetic_diagonal``: the stripe test's figures on its 128-px smooth images;
+- ``painting_stripe_share``: the style's own painting at ``--size``, the mean stripe_share of its ``--window``-px
+  squares (half-window steps): how much one direction leads in the painting's own strokes, to read the stylized
+  skies' figure against (a sky painted like the_scream's sky runs one way because the painting's does).
 
 Prints one JSON line per setting (means over photos) and, with ``--pictures DIR``, writes each photo's output as a
 small JPEG per setting.
@@ -111,6 +114,17 @@ def main() -> None:
         score(view, data, photos, args, t0)
 
 
+def painting_share(path: Path, size: int, window: int) -> float:
+    """Mean ``stripe_share`` of the ``window``-px squares (half-window steps) of a painting at a longest side of
+    ``size``."""
+    img = load_image(path, size)
+    h, w = img.shape[-2:]
+    step = max(1, window // 2)
+    squares = [img[..., y : y + window, x : x + window] for y in range(0, h - window + 1, step)
+               for x in range(0, w - window + 1, step)]  # fmt: skip
+    return statistics.fmean(float(oriented_texture(sq)["stripe_share"][0]) for sq in squares)
+
+
 def score(loaded: LoadedModel, data: Path, photos: list[dict], args: argparse.Namespace, t0: float) -> None:
     """Print one JSON line per noise setting: ``loaded``'s sky stripe figures and objective over ``photos``."""
     net, meta = loaded.net, loaded.meta
@@ -144,6 +158,7 @@ def score(loaded: LoadedModel, data: Path, photos: list[dict], args: argparse.Na
         }
         row.update({key: round(statistics.fmean(x[key] for x in rows), 5) for key in rows[0]})
         row["sky_stripe_rms_max"] = round(max(x["sky_stripe_rms"] for x in rows), 5)
+        row["painting_stripe_share"] = round(painting_share(style, args.size, args.window), 5)
         for key, img in synthetic.items():
             row[f"synthetic_{key}"] = round(
                 float(oriented_texture(net(noise.add(img)).clamp(0, 1))["stripe_rms"][0]), 5
