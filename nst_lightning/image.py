@@ -71,13 +71,18 @@ def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
     return h.hexdigest()
 
 
+def megapixels(pixels: int) -> str:
+    """``pixels`` in megapixels for a message: one decimal, or two significant digits below 0.1 (never "0.0")."""
+    return f"{pixels / 1e6:.1f}" if pixels >= 100_000 else f"{pixels / 1e6:.2g}"
+
+
 def check_pixel_count(size: tuple[int, int], max_pixels: int | None, name: str) -> None:
     """Refuse a (width, height) above ``max_pixels`` (``None``: no limit of ours, Pillow's still applies)."""
     width, height = size
     if max_pixels is not None and width * height > max_pixels:
         raise TooLarge(
-            f"{name} is {width}×{height} = {width * height / 1e6:.1f} megapixels, above the limit of "
-            f"{max_pixels / 1e6:.1f} megapixels (max_pixels={max_pixels}); shrink it first or raise max_pixels"
+            f"{name} is {width}×{height} = {megapixels(width * height)} megapixels, above the limit of "
+            f"{megapixels(max_pixels)} megapixels (max_pixels={max_pixels}); shrink it first or raise max_pixels"
         )
 
 

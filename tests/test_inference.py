@@ -320,6 +320,9 @@ def test_pixel_limit_is_checked_before_decoding(tmp_path):
     over_ours = png_with_declared_size(tmp_path / "big.png", 9000, 9000)  # 81 MP: above our 67 MP default
     with pytest.raises(NSTError, match="9000×9000 = 81.0 megapixels, above the limit"):
         open_image(over_ours)
+    small = png_with_declared_size(tmp_path / "small.png", 80, 60)  # a tiny limit is not "0.0 megapixels"
+    with pytest.raises(NSTError, match="80×60 = 0.0048 megapixels, above the limit of 0.0001 megapixels"):
+        open_image(small, max_pixels=100)
     bomb = png_with_declared_size(tmp_path / "bomb.png", 20000, 20000)  # above Pillow's own hard limit
     with pytest.raises(NSTError, match="too many pixels|above the limit"):
         open_image(bomb, max_pixels=None)

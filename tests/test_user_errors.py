@@ -49,6 +49,13 @@ def test_a_file_that_is_not_a_checkpoint_says_so(tmp_path: Path) -> None:
     assert f"{junk} is not a checkpoint" in line and "weights_only" not in line
 
 
+def test_a_run_folder_that_cannot_be_created_is_one_line(tmp_path: Path) -> None:
+    """Hydra creates the run folder before the command runs: an output path under a file is still one line."""
+    (tmp_path / "a_file").write_text("")
+    line = _one_error_line(_run("train.py", f"hydra.run.dir={tmp_path / 'a_file' / 'run'}", cwd=tmp_path))
+    assert "cannot write to the output folder" in line and "Not a directory" in line and "hydra.run.dir" in line
+
+
 def test_commands_and_help_do_not_import_torch() -> None:
     """--help and configuration errors answer without waiting for torch: the entry points import it only
     when a command runs."""

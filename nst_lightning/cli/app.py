@@ -52,8 +52,11 @@ def hydra_app(
             a function or its ``"module:function"`` path.
     """
 
+    state = {"ran": False}  # whether Hydra got as far as calling task (it creates the run folder before that)
+
     @hydra.main(version_base="1.3", config_path=config_dir(), config_name=name)
     def task(cfg: DictConfig) -> Any:
+        state["ran"] = True
         try:
             command = _load(run)
             _single_log_stream()  # after the command's imports: Lightning installs its handlers on import
@@ -75,21 +78,16 @@ def hydra_app(
 
     def main() -> Any:
         if any(arg in ("--help", "-h") for arg in sys.argv[1:]):
-            try:
-                print(app_help(name, summary), flush=True)
-            except BrokenPipeError:  # `--help | head`: the reader has what it wanted
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-            return None
+            return _print_help(name, summary)
         # Hydra prints its own errors over several lines and exits 1; let them reach us instead.
+        state["ran"] = False
         previous = os.environ.get(_FULL_ERROR)
         os.environ[_FULL_ERROR] = "1"
         try:
             return task()
         except Exception as exc:
-            error = config_error(exc)
-            if error is None:
-                raise
-            _exit_with(error)
+            _exit_if_user_error(exc, before_run=not state["ran"])
+            raise
         finally:
             if previous is None:
                 os.environ.pop(_FULL_ERROR, None)
@@ -101,6 +99,26 @@ def hydra_app(
 
 
 _FULL_ERROR = "HYDRA_FULL_ERROR"
+
+
+def _print_help(name: str, summary: str) -> None:
+    try:
+        print(app_help(name, summary), flush=True)
+    except BrokenPipeError:  # `--help | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+
+
+def _exit_if_user_error(exc: Exception, before_run: bool) -> None:
+    """Exit with the one-line error when ``exc`` is a configuration error, or an ``OSError`` of Hydra creating
+    the run folder (``hydra.run.dir`` under a file, a read-only disk) before the command ran; else return."""
+    error = config_error(exc)
+    if error is None and before_run and isinstance(exc, OSError):
+        error = NSTError(
+            f"cannot write to the output folder {exc.filename or ''}: {exc.strerror or exc}. "
+            "Point paths.output_dir (or hydra.run.dir) at a writable folder."
+        )
+    if error is not None:
+        _exit_with(error)
 
 
 def _exit_with(error: BaseException) -> None:

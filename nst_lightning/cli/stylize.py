@@ -29,8 +29,8 @@ def chosen_style(value: object) -> str | int | None:
 
 CALLER_KEYS = ("ckpt", "style_image", "adapt", "adapt_base", "adapt_save", "zeroshot_method", "zeroshot_refine_steps",
                "input", "output", "suffix", "max_pixels", "device")  # fmt: skip
-MAX_ADAPT_MINUTES = 24 * 60
 """Keys of ``conf/stylize.yaml`` that say what to stylize and where; every other key is a StylizeOptions field."""
+MAX_ADAPT_MINUTES = 24 * 60
 
 
 def options_from_config(cfg: DictConfig) -> StylizeOptions:
@@ -129,4 +129,23 @@ def _model(cfg: DictConfig):
         return MULTISTYLE
     if not cfg.ckpt:
         raise NSTError("no model given: use ckpt=NAME_OR_PATH (a trained network) or style_image=PAINTING (zero-shot)")
-    return cfg.ckpt
+    return _trained(str(cfg.ckpt), str(cfg.device))
+
+
+def _trained(ckpt: str, device: str):
+    """A shipped name or a checkpoint as given (``stylize_paths`` loads it, and says what is wrong with a file
+    that is none); an exported graph file (``.onnx``, ``.pt2``, ``.ts``, an OpenVINO ``.xml``) loaded in its own
+    runtime, which ``stylize_paths`` runs like a network."""
+    path = Path(ckpt).expanduser()
+    if not path.is_file():
+        return ckpt
+    from nst_lightning.export.runtime import detect_format, load_runtime
+    from nst_lightning.inference import resolve_device
+
+    try:
+        fmt = detect_format(path)
+    except NSTError:
+        return ckpt
+    if fmt == "checkpoint" or (fmt == "onnx" and path.suffix.lower() != ".onnx"):  # a protobuf by its first byte
+        return ckpt
+    return load_runtime(path, device=resolve_device(device))

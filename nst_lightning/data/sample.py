@@ -62,7 +62,8 @@ def data_or_sample(path: str, sample_relative: str) -> str:
     """``path`` when it holds data (an existing file, or a folder with images), else the sample's
     ``sample_relative`` file or folder if the sample has it, else ``path`` unchanged (downloads as usual).
 
-    Used by ``experiment=quick`` for ``data.root`` and ``style.image`` (the ``nst.data_or_sample`` resolver).
+    Used by ``experiment=quick`` and ``experiment=finetune`` for ``data.root`` and ``style.image`` (the
+    ``nst.data_or_sample`` resolver).
     """
     wanted = Path(path).expanduser()
     if _has_data(wanted):
