@@ -26,22 +26,7 @@ from nst_lightning.serve.settings import QUALITIES, ServeSettings
 
 OUTPUT_FORMATS = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg"}
 _NUMBER, _BOOL = {"type": "number"}, {"type": "boolean"}
-# The option fields of both stylize routes, for /docs (the endpoints read the form themselves, to check limits in
-# their own order).
-OPTION_SCHEMA = {
-    "strength": {**_NUMBER, "minimum": 0, "maximum": 1, "default": 1},
-    "preserve_color": {**_BOOL, "default": False},
-    "max_size": {"type": "integer", "description": "longest output side (default: the service's max_size)"},
-    "stroke_scale": {**_NUMBER, "minimum": STROKE_SCALES[0], "maximum": STROKE_SCALES[1], "default": 1,
-                     "description": "strokes this many times larger (> 1) or finer (< 1) than the network learned"},
-    "input_noise": {**_NUMBER, "minimum": 0, "maximum": 1, "description": "input noise strength (0: off)"},
-    "input_noise_smooth_only": {**_BOOL, "description": "add the input noise only where the photo is smooth"},
-    "noise_seed": {"type": "integer", "minimum": 0, "description": "seed of the input noise"},
-    "tile_overlap": {"type": "integer", "description": "pixels neighbouring tiles share (at most tile_size / 4)"},
-    "tile_stats_size": {"type": "integer", "description": "longest side of the whole-image statistics pass when "
-                        "tiling (at most the service's tile_size)"},
-    "format": {"type": "string", "enum": ["png", "jpeg"], "default": "png"},
-}  # fmt: skip
+_FORMAT = {"format": {"type": "string", "enum": ["png", "jpeg"], "default": "png"}}
 
 
 @dataclass(frozen=True)
@@ -61,9 +46,12 @@ class Output:
         return "jpg" if self.format == "jpeg" else "png"
 
 
-def form_openapi(required: list[str], fields: dict[str, Any]) -> dict[str, Any]:
-    """The ``openapi_extra`` of a stylize route whose form has ``fields`` and the option fields."""
-    schema = {"type": "object", "required": required, "properties": {**fields, **OPTION_SCHEMA}}
+def form_openapi(required: list[str], fields: dict[str, Any], settings: ServeSettings) -> dict[str, Any]:
+    """The ``openapi_extra`` of a stylize route whose form has ``fields``, the option fields (each with the
+    default a request gets: :func:`option_defaults`) and ``format``."""
+    defaults = option_defaults(settings)
+    options = {name: {**f.schema, "default": defaults[name]} for name, f in OPTION_FIELDS.items()}
+    schema = {"type": "object", "required": required, "properties": {**fields, **options, **_FORMAT}}
     return {
         "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}},
         "responses": {"200": {"description": "the stylized image", "content": {"image/png": {}, "image/jpeg": {}}}},
@@ -98,18 +86,32 @@ def _bool(name: str, raw: str) -> bool:
     raise BadValue(f"{name} must be true or false, got {shorten(raw)}")
 
 
-# The form fields that are StylizeOptions fields, each with its parser (an empty or absent field: the default).
-OPTION_FIELDS: dict[str, Callable[[str, str], Any]] = {
-    "strength": _number,
-    "preserve_color": _bool,
-    "max_size": _whole,
-    "stroke_scale": _number,
-    "input_noise": _number,
-    "input_noise_smooth_only": _bool,
-    "noise_seed": _seed,
-    "tile_overlap": _whole,
-    "tile_stats_size": _whole,
-}
+@dataclass(frozen=True)
+class FormField:
+    """One option field of both stylize forms: ``parse(name, text)`` gives its value (an empty or absent field:
+    the default), ``schema`` describes it in /docs (its default is filled in by :func:`form_openapi`)."""
+
+    parse: Callable[[str, str], Any]
+    schema: Mapping[str, Any]
+
+
+# The form fields that are StylizeOptions fields (the endpoints read the form themselves, to check limits in
+# their own order; this table is what they parse and what /docs lists).
+OPTION_FIELDS: dict[str, FormField] = {
+    "strength": FormField(_number, {**_NUMBER, "minimum": 0, "maximum": 1}),
+    "preserve_color": FormField(_bool, _BOOL),
+    "max_size": FormField(_whole, {"type": "integer", "description": "longest output side (at most the default)"}),
+    "stroke_scale": FormField(_number, {**_NUMBER, "minimum": STROKE_SCALES[0], "maximum": STROKE_SCALES[1],
+                              "description": "strokes this many times larger (> 1) or finer (< 1) than learned"}),
+    "input_noise": FormField(_number, {**_NUMBER, "minimum": 0, "maximum": 1,
+                             "description": "input noise strength (0: off)"}),
+    "input_noise_smooth_only": FormField(_bool, {**_BOOL, "description": "the input noise only where smooth"}),
+    "noise_seed": FormField(_seed, {"type": "integer", "minimum": 0, "description": "seed of the input noise"}),
+    "tile_overlap": FormField(_whole, {"type": "integer", "description": "pixels neighbouring tiles share (at "
+                              "most tile_size / 4)"}),
+    "tile_stats_size": FormField(_whole, {"type": "integer", "description": "longest side of the whole-image "
+                                 "statistics pass when tiling (at most the service's tile_size)"}),
+}  # fmt: skip
 
 
 def stylize_options(
@@ -124,7 +126,7 @@ def stylize_options(
     Raises:
         BadValue: a field that does not parse, or a value ``StylizeOptions`` or the service refuses.
     """
-    values = {name: parse(name, raw) for name, parse in OPTION_FIELDS.items() if (raw := fields.get(name, "").strip())}
+    values = {name: f.parse(name, raw) for name, f in OPTION_FIELDS.items() if (raw := fields.get(name, "").strip())}
     max_size = values.setdefault("max_size", settings.max_size)
     if not 1 <= max_size <= settings.max_size:
         raise BadValue(f"max_size must be between 1 and {settings.max_size} pixels, got {max_size}")

@@ -71,11 +71,10 @@ def add_stylize_route(app: FastAPI, pipeline: Pipeline, styles: dict[str, StyleM
     """``POST /stylize``: a photo and one of the loaded styles."""
     settings = pipeline.settings
 
-    @app.post("/stylize", openapi_extra=form_openapi(["image", "style"], STYLIZE_FIELDS))
+    @app.post("/stylize", openapi_extra=form_openapi(["image", "style"], STYLIZE_FIELDS, settings))
     async def stylize(request: Request) -> Response:
-        """Multipart form: ``image`` (file), ``style``, optional ``style_mix``, ``strength``, ``preserve_color``,
-        ``max_size``, ``stroke_scale``, ``input_noise``, ``input_noise_smooth_only``, ``noise_seed``,
-        ``tile_overlap``, ``tile_stats_size``, ``format`` (png | jpeg), ``quality`` (full | fast).
+        """Multipart form: ``image`` (file), ``style``, optional ``style_mix``, ``format`` (png | jpeg),
+        ``quality`` (full | fast) and the option fields (:data:`~nst_lightning.serve.fields.OPTION_FIELDS`).
         Returns the stylized image; header ``X-Cache`` says hit, shared or miss, ``X-Variant`` which variant
         made it."""
         form = await read_form(request)

@@ -93,7 +93,7 @@ def add_zeroshot_route(app: FastAPI, pipeline: Pipeline) -> ZeroShotStyles:
     settings = pipeline.settings
     styles = ZeroShotStyles(str(settings.device) if settings.device not in (None, "auto") else "cpu")
 
-    @app.post("/stylize/zeroshot", openapi_extra=form_openapi(["image", "style_image"], ZEROSHOT_FIELDS))
+    @app.post("/stylize/zeroshot", openapi_extra=form_openapi(["image", "style_image"], ZEROSHOT_FIELDS, settings))
     async def stylize_zeroshot(request: Request) -> Response:
         """Multipart form: ``image`` (the photo) and ``style_image`` (any painting), and the options of
         ``POST /stylize`` but ``style``, ``style_mix`` and ``quality``. Returns the photo stylized zero-shot with
