@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -57,9 +57,13 @@ def plan_video_output(src: Path, output: Path) -> Path:
     return output / src.name
 
 
+STAGES = ("decode", "network", "flow", "blend", "encode")
+
+
 @dataclass
 class VideoReport:
-    """What :func:`stylize_video` did: frames written, their rate, whether audio was copied, and the time."""
+    """What :func:`stylize_video` did: frames written, their rate, whether audio was copied, and the time
+    (``stages``: seconds spent in each of :data:`STAGES`; ``runtime``: what ran the network)."""
 
     frames: int
     rate: Fraction
@@ -67,10 +71,21 @@ class VideoReport:
     seconds: float
     width: int = 0
     height: int = 0
+    stages: dict[str, float] = field(default_factory=dict)
+    runtime: str = "eager"
 
     @property
     def seconds_per_frame(self) -> float:
         return self.seconds / max(self.frames, 1)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / max(self.seconds, 1e-9)
+
+    def stage_summary(self) -> str:
+        """``decode 3 ms, network 250 ms, ...`` per frame."""
+        n = max(self.frames, 1)
+        return ", ".join(f"{k} {1000 * v / n:.0f} ms" for k, v in self.stages.items())
 
 
 def to_tensor(frame: np.ndarray) -> torch.Tensor:
@@ -84,16 +99,32 @@ def to_array(image: torch.Tensor) -> np.ndarray:
 
 
 def stylize_frames(
-    frames: Iterator[np.ndarray], stylize_frame: FrameFn, consistency: str = "flow", weight: float | None = None
+    frames: Iterator[np.ndarray],
+    stylize_frame: FrameFn,
+    consistency: str = "flow",
+    weight: float | None = None,
+    flow_size: int | None = None,
+    seconds: dict[str, float] | None = None,
 ) -> Iterator[np.ndarray]:
     """Stylize a stream of H×W×3 uint8 frames (lazily, one at a time) with ``stylize_frame`` and ``consistency``
-    (``flow``: blended by :class:`~.temporal.TemporalBlender` with ``weight``, default ``TEMPORAL_WEIGHT``)."""
+    (``flow``: blended by :class:`~.temporal.TemporalBlender` with ``weight``, default ``TEMPORAL_WEIGHT``, its
+    flow computed at ``flow_size``). ``seconds``, if given, accumulates ``network``, ``flow`` and ``blend``."""
     if consistency not in CONSISTENCY:
         raise BadValue(f"unknown consistency {consistency!r}; use one of {', '.join(CONSISTENCY)}")
-    blender = TemporalBlender(TEMPORAL_WEIGHT if weight is None else weight) if consistency == "flow" else None
+    blender = None
+    if consistency == "flow":
+        blender = TemporalBlender(TEMPORAL_WEIGHT if weight is None else weight, flow_size=flow_size)
+    seconds = seconds if seconds is not None else {}
     for frame in frames:
+        start = time.perf_counter()
         styled = to_array(stylize_frame(to_tensor(frame)))
-        yield blender(frame, styled) if blender is not None else styled
+        seconds["network"] = seconds.get("network", 0.0) + time.perf_counter() - start
+        if blender is None:
+            yield styled
+            continue
+        out = blender(frame, styled)
+        seconds.update(blender.seconds)
+        yield out
 
 
 def _open(path: Path):
@@ -156,6 +187,7 @@ def stylize_video(
     runner = stylize_runner(model, options, device)
     # frames are shrunk once, when decoded; the runner has the style bound
     per_frame = options.replace(max_size=None, style=None, style_mix=None)
+    stages = dict.fromkeys(STAGES, 0.0)
     start = time.perf_counter()
     dst.parent.mkdir(parents=True, exist_ok=True)
     inp = _open(src)
@@ -169,29 +201,48 @@ def stylize_video(
             v_out.width, v_out.height, v_out.pix_fmt = width, height, "yuv420p"
             a_out = out.add_stream_from_template(a_in) if a_in is not None else None
             streams = [v_in] + ([a_in] if a_in is not None else [])
-            frames = _decoded_frames(inp, streams, a_in, a_out, out, options.max_size, (width, height))
+            frames = _timed(_decoded_frames(inp, streams, a_in, a_out, out, options.max_size, (width, height)),
+                            stages, "decode")  # fmt: skip
             styled_frames = stylize_frames(frames, lambda x: stylize(x, runner, per_frame), options.consistency,
-                                           options.temporal_weight)  # fmt: skip
+                                           options.temporal_weight, options.flow_size, stages)  # fmt: skip
             with tqdm(total=v_in.frames or None, unit="frame", disable=not progress, desc=src.name) as bar:
-                count = _encode(styled_frames, out, v_out, rate, bar.update)
+                count = _encode(styled_frames, out, v_out, rate, bar.update, stages)
     finally:
         inp.close()
     seconds = time.perf_counter() - start
-    return VideoReport(count, Fraction(rate), a_in is not None, seconds, width, height)
+    return VideoReport(count, Fraction(rate), a_in is not None, seconds, width, height, stages, runner.runtime)
 
 
-def _encode(frames: Iterator[np.ndarray], out, v_out, rate: Fraction, tick) -> int:
-    """Encode H×W×3 uint8 ``frames`` into the stream ``v_out`` of ``out`` (then flush it); returns the count."""
+def _timed(items: Iterator[np.ndarray], seconds: dict[str, float], stage: str) -> Iterator[np.ndarray]:
+    """``items`` as they come, the time spent producing them added to ``seconds[stage]``."""
+    while True:
+        start = time.perf_counter()
+        try:
+            item = next(items)
+        except StopIteration:
+            return
+        finally:
+            seconds[stage] += time.perf_counter() - start
+        yield item
+
+
+def _encode(frames: Iterator[np.ndarray], out, v_out, rate: Fraction, tick, seconds: dict[str, float]) -> int:
+    """Encode H×W×3 uint8 ``frames`` into the stream ``v_out`` of ``out`` (then flush it); returns the count and
+    adds the encoder's time to ``seconds["encode"]``."""
     import av
 
     count = 0
     for index, styled in enumerate(frames):
+        start = time.perf_counter()
         frame = av.VideoFrame.from_ndarray(styled, format="rgb24")
         frame.pts, frame.time_base = index, Fraction(1) / rate
         out.mux(v_out.encode(frame))
+        seconds["encode"] += time.perf_counter() - start
         count += 1
         tick(1)
+    start = time.perf_counter()
     out.mux(v_out.encode(None))
+    seconds["encode"] += time.perf_counter() - start
     return count
 
 
