@@ -254,3 +254,22 @@ def test_auto_falls_back_to_eager_in_every_path_without_openvino(
     assert "runtime=auto: zero-shot eager (the openvino runtime needs openvino" in caplog.text
     with pytest.raises(NSTError, match="needs openvino"):
         prepare_model(_loaded().net, runtime="openvino")
+
+
+def test_the_service_runs_both_routes_in_its_runtime(tiny: LoadedModel, tmp_path: Path, monkeypatch, caplog) -> None:
+    """POST /stylize: a checkpoint with runtime=auto is the measured, gated choice; POST /stylize/zeroshot: the
+    encoder and decoder in the service's runtime (a runtime with no zero-shot conversion: eager, logged)."""
+    from nst_lightning.serve.models import load_runner
+    from nst_lightning.serve.zeroshot import ZeroShotStyles
+
+    monkeypatch.setenv("NST_CACHE_DIR", str(tmp_path / "cache"))
+    caplog.set_level(logging.INFO, logger="nst_lightning")
+    ckpt = tmp_path / "tiny.pt"
+    torch.save({"format": "nst_lightning.model", "model_name": "johnson_tiny", "model_kwargs": {},
+                "state_dict": tiny.net.state_dict(), "meta": tiny.meta}, ckpt)  # fmt: skip
+    runner = load_runner(ckpt, "auto", torch.device("cpu"))
+    assert runner.name in ("eager", *candidate_names())
+    assert f"runtime=auto: {runner.name} (fastest that passed the gate" in caplog.text
+    assert ZeroShotStyles(runtime="openvino")._loaded().runtime == "openvino"
+    assert ZeroShotStyles(runtime="onnxruntime")._loaded().runtime == "eager"
+    assert "runtime=onnxruntime: zero-shot eager" in caplog.text

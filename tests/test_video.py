@@ -202,3 +202,13 @@ def test_quality_fast_runs_the_shipped_student(caplog) -> None:
     assert "quality=fast: the distilled student" in caplog.text
     stylize_runner(_tiny_network(), StylizeOptions(quality="fast"))  # no student: the network, with a note
     assert "no fast variant of noise is shipped" in caplog.text
+
+
+def test_a_fast_video_loads_the_student_once(tmp_path: Path, short_clip: Path, caplog) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="nst_lightning.inference.runtimes")
+    report = stylize_video(short_clip, tmp_path / "fast.mp4", "starry_night", quality="fast", device="cpu",
+                           progress=False)  # fmt: skip
+    assert report.frames == 3
+    assert caplog.text.count("quality=fast") == 1, caplog.text  # once for the clip, not once per frame

@@ -286,7 +286,7 @@ def build_options(options: StylizeOptions | None = None, **changes: Any) -> Styl
 def stylize_runner(model: ModelLike, options: StylizeOptions, device: str | torch.device | None = None) -> Stylizer:
     """The model ready to run with the options' style, quality and runtime (load it once, then stylize many images
     or frames)."""
-    if options.quality == "fast":
+    if options.quality == "fast" and not isinstance(model, Stylizer):  # a Stylizer is prepared already
         from nst_lightning.inference.runtimes import fast_variant
 
         model = fast_variant(model)
