@@ -256,6 +256,19 @@ def test_auto_falls_back_to_eager_in_every_path_without_openvino(
         prepare_model(_loaded().net, runtime="openvino")
 
 
+def test_without_the_export_layer_auto_is_eager_and_a_named_runtime_says_what_to_import(monkeypatch, caplog) -> None:
+    from nst_lightning.inference import runtimes
+    from nst_lightning.inference.stylize import prepare_model
+
+    monkeypatch.setattr(runtimes, "_CONVERTER", [])  # as in a process that never imported nst_lightning.export
+    caplog.set_level(logging.INFO, logger="nst_lightning.inference.runtimes")
+    net = _loaded().net
+    assert prepare_model(net, runtime="auto").runtime == "eager"
+    assert "runtime=auto: eager (the runtimes live in nst_lightning.export" in caplog.text
+    with pytest.raises(NSTError, match="runtime=openvino: the runtimes live in nst_lightning.export"):
+        prepare_model(net, runtime="openvino")
+
+
 def test_the_service_runs_both_routes_in_its_runtime(tiny: LoadedModel, tmp_path: Path, monkeypatch, caplog) -> None:
     """POST /stylize: a checkpoint with runtime=auto is the measured, gated choice; POST /stylize/zeroshot: the
     encoder and decoder in the service's runtime (a runtime with no zero-shot conversion: eager, logged)."""

@@ -165,6 +165,7 @@ def test_video_frames_through_the_auto_runtime_match_eager_within_the_gate(
     tmp_path: Path, photo: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # fmt: skip
     pytest.importorskip("openvino")
+    import nst_lightning.export  # noqa: F401  (registers the runtimes)
     from nst_lightning.inference import StylizeOptions, stylize
     from nst_lightning.inference.stylize import stylize_runner
 

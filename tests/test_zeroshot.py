@@ -263,6 +263,7 @@ def test_zeroshot_through_the_auto_runtime_matches_eager(tmp_path: Path, style_p
     import logging
 
     pytest.importorskip("openvino")
+    import nst_lightning.export  # noqa: F401  (registers the runtimes)
     from nst_lightning.inference import stylize
     from nst_lightning.inference.stylize import prepare_model
     from nst_lightning.inference.zeroshot import load_zeroshot

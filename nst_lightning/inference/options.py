@@ -77,7 +77,7 @@ class StylizeOptions:
             longest side (``None``: at the frame's size) and scaled back up; the blend itself is at full size.
         runtime: how the network runs: ``eager`` (PyTorch), ``auto`` (the fastest runtime that passes the quality
             gate on this CPU, measured once and cached; eager on a GPU or without OpenVINO, with the reason
-            logged) or a runtime name of :data:`nst_lightning.export.runtime.RUNTIMES` (``openvino_bf16``, ...).
+            logged) or a runtime name of :data:`nst_lightning.inference.runtimes.RUNTIMES` (``openvino_bf16``, ...).
         quality: ``full`` (the network) or ``fast`` (the style's shipped distilled student, where there is one;
             otherwise the network, with a logged note).
     """
@@ -225,7 +225,7 @@ def _checked_runtime(runtime: Any) -> str:
     if not isinstance(runtime, str):
         raise BadValue(f"runtime must be a runtime name, auto or eager, got {runtime!r}")
     from nst_lightning.errors import NSTError
-    from nst_lightning.export.runtime import normalize_runtime
+    from nst_lightning.inference.runtimes import normalize_runtime
 
     try:
         return normalize_runtime(runtime) or "eager"

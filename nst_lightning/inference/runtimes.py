@@ -1,6 +1,9 @@
 """The runtime a stylize path runs its network in (:attr:`StylizeOptions.runtime`), and its fast variant.
 
-:func:`convert` turns an eager network into the asked runtime once per process and network:
+The runtime names live here (:data:`RUNTIMES`, :func:`normalize_runtime`), so that options are checked without
+the export layer. :func:`convert` turns an eager network into the asked runtime once per process and network,
+through the converter that the export layer registers when it is imported
+(:mod:`nst_lightning.export.convert`; ``nst_lightning.stylize``, ``stylize.py`` and the service import it):
 
 * a style network (a checkpoint, a :class:`LoadedModel`, an ``nn.Module``): ``auto`` is the measured, gated,
   cached choice of :func:`nst_lightning.export.auto.choose_runtime`; a name (``openvino_bf16``,
@@ -9,9 +12,8 @@
   (:func:`nst_lightning.export.zeroshot_runtime.zeroshot_runtime`); the whitening–colouring maths and the
   refinement steps (which need gradients through VGG-19) stay in torch.
 
-Every choice is logged (which runtime and precision, and why); where the runtime cannot run (no OpenVINO, a GPU)
-``auto`` is eager with the reason logged, and a named runtime is a one-line error. The export layer is imported
-only here and only when a runtime other than eager is asked for, so eager inference needs none of it.
+Every choice is logged (which runtime and precision, and why); where the runtime cannot run (no OpenVINO, a GPU,
+the export layer not imported) ``auto`` is eager with the reason logged, and a named runtime is a one-line error.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nst_lightning.errors import NSTError
 from nst_lightning.inference.checkpoint import (
     PRETRAINED_DIR,
     LoadedModel,
@@ -36,6 +39,30 @@ from nst_lightning.inference.checkpoint import (
 
 log = logging.getLogger(__name__)
 
+# Every runtime a network can be converted to (the export layer implements them: nst_lightning/export/).
+RUNTIMES = ("eager", "torchscript", "torch_export", "onnxruntime", "onnxruntime_int8", "openvino", "openvino_bf16",
+            "openvino_int8")  # fmt: skip
+ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime", "torch.export": "torch_export", "jit": "torchscript",
+           "ov": "openvino", "openvino_fp32": "openvino"}  # fmt: skip
+NO_EXPORT_LAYER = ("the runtimes live in nst_lightning.export, which is not imported (import it, or use "
+                   "nst_lightning.stylize)")  # fmt: skip
+
+
+def normalize_runtime(runtime: str | None) -> str | None:
+    """A runtime name (aliases ``onnx``, ``ort``, ``ov``, ``torch.export``, ``jit`` accepted), ``auto`` or None.
+
+    Raises:
+        NSTError: an unknown name (the message lists the known ones).
+    """
+    if runtime in (None, ""):
+        return None
+    if runtime == "auto":
+        return "auto"
+    name = ALIASES.get(str(runtime), runtime)
+    if name not in RUNTIMES:
+        raise NSTError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
+    return name
+
 
 @dataclass(frozen=True)
 class Converted:
@@ -44,6 +71,15 @@ class Converted:
 
     fn: Callable[..., torch.Tensor]
     name: str
+
+
+Converter = Callable[[nn.Module, str, torch.device, LoadedModel | None], Converted]
+_CONVERTER: list[Converter] = []  # the export layer's converter, once registered
+
+
+def register_converter(converter: Converter) -> None:
+    """Install the function that converts a network to a runtime (the export layer does, on import)."""
+    _CONVERTER[:] = [converter]
 
 
 # Per eager network, what it was converted to: {(runtime, device): Converted}. A network is converted once per
@@ -65,33 +101,19 @@ def convert(net: nn.Module, runtime: str, device: torch.device, loaded: LoadedMo
     """
     if runtime == "eager":
         return Converted(net, "eager")
+    if not _CONVERTER:
+        if runtime == "auto":
+            log.info("runtime=auto: eager (%s)", NO_EXPORT_LAYER)
+            return Converted(net, "eager")
+        raise NSTError(f"runtime={runtime}: {NO_EXPORT_LAYER}")
     per_net = _CONVERTED.setdefault(net, {})
     key = (runtime, str(device))
     if key not in per_net:
-        per_net[key] = _convert(net, runtime, device, loaded)
+        per_net[key] = _CONVERTER[0](net, runtime, device, loaded)
     return per_net[key]
 
 
-def _convert(net: nn.Module, runtime: str, device: torch.device, loaded: LoadedModel | None) -> Converted:
-    from nst_lightning.inference.zeroshot import ZeroShotModel
-
-    if isinstance(net, ZeroShotModel):
-        from nst_lightning.export.zeroshot_runtime import zeroshot_runtime
-
-        model = zeroshot_runtime(net, runtime)
-        return Converted(model, model.runtime)
-    from nst_lightning.export.auto import auto_runtime
-    from nst_lightning.export.torch_runtimes import EagerRuntime
-
-    chosen = auto_runtime(loaded if loaded is not None else _as_loaded(net), runtime, device)
-    if isinstance(chosen, EagerRuntime):
-        return Converted(net, "eager")
-    if runtime != "auto":
-        log.info("runtime=%s: as asked (%s)", chosen.name, getattr(chosen, "precision", "fp32"))
-    return Converted(chosen, chosen.name)
-
-
-def _as_loaded(net: nn.Module) -> LoadedModel:
+def as_loaded(net: nn.Module) -> LoadedModel:
     """A bare network as a :class:`LoadedModel` (its registry name when it has one; its style names as meta)."""
     from nst_lightning.models.conditional import num_styles
 
