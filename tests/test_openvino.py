@@ -286,3 +286,30 @@ def test_the_service_runs_both_routes_in_its_runtime(tiny: LoadedModel, tmp_path
     assert ZeroShotStyles(runtime="openvino")._loaded().runtime == "openvino"
     assert ZeroShotStyles(runtime="onnxruntime")._loaded().runtime == "eager"
     assert "runtime=onnxruntime: zero-shot eager" in caplog.text
+
+
+def test_stylize_cli_takes_runtime_and_logs_the_choice(tiny: LoadedModel, tmp_path: Path, monkeypatch, caplog) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from nst_lightning.cli.stylize import run as stylize_run
+
+    from .test_zeroshot import compose_stylize
+
+    monkeypatch.setenv("NST_CACHE_DIR", str(tmp_path / "cache"))
+    caplog.set_level(logging.INFO, logger="nst_lightning")
+    ckpt = tmp_path / "tiny.pt"
+    torch.save({"format": "nst_lightning.model", "model_name": "johnson_tiny", "model_kwargs": {},
+                "state_dict": tiny.net.state_dict(), "meta": tiny.meta}, ckpt)  # fmt: skip
+    Image.fromarray((np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint8)).save(tmp_path / "in.png")
+    outs = {}
+    for runtime in ("eager", "openvino", "auto"):
+        out = tmp_path / f"{runtime}.png"
+        stylize_run(compose_stylize([f"ckpt={ckpt}", f"input={tmp_path / 'in.png'}", f"output={out}", "device=cpu",
+                                     f"runtime={runtime}"]))  # fmt: skip
+        outs[runtime] = np.asarray(Image.open(out), dtype=np.float32)
+    assert np.abs(outs["openvino"] - outs["eager"]).max() <= 1.0  # fp32: at most one rounding step
+    assert np.abs(outs["auto"] - outs["eager"]).mean() <= 1.0
+    assert "runtime=openvino: as asked (fp32)" in caplog.text and "runtime=auto: " in caplog.text
+    with pytest.raises(NSTError, match="unknown runtime 'gpu'"):
+        stylize_run(compose_stylize([f"ckpt={ckpt}", f"input={tmp_path / 'in.png'}", "runtime=gpu"]))
