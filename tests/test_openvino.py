@@ -269,6 +269,7 @@ def test_without_the_export_layer_auto_is_eager_and_a_named_runtime_says_what_to
         prepare_model(net, runtime="openvino")
 
 
+@pytest.mark.slow  # measures the auto choice (and converts VGG-19) on a busy CPU: about a minute
 def test_the_service_runs_both_routes_in_its_runtime(tiny: LoadedModel, tmp_path: Path, monkeypatch, caplog) -> None:
     """POST /stylize: a checkpoint with runtime=auto is the measured, gated choice; POST /stylize/zeroshot: the
     encoder and decoder in the service's runtime (a runtime with no zero-shot conversion: eager, logged)."""
@@ -288,6 +289,7 @@ def test_the_service_runs_both_routes_in_its_runtime(tiny: LoadedModel, tmp_path
     assert "runtime=onnxruntime: zero-shot eager" in caplog.text
 
 
+@pytest.mark.slow  # measures the auto choice (and converts VGG-19) on a busy CPU: about a minute
 def test_stylize_cli_takes_runtime_and_logs_the_choice(tiny: LoadedModel, tmp_path: Path, monkeypatch, caplog) -> None:
     import numpy as np
     from PIL import Image
