@@ -84,7 +84,7 @@ def register_converter(converter: Converter) -> None:
 
 # Per eager network, what it was converted to: {(runtime, device): Converted}. A network is converted once per
 # process; weights changed after that are not seen by the converted copy.
-_CONVERTED: weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, str], Converted]] = weakref.WeakKeyDictionary()
+_CONVERTED: weakref.WeakKeyDictionary[nn.Module, dict[tuple[str, str], Converted | None]] = weakref.WeakKeyDictionary()
 
 
 def convert(net: nn.Module, runtime: str, device: torch.device, loaded: LoadedModel | None = None) -> Converted:
@@ -109,8 +109,9 @@ def convert(net: nn.Module, runtime: str, device: torch.device, loaded: LoadedMo
     per_net = _CONVERTED.setdefault(net, {})
     key = (runtime, str(device))
     if key not in per_net:
-        per_net[key] = _CONVERTER[0](net, runtime, device, loaded)
-    return per_net[key]
+        converted = _CONVERTER[0](net, runtime, device, loaded)
+        per_net[key] = None if converted.fn is net else converted  # None: eager (a value must not hold its key)
+    return per_net[key] or Converted(net, "eager")
 
 
 def as_loaded(net: nn.Module) -> LoadedModel:
