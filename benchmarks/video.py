@@ -9,6 +9,13 @@ with Farneback flow, and seconds per frame (stylize + consistency, on this machi
 flicker is the floor (resampling only). Prints one JSON line per row, and writes a frame strip.
 
     nice python benchmarks/video.py --photo PHOTO.jpg --painting PAINTING.jpg --strip docs/images/video_strip.jpg
+
+``--profile`` instead times ``stylize.py input=clip.mp4`` end to end on a 640×360 clip (``--profile-size``) for
+each ``--runtimes`` × ``--qualities`` × ``--flow-sizes`` with ``consistency=flow``: frames per second and the
+time per frame in each stage (decode, network, flow, blend, encode), and the flicker of the decoded output
+against the exact motion.
+
+    OMP_NUM_THREADS=1 nice python benchmarks/video.py --profile --runtimes eager auto --qualities full fast
 """
 
 from __future__ import annotations
@@ -23,10 +30,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from nst_lightning.inference import prepare_model, stylize
+from nst_lightning.inference import StylizeOptions, prepare_model, stylize
 from nst_lightning.inference.options import CONSISTENCY
 from nst_lightning.inference.temporal import estimated_motion, flicker, pan_zoom_clip
-from nst_lightning.inference.video import stylize_frames
+from nst_lightning.inference.video import stylize_frames, stylize_video, write_video
 from nst_lightning.inference.zeroshot import load_zeroshot
 
 
@@ -43,6 +50,47 @@ def strip(rows: list[list[np.ndarray]], path: Path, cell: int = 160, gap: int = 
     canvas.save(path, quality=85)
 
 
+def decoded(path: Path) -> list[np.ndarray]:
+    import av
+
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def profile(args: argparse.Namespace, photo: np.ndarray, base: dict) -> None:
+    """End-to-end video timings per stage on a clip of ``--profile-size`` (see the module docstring)."""
+    import tempfile
+
+    clip = pan_zoom_clip(photo, args.frames, tuple(args.profile_size), tuple(args.pan), args.zoom)
+    with tempfile.TemporaryDirectory() as folder:
+        src = write_video(Path(folder) / "clip.mp4", clip.frames, rate=25)
+        floor = flicker(decoded(src), clip.flows, clip.masks)
+        print(json.dumps({**base, "size": list(args.profile_size), "model": "content (decoded)",
+                          "flicker_exact": floor}), flush=True)  # fmt: skip
+        for runtime in args.runtimes:
+            for quality in args.qualities:
+                for flow_size in args.flow_sizes:
+                    options = StylizeOptions(runtime=runtime, quality=quality, consistency="flow",
+                                             flow_size=None if flow_size <= 0 else flow_size)  # fmt: skip
+                    stylize_video(src, Path(folder) / "warm.mp4", args.ckpt, options, device="cpu", progress=False,
+                                  max_size=64)  # fmt: skip  # loads, converts (and calibrates) outside the timing
+                    report = stylize_video(src, Path(folder) / "out.mp4", args.ckpt, options, device="cpu",
+                                           progress=False)  # fmt: skip
+                    per_frame = {k: round(1000 * v / report.frames, 1) for k, v in report.stages.items()}
+                    row = {
+                        "model": args.ckpt,
+                        "runtime": runtime,
+                        "ran": report.runtime,
+                        "quality": quality,
+                        "flow_size": options.flow_size,
+                        "fps": round(report.fps, 2),
+                        "seconds_per_frame": round(report.seconds_per_frame, 3),
+                        "ms_per_frame": per_frame,
+                        "flicker_exact": flicker(decoded(Path(folder) / "out.mp4"), clip.flows, clip.masks),
+                    }
+                    print(json.dumps({**base, "size": list(args.profile_size), **row}), flush=True)
+
+
 def main() -> None:
     data = Path(os.environ.get("NST_DATA_DIR", "data"))
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -55,10 +103,19 @@ def main() -> None:
     parser.add_argument("--zoom", type=float, default=1.01)
     parser.add_argument("--strip", type=Path, default=None, help="write a frame strip (rows: input, flow, none)")
     parser.add_argument("--strip-frames", type=int, default=5)
+    parser.add_argument("--profile", action="store_true", help="time the video path end to end per stage instead")
+    parser.add_argument("--profile-size", type=int, nargs=2, default=(360, 640), help="frame height width")
+    parser.add_argument("--runtimes", nargs="+", default=["eager"], help="--profile: StylizeOptions.runtime values")
+    parser.add_argument("--qualities", nargs="+", default=["full"], help="--profile: full and/or fast")
+    parser.add_argument("--flow-sizes", type=int, nargs="+", default=[320], help="flow_size values (0: full size)")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("NST_THREADS", "1")))
 
     photo = np.asarray(Image.open(args.photo).convert("RGB"))
+    if args.profile:
+        profile(args, photo, {"frames": args.frames, "pan": list(args.pan), "zoom": args.zoom,
+                              "threads": torch.get_num_threads()})  # fmt: skip
+        return
     clip = pan_zoom_clip(photo, args.frames, tuple(args.size), tuple(args.pan), args.zoom)
     est_flows, est_masks = estimated_motion(clip.frames)
     base = {"frames": args.frames, "size": list(args.size), "pan": list(args.pan), "zoom": args.zoom,

@@ -76,6 +76,8 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> Any:
     if name in _API:
+        if _API[name].startswith("nst_lightning.inference"):
+            importlib.import_module("nst_lightning.export")  # registers the runtimes that runtime= converts to
         value = getattr(importlib.import_module(_API[name]), name)
         globals()[name] = value
         return value

@@ -172,3 +172,146 @@ def test_unreadable_ir_is_a_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(NSTError, match="OpenVINO cannot read") as info:
         load_runtime(bad)
     assert "\n" not in str(info.value)
+
+
+# --- the runtime option in the stylize paths ------------------------------------------------------------------
+
+
+def test_stylize_runs_a_network_in_the_runtime_its_options_name(tiny: LoadedModel) -> None:
+    from nst_lightning.inference import StylizeOptions, stylize
+    from nst_lightning.inference.stylize import stylize_runner
+
+    assert StylizeOptions(runtime="ov").runtime == "openvino"  # the library's aliases
+    with pytest.raises(NSTError, match="unknown runtime 'fast'"):
+        StylizeOptions(runtime="fast")
+    runner = stylize_runner(tiny, StylizeOptions(runtime="openvino"))
+    assert runner.runtime == "openvino" and runner.module is tiny.net
+    photo = torch.rand(1, 3, 61, 47)
+    eager = stylize(photo, tiny, input_noise=0.0)
+    assert (stylize(photo, tiny, input_noise=0.0, runtime="openvino") - eager).abs().max() < FP32_TOLERANCE
+    assert stylize_runner(tiny, StylizeOptions(runtime="openvino")).fn is runner.fn  # converted once per network
+
+
+def test_a_multistyle_blend_runs_in_the_runtime() -> None:
+    from nst_lightning.inference import stylize
+
+    loaded = _loaded(num_styles=2)
+    loaded.net.style_names = ["wave", "candy"]  # as load_model names them
+    photo = torch.rand(1, 3, 45, 37)
+    mix = {"wave": 0.3, "candy": 0.7}
+    eager = stylize(photo, loaded, style_mix=mix, input_noise=0.0)
+    got = stylize(photo, loaded, style_mix=mix, input_noise=0.0, runtime="openvino")
+    assert (got - eager).abs().max() < FP32_TOLERANCE
+    assert (stylize(photo, loaded, style="wave", input_noise=0.0, runtime="openvino") - got).abs().mean() > 1e-3
+
+
+def test_tiles_run_eager_with_a_logged_reason(tiny: LoadedModel, caplog) -> None:
+    from nst_lightning.inference import stylize
+
+    caplog.set_level(logging.INFO, logger="nst_lightning.inference.stylize")
+    photo = torch.rand(1, 3, 150, 100)
+    eager = stylize(photo, tiny, tile_size=64, input_noise=0.0)
+    got = stylize(photo, tiny, tile_size=64, input_noise=0.0, runtime="openvino")
+    assert (got - eager).abs().max() < 1e-6  # the same eager tiles with whole-image statistics
+    assert "tiles run eager, not openvino" in caplog.text
+
+
+def test_auto_in_stylize_logs_its_choice(tiny: LoadedModel, tmp_path: Path, monkeypatch, caplog) -> None:
+    from nst_lightning.inference import stylize
+    from nst_lightning.inference.stylize import prepare_model
+
+    monkeypatch.setenv("NST_CACHE_DIR", str(tmp_path))
+    caplog.set_level(logging.INFO, logger="nst_lightning.export.auto")
+    net = _loaded().net  # a network of its own: not converted by another test
+    runner = prepare_model(net, runtime="auto")
+    assert runner.runtime in ("eager", *candidate_names())
+    assert f"runtime=auto: {runner.runtime} (fastest that passed the gate" in caplog.text
+    photo = training_photos(1, size=96)[0]
+    diff = (stylize(photo, runner, input_noise=0.0) - stylize(photo, net, input_noise=0.0)).abs().mean()
+    assert diff <= 1 / 255
+
+
+def test_auto_falls_back_to_eager_in_every_path_without_openvino(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:  # fmt: skip
+    from nst_lightning.export.zeroshot_runtime import zeroshot_runtime
+    from nst_lightning.inference.stylize import prepare_model
+    from nst_lightning.inference.zeroshot import ZeroShotModel
+    from nst_lightning.losses.vgg import VGG19Features
+    from nst_lightning.models.decoder import VGGDecoder
+
+    monkeypatch.setenv("NST_CACHE_DIR", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if it were not installed
+    caplog.set_level(logging.INFO, logger="nst_lightning")
+    net = _loaded().net
+    runner = prepare_model(net, runtime="auto")
+    assert runner.runtime == "eager" and runner.fn is net
+    assert "runtime=auto: eager (the openvino runtime needs openvino" in caplog.text
+    torch.manual_seed(0)
+    decoder = VGGDecoder("relu2_1", width=1 / 16).eval()
+    zeroshot = ZeroShotModel([decoder], vgg=VGG19Features(["relu2_1"], weights="random"), refine_steps=0)
+    assert zeroshot_runtime(zeroshot, "auto") is zeroshot
+    assert "runtime=auto: zero-shot eager (the openvino runtime needs openvino" in caplog.text
+    with pytest.raises(NSTError, match="needs openvino"):
+        prepare_model(_loaded().net, runtime="openvino")
+
+
+def test_without_the_export_layer_auto_is_eager_and_a_named_runtime_says_what_to_import(monkeypatch, caplog) -> None:
+    from nst_lightning.inference import runtimes
+    from nst_lightning.inference.stylize import prepare_model
+
+    monkeypatch.setattr(runtimes, "_CONVERTER", [])  # as in a process that never imported nst_lightning.export
+    caplog.set_level(logging.INFO, logger="nst_lightning.inference.runtimes")
+    net = _loaded().net
+    assert prepare_model(net, runtime="auto").runtime == "eager"
+    assert "runtime=auto: eager (the runtimes live in nst_lightning.export" in caplog.text
+    with pytest.raises(NSTError, match="runtime=openvino: the runtimes live in nst_lightning.export"):
+        prepare_model(net, runtime="openvino")
+
+
+@pytest.mark.slow  # measures the auto choice (and converts VGG-19) on a busy CPU: about a minute
+def test_the_service_runs_both_routes_in_its_runtime(tiny: LoadedModel, tmp_path: Path, monkeypatch, caplog) -> None:
+    """POST /stylize: a checkpoint with runtime=auto is the measured, gated choice; POST /stylize/zeroshot: the
+    encoder and decoder in the service's runtime (a runtime with no zero-shot conversion: eager, logged)."""
+    from nst_lightning.serve.models import load_runner
+    from nst_lightning.serve.zeroshot import ZeroShotStyles
+
+    monkeypatch.setenv("NST_CACHE_DIR", str(tmp_path / "cache"))
+    caplog.set_level(logging.INFO, logger="nst_lightning")
+    ckpt = tmp_path / "tiny.pt"
+    torch.save({"format": "nst_lightning.model", "model_name": "johnson_tiny", "model_kwargs": {},
+                "state_dict": tiny.net.state_dict(), "meta": tiny.meta}, ckpt)  # fmt: skip
+    runner = load_runner(ckpt, "auto", torch.device("cpu"))
+    assert runner.name in ("eager", *candidate_names())
+    assert f"runtime=auto: {runner.name} (fastest that passed the gate" in caplog.text
+    assert ZeroShotStyles(runtime="openvino")._loaded().runtime == "openvino"
+    assert ZeroShotStyles(runtime="onnxruntime")._loaded().runtime == "eager"
+    assert "runtime=onnxruntime: zero-shot eager" in caplog.text
+
+
+@pytest.mark.slow  # measures the auto choice (and converts VGG-19) on a busy CPU: about a minute
+def test_stylize_cli_takes_runtime_and_logs_the_choice(tiny: LoadedModel, tmp_path: Path, monkeypatch, caplog) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from nst_lightning.cli.stylize import run as stylize_run
+
+    from .test_zeroshot import compose_stylize
+
+    monkeypatch.setenv("NST_CACHE_DIR", str(tmp_path / "cache"))
+    caplog.set_level(logging.INFO, logger="nst_lightning")
+    ckpt = tmp_path / "tiny.pt"
+    torch.save({"format": "nst_lightning.model", "model_name": "johnson_tiny", "model_kwargs": {},
+                "state_dict": tiny.net.state_dict(), "meta": tiny.meta}, ckpt)  # fmt: skip
+    Image.fromarray((np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint8)).save(tmp_path / "in.png")
+    outs = {}
+    for runtime in ("eager", "openvino", "auto"):
+        out = tmp_path / f"{runtime}.png"
+        stylize_run(compose_stylize([f"ckpt={ckpt}", f"input={tmp_path / 'in.png'}", f"output={out}", "device=cpu",
+                                     f"runtime={runtime}"]))  # fmt: skip
+        outs[runtime] = np.asarray(Image.open(out), dtype=np.float32)
+    assert np.abs(outs["openvino"] - outs["eager"]).max() <= 1.0  # fp32: at most one rounding step
+    assert np.abs(outs["auto"] - outs["eager"]).mean() <= 1.0
+    assert "runtime=openvino: as asked (fp32)" in caplog.text and "runtime=auto: " in caplog.text
+    with pytest.raises(NSTError, match="unknown runtime 'gpu'"):
+        stylize_run(compose_stylize([f"ckpt={ckpt}", f"input={tmp_path / 'in.png'}", "runtime=gpu"]))

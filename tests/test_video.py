@@ -113,7 +113,7 @@ def _cli_video(src: Path, out: Path, *overrides: str) -> np.ndarray:
 @pytest.mark.parametrize(
     "override",
     ["input_noise=0", "input_noise=0.5", "input_noise_smooth_only=false", "noise_seed=7", "strength=0.5",
-     "preserve_color=true", "stroke_scale=2", "consistency=none"],
+     "preserve_color=true", "stroke_scale=2", "consistency=none", "quality=fast"],
 )  # fmt: skip
 def test_stylize_cli_video_honours_every_option(tmp_path: Path, short_clip: Path, override: str) -> None:
     """Each option changes the frames of a stylized video as it changes a photo (none is dropped on the way)."""
@@ -135,3 +135,81 @@ def test_stylize_cli_video_max_size_shrinks_every_frame(tmp_path: Path, short_cl
     frames = _cli_video(short_clip, tmp_path / "small.mp4", "max_size=32", f"consistency={consistency}")
     assert frames.shape[0] == 3
     assert max(frames.shape[1:3]) <= 32 and frames.shape[1:3] == (26, 32)
+
+
+def test_reduced_size_flow_follows_the_true_motion(photo: np.ndarray) -> None:
+    """Flow computed at half size and scaled back is about as close to the exact motion as full-size flow."""
+    from nst_lightning.inference.temporal import farneback_flow
+
+    clip = pan_zoom_clip(photo, 3, (96, 128), pan=(3.0, 2.0), zoom=1.01)
+    errors = {}
+    for size in (None, 64):
+        flow = farneback_flow(clip.frames[2], clip.frames[1], size)
+        assert flow.shape == (96, 128, 2)
+        errors[size] = float(np.linalg.norm(flow - clip.flows[1], axis=2)[clip.masks[1]].mean())
+    assert errors[64] < max(1.5 * errors[None], 0.5), errors  # pixels of end-point error
+    assert np.array_equal(farneback_flow(clip.frames[2], clip.frames[1], 400), farneback_flow(clip.frames[2],
+                          clip.frames[1]))  # fmt: skip  # a size above the frame's: full size
+
+
+def _tiny_network():
+    from nst_lightning.inference import LoadedModel
+    from nst_lightning.models import create_model
+
+    torch.manual_seed(0)
+    net = create_model("johnson_tiny").eval().requires_grad_(False)
+    return LoadedModel(net=net, model_name="johnson_tiny", model_kwargs={}, meta={"style_name": "noise"})
+
+
+def test_video_frames_through_the_auto_runtime_match_eager_within_the_gate(
+    tmp_path: Path, photo: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:  # fmt: skip
+    pytest.importorskip("openvino")
+    import nst_lightning.export  # noqa: F401  (registers the runtimes)
+    from nst_lightning.inference import StylizeOptions, stylize
+    from nst_lightning.inference.stylize import stylize_runner
+
+    monkeypatch.setenv("NST_CACHE_DIR", str(tmp_path / "cache"))
+    loaded = _tiny_network()
+    clip = pan_zoom_clip(photo, 5, (48, 64), pan=(2.0, 1.0))
+    outputs = {}
+    for runtime in ("eager", "auto", "openvino"):
+        runner = stylize_runner(loaded, StylizeOptions(runtime=runtime))
+        assert runner.runtime == "eager" if runtime == "eager" else runner.runtime != ""
+        frames = stylize_frames(iter(clip.frames), lambda x, r=runner: stylize(x, r), "flow", flow_size=32)
+        outputs[runtime] = np.stack(list(frames)).astype(np.float32)
+    for runtime in ("auto", "openvino"):
+        assert np.abs(outputs[runtime] - outputs["eager"]).mean() <= 1.0, runtime  # 1/255 of the 0..255 range
+    src = write_video(tmp_path / "clip.mp4", clip.frames, rate=8)
+    report = stylize_video(src, tmp_path / "out.mp4", loaded, runtime="openvino", progress=False)
+    assert report.runtime == "openvino" and report.frames == 5
+    assert set(report.stages) == {"decode", "network", "flow", "blend", "encode"}
+    assert report.stages["network"] > 0 and report.stages["flow"] > 0
+
+
+def test_quality_fast_runs_the_shipped_student(caplog) -> None:
+    import logging
+
+    from nst_lightning.inference import StylizeOptions, pretrained_students
+    from nst_lightning.inference.stylize import stylize_runner
+
+    caplog.set_level(logging.INFO, logger="nst_lightning.inference.runtimes")
+    if "starry_night" not in pretrained_students():
+        pytest.skip("no shipped student of starry_night")
+    full = stylize_runner("starry_night", StylizeOptions(), "cpu")
+    fast = stylize_runner("starry_night", StylizeOptions(quality="fast"), "cpu")
+    count = lambda runner: sum(p.numel() for p in runner.module.parameters())  # noqa: E731
+    assert count(fast) < count(full)
+    assert "quality=fast: the distilled student" in caplog.text
+    stylize_runner(_tiny_network(), StylizeOptions(quality="fast"))  # no student: the network, with a note
+    assert "no fast variant of noise is shipped" in caplog.text
+
+
+def test_a_fast_video_loads_the_student_once(tmp_path: Path, short_clip: Path, caplog) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="nst_lightning.inference.runtimes")
+    report = stylize_video(short_clip, tmp_path / "fast.mp4", "starry_night", quality="fast", device="cpu",
+                           progress=False)  # fmt: skip
+    assert report.frames == 3
+    assert caplog.text.count("quality=fast") == 1, caplog.text  # once for the clip, not once per frame

@@ -254,3 +254,33 @@ def test_a_paintings_statistics_are_computed_once_by_its_pixels(tmp_path: Path, 
     other[0, 0] = 255 - other[0, 0]
     assert model.style_stats(Image.fromarray(other)) is not first
     assert painting_passes() == 4
+
+
+@pytest.mark.slow  # about a minute on a busy CPU: converts VGG-19 and the decoder, measures the candidates
+def test_zeroshot_through_the_auto_runtime_matches_eager(tmp_path: Path, style_path: Path, monkeypatch, caplog) -> None:
+    """The shipped encoder and decoder through runtime=auto (and openvino) give eager's image to 1/255; the
+    refinement steps stay eager; tiles keep the whole image's content statistics in the runtime too."""
+    import logging
+
+    pytest.importorskip("openvino")
+    import nst_lightning.export  # noqa: F401  (registers the runtimes)
+    from nst_lightning.inference import stylize
+    from nst_lightning.inference.stylize import prepare_model
+    from nst_lightning.inference.zeroshot import load_zeroshot
+
+    monkeypatch.setenv("NST_CACHE_DIR", str(tmp_path))
+    caplog.set_level(logging.INFO, logger="nst_lightning.export.zeroshot_runtime")
+    model = load_zeroshot(style_path)
+    photo = torch.from_numpy(np.array(synthetic_photo(96, 72, seed=2), dtype=np.float32) / 255).permute(2, 0, 1)
+    eager = stylize(photo, model, input_noise=0.0)
+    for runtime in ("auto", "openvino"):
+        runner = prepare_model(model, runtime=runtime)
+        assert runner.module is runner.fn and runner.module.refine_steps == model.refine_steps
+        got = stylize(photo, runner, input_noise=0.0)
+        assert (got - eager).abs().mean() <= 1 / 255, runtime
+    assert "runtime=auto: zero-shot" in caplog.text and "fastest that passed the gate" in caplog.text
+    assert prepare_model(model, runtime="openvino").runtime == "openvino"
+    tiled = stylize(photo, model, input_noise=0.0, tile_size=64, tile_overlap=16, runtime="openvino")
+    assert (tiled - stylize(photo, model, input_noise=0.0, tile_size=64, tile_overlap=16)).abs().mean() <= 1 / 255
+    with pytest.raises(NSTError, match="zero-shot model runs with runtime=eager, auto"):
+        prepare_model(load_zeroshot(style_path), runtime="onnxruntime")

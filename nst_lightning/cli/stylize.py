@@ -72,6 +72,8 @@ def run(cfg: DictConfig) -> list[Path]:
     written, and the command then fails with the list of skipped files.
     """
     options = options_from_config(cfg)  # every bad value fails here, before a model is loaded
+    if options.runtime != "eager":
+        import nst_lightning.export  # noqa: F401  (registers the runtimes that runtime= converts to)
     if not cfg.input:
         raise BadValue("no input given: use input=FILE_OR_FOLDER")
     model = _model(cfg)

@@ -11,6 +11,7 @@ stylized = runtime(images)                 # B×3×H×W in [0, 1] → B×3×H×W
 fastest = choose_runtime(loaded)           # the fastest runtime that passes the quality gate here (cached)
 """
 
+from nst_lightning.export import convert  # noqa: F401  (registers the stylize paths' runtime converter)
 from nst_lightning.export.auto import auto_runtime, choose_runtime
 from nst_lightning.export.exporter import PARITY_SIZES, check_parity, export
 from nst_lightning.export.gate import MAX_MEAN_ABS_DIFF, MAX_OBJECTIVE_REL, GateResult, check_gate

@@ -31,18 +31,16 @@ from nst_lightning.export.openvino_runtime import PRECISIONS as OPENVINO_RUNTIME
 from nst_lightning.export.openvino_runtime import OpenVinoRuntime
 from nst_lightning.export.torch_runtimes import EagerRuntime, TorchExportRuntime, TorchScriptRuntime
 from nst_lightning.inference.checkpoint import LoadedModel, load_model, resolve_checkpoint, resolve_device
+from nst_lightning.inference.runtimes import RUNTIMES, normalize_runtime
 
 __all__ = ["RUNTIMES", "EagerRuntime", "OnnxRuntime", "OpenVinoRuntime", "Runtime", "TorchExportRuntime",
            "TorchScriptRuntime", "default_runtime", "detect_format", "export_info", "load_runtime",
            "normalize_runtime", "quantize_int8", "runtime_from_model"]  # fmt: skip
-RUNTIMES = ("eager", "torchscript", "torch_export", "onnxruntime", "onnxruntime_int8", *OPENVINO_RUNTIMES)
 # Which runtime runs which file format ("checkpoint": a Lightning checkpoint or an nst_lightning .pt model).
 RUNTIME_OF_FORMAT = {"checkpoint": "eager", "torchscript": "torchscript", "torch_export": "torch_export",
                      "onnx": "onnxruntime", "openvino": "openvino"}  # fmt: skip
 # The other runtimes that can run a file of that format.
 ALSO_RUNS = {"onnx": tuple(OPENVINO_RUNTIMES), "openvino": ("openvino_bf16",)}
-ALIASES = {"onnx": "onnxruntime", "ort": "onnxruntime", "torch.export": "torch_export", "jit": "torchscript",
-           "ov": "openvino", "openvino_fp32": "openvino"}  # fmt: skip
 
 
 def default_runtime(device: str | torch.device = "cpu") -> str:
@@ -57,18 +55,6 @@ def default_runtime(device: str | torch.device = "cpu") -> str:
         except NSTError:
             return "eager"
     return "eager"
-
-
-def normalize_runtime(runtime: str | None) -> str | None:
-    """A runtime name (aliases ``onnx``, ``ort``, ``torch.export``, ``jit`` accepted), ``auto`` or None."""
-    if runtime in (None, ""):
-        return None
-    if runtime == "auto":
-        return "auto"
-    name = ALIASES.get(runtime, runtime)
-    if name not in RUNTIMES:
-        raise NSTError(f"unknown runtime {runtime!r}; choose one of: {', '.join(RUNTIMES)}")
-    return name
 
 
 def detect_format(path: str | Path) -> str:

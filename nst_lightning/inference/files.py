@@ -129,8 +129,9 @@ def stylize_paths(
     if is_video(src):
         out = plan_video_output(Path(src), Path(dst))
         video = stylize_video(src, out, model, options, device=device, progress=progress)
-        log.info("wrote %s: %d frames at %s fps (audio %s) in %.1f s (%.2f s/frame)", out, video.frames, video.rate,
-                 "copied" if video.audio else "none", video.seconds, video.seconds_per_frame)  # fmt: skip
+        log.info("wrote %s: %d frames at %s fps (audio %s) in %.1f s (%.2f s/frame, %.1f frames/s; runtime %s; per "
+                 "frame: %s)", out, video.frames, video.rate, "copied" if video.audio else "none", video.seconds,
+                 video.seconds_per_frame, video.fps, video.runtime, video.stage_summary())  # fmt: skip
         return StylizeReport(written=[out])
     pairs = plan_outputs(Path(src), Path(dst), suffix)
     runner = stylize_runner(model, options, device)

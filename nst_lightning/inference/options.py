@@ -5,9 +5,10 @@ layer, video, ``stylize.py`` (``conf/stylize.yaml`` maps onto it with :meth:`Sty
 service routes take. Its field defaults are the library's defaults; a bad value raises
 :class:`~nst_lightning.errors.BadValue` when the value is built, before any file is read or model loaded.
 Adding an option means adding a field here, its key in ``conf/stylize.yaml`` and the code that uses it.
-How a network is run (eager, an exported runtime) is not an option here: it is chosen where the model is loaded
-(:func:`nst_lightning.export.runtime.load_runtime`, the service's ``runtime`` setting), and any such callable is
-a model to :func:`~nst_lightning.inference.stylize.stylize`.
+How a network is run is the ``runtime`` field: :func:`~nst_lightning.inference.stylize.prepare_model` converts a
+checkpoint, a loaded network or the zero-shot model to it once (``auto``: the fastest runtime that passes the
+quality gate on this machine, :mod:`nst_lightning.export.auto`). A model that already is a runtime (an exported
+file opened by :func:`nst_lightning.export.runtime.load_runtime`, as the service does) runs as it is.
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ from nst_lightning.settings import from_mapping
 DEFAULT_TILE_SIZE = 1024
 DEFAULT_TILE_OVERLAP = 128  # tiles overlap this much (or tile_size // 4) and cross-fade over its middle half
 MIN_TILE = 64
+DEFAULT_FLOW_SIZE = 320  # video: optical flow on frames of this longest side (a 640×360 frame: 320×180)
+MIN_FLOW_SIZE = 32
 STROKE_SCALES = (0.25, 8.0)  # the range of stroke_scale (the network runs on an image 4× larger to 8× smaller)
 CONSISTENCY = ("flow", "none")
+QUALITIES = ("full", "fast")  # fast: the style's distilled student where one is shipped (the service's quality=fast)
 
 
 def _is_int(value: Any) -> bool:
@@ -69,6 +73,13 @@ class StylizeOptions:
             ``none`` (frame by frame).
         temporal_weight: video only: share of the warped previous output, in [0, 1) (``None``: the library's
             ``TEMPORAL_WEIGHT``).
+        flow_size: video only: the optical flow of ``consistency=flow`` is computed on frames shrunk to this
+            longest side (``None``: at the frame's size) and scaled back up; the blend itself is at full size.
+        runtime: how the network runs: ``eager`` (PyTorch), ``auto`` (the fastest runtime that passes the quality
+            gate on this CPU, measured once and cached; eager on a GPU or without OpenVINO, with the reason
+            logged) or a runtime name of :data:`nst_lightning.inference.runtimes.RUNTIMES` (``openvino_bf16``, ...).
+        quality: ``full`` (the network) or ``fast`` (the style's shipped distilled student, where there is one;
+            otherwise the network, with a logged note).
     """
 
     strength: float = 1.0
@@ -85,12 +96,18 @@ class StylizeOptions:
     style_mix: Mapping[str, float] | None = field(default=None, hash=False)
     consistency: str = "flow"
     temporal_weight: float | None = None
+    flow_size: int | None = DEFAULT_FLOW_SIZE
+    runtime: str = "eager"
+    quality: str = "full"
 
     def __post_init__(self) -> None:
         _check_blend(self)
         _check_tiles(self)
         _check_noise_and_strokes(self)
         _check_style_and_video(self)
+        object.__setattr__(self, "runtime", _checked_runtime(self.runtime))
+        if self.quality not in QUALITIES:
+            raise BadValue(f"quality must be one of {', '.join(QUALITIES)}, got {self.quality!r}")
         if self.style_mix is not None:  # a private copy: the value stays what it was when checked
             object.__setattr__(self, "style_mix", {str(k): float(v) for k, v in self.style_mix.items()})
 
@@ -198,3 +215,19 @@ def _check_style_and_video(o: StylizeOptions) -> None:
     w = o.temporal_weight
     if w is not None and not (_is_number(w) and 0.0 <= w < 1.0):
         raise BadValue(f"temporal_weight must be in [0, 1) (or null: the default), got {w!r}")
+    f = o.flow_size
+    if f is not None and not (_is_int(f) and f >= MIN_FLOW_SIZE):
+        raise BadValue(f"flow_size must be at least {MIN_FLOW_SIZE} pixels (or null: the frame's size), got {f!r}")
+
+
+def _checked_runtime(runtime: Any) -> str:
+    """``runtime`` as its canonical name (aliases such as ``ov`` or ``onnx`` accepted), ``auto`` or ``eager``."""
+    if not isinstance(runtime, str):
+        raise BadValue(f"runtime must be a runtime name, auto or eager, got {runtime!r}")
+    from nst_lightning.errors import NSTError
+    from nst_lightning.inference.runtimes import normalize_runtime
+
+    try:
+        return normalize_runtime(runtime) or "eager"
+    except NSTError as exc:
+        raise BadValue(f"{exc} (or auto)") from None

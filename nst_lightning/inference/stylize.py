@@ -52,6 +52,15 @@ class Stylizer:
     dtype: torch.dtype = torch.float32
     module: nn.Module | None = None  # the eager network, whose instance-norm layers tiling can hook
     style: torch.Tensor | None = None  # a multi-style network's S style weights (None: its default, style 0)
+    runtime: str = "eager"  # what ``fn`` is: eager, or the runtime the network was converted to
+
+    @property
+    def eager(self) -> Stylizer:
+        """This runner with the eager network (itself when it is eager already or has none)."""
+        if self.module is None or self.fn is self.module:
+            return self
+        dev, dtype = _module_device(self.module)
+        return dataclasses.replace(self, fn=self.module, device=dev, dtype=dtype, runtime="eager")
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         padded, (h, w) = pad_to_multiple(images, 1, min_size=MIN_SIDE)
@@ -80,7 +89,7 @@ def _module_device(module: nn.Module) -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.float32
 
 
-def prepare_model(model: ModelLike, device: str | torch.device | None = None) -> Stylizer:
+def prepare_model(model: ModelLike, device: str | torch.device | None = None, runtime: str = "eager") -> Stylizer:
     """Turn whatever :func:`stylize` accepts as a model into a :class:`Stylizer` (do it once, then reuse it).
 
     Args:
@@ -88,24 +97,37 @@ def prepare_model(model: ModelLike, device: str | torch.device | None = None) ->
             callable B×3×H×W → B×3×H×W (an exported runtime; run on ``device``, default the CPU); or a checkpoint
             path / shipped-model name, loaded on ``device`` (default ``auto``: CUDA when available) and cached.
         device: see ``model``; for an ``nn.Module`` it must match where its parameters are (or be ``auto``).
+        runtime: ``eager``, ``auto`` or a runtime name (:attr:`StylizeOptions.runtime`): a network (not a callable,
+            which runs as it is) is converted to it once per process (:mod:`.runtimes`, which logs the choice).
     """
     if isinstance(model, Stylizer):
         return model
+    loaded = None
     if isinstance(model, (str, Path)):
         path = resolve_checkpoint(model)
         dev = resolve_device(None if device is None else str(device))
         model = _load_cached(str(path.resolve()), path.stat().st_mtime_ns, str(dev))
     if isinstance(model, LoadedModel):
-        model = model.net
+        loaded, model = model, model.net
     if isinstance(model, nn.Module):
         dev, dtype = _module_device(model)
         if device is not None and str(device) != "auto":
             want = resolve_device(str(device))
             if want.type != dev.type or (want.index is not None and dev.index is not None and want.index != dev.index):
                 raise NSTError(f"the model is on {dev} but device={want} was asked for; move it with model.to(...)")
-        return Stylizer(fn=model, device=dev, dtype=dtype, module=model)
+        if runtime == "eager":
+            return Stylizer(fn=model, device=dev, dtype=dtype, module=model)
+        from nst_lightning.inference.runtimes import convert
+
+        converted = convert(model, runtime, dev, loaded)
+        if converted.name == "eager":
+            return Stylizer(fn=model, device=dev, dtype=dtype, module=model)
+        # the eager network stays beside the runtime: tiling hooks its instance-norm layers (``Stylizer.eager``)
+        module = converted.fn if isinstance(converted.fn, nn.Module) else model
+        return Stylizer(fn=converted.fn, device=dev, module=module, runtime=converted.name)
     if callable(model):
-        return Stylizer(fn=model, device=resolve_device(str(device)) if device is not None else torch.device("cpu"))
+        return Stylizer(fn=model, device=resolve_device(str(device)) if device is not None else torch.device("cpu"),
+                        runtime=str(getattr(model, "name", "") or "callable"))  # fmt: skip
     raise NSTError(
         f"cannot use a {type(model).__name__} as a model; pass a checkpoint path, a shipped model name, "
         "a LoadedModel, an nn.Module or a callable mapping B×3×H×W images to B×3×H×W images"
@@ -151,6 +173,9 @@ def _network(content: torch.Tensor, runner: Stylizer, options: StylizeOptions, p
         styled = runner(noise.add(x))
         return post(styled, x) if post is not None else styled
     stats = None
+    if runner.module is not None and runner.fn is not runner.module:
+        _log_eager_tiles(runner.runtime)
+        runner = runner.eager  # whole-image instance-norm statistics can be imposed on the eager network only
     if runner.module is not None:  # a network with statistics other than norm layers' provides them itself
         own = getattr(runner.module, "tile_statistics", None)
         stats = own() if callable(own) else GlobalNormStats(runner.module)
@@ -173,6 +198,15 @@ def _network(content: torch.Tensor, runner: Stylizer, options: StylizeOptions, p
         for i in range(content.shape[0])
     ]
     return torch.cat(outs)
+
+
+@functools.lru_cache(maxsize=8)
+def _log_eager_tiles(runtime: str) -> None:
+    """Say once per runtime that tiles run eager."""
+    log.info(
+        "tiles run eager, not %s: tiling imposes whole-image instance-norm statistics on every tile, which only "
+        "the eager network can take (whole images below tile_size run in %s)", runtime, runtime,
+    )  # fmt: skip
 
 
 def stroke_size(height: int, width: int, stroke_scale: float) -> tuple[int, int]:
@@ -250,8 +284,13 @@ def build_options(options: StylizeOptions | None = None, **changes: Any) -> Styl
 
 
 def stylize_runner(model: ModelLike, options: StylizeOptions, device: str | torch.device | None = None) -> Stylizer:
-    """The model ready to run with the options' style (load it once, then stylize many images or frames)."""
-    return choose_style(prepare_model(model, device), options.style, options.style_mix)
+    """The model ready to run with the options' style, quality and runtime (load it once, then stylize many images
+    or frames)."""
+    if options.quality == "fast" and not isinstance(model, Stylizer):  # a Stylizer is prepared already
+        from nst_lightning.inference.runtimes import fast_variant
+
+        model = fast_variant(model)
+    return choose_style(prepare_model(model, device, options.runtime), options.style, options.style_mix)
 
 
 @torch.inference_mode()

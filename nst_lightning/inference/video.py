@@ -1,10 +1,13 @@
 """Video as a file kind of the library: streamed decode → stylize → encode, with the options of a photo.
 
 Frames are decoded, stylized and encoded one at a time (PyAV, which bundles FFmpeg), so memory does not grow
-with the clip's length; the frame rate is kept and audio packets are copied unchanged. Every frame goes through
-:func:`~nst_lightning.inference.stylize.stylize` with the same :class:`StylizeOptions` as a photo; ``max_size``
+with the clip's length; the frame rate is kept and audio packets are copied unchanged. The encoder runs in a
+thread of its own behind a short queue, so it works while the network stylizes the next frame. Every frame goes
+through :func:`~nst_lightning.inference.stylize.stylize` with the same :class:`StylizeOptions` as a photo (its
+``runtime`` and ``quality`` included: the network is converted once, before the first frame); ``max_size``
 shrinks the decoded frames before anything else (so the temporal blend, the network and the encoder all see
-the output's size), and ``consistency`` / ``temporal_weight`` choose the blend of :mod:`.temporal`.
+the output's size), and ``consistency`` / ``temporal_weight`` / ``flow_size`` choose the blend of
+:mod:`.temporal`. :class:`VideoReport` says how long each stage took.
 
 Frames here are float tensors 1×3×H×W in [0, 1] (what stylize callables take) or H×W×3 uint8 arrays (what the
 codec gives).
@@ -13,9 +16,11 @@ codec gives).
 from __future__ import annotations
 
 import math
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -33,6 +38,7 @@ from nst_lightning.inference.temporal import TEMPORAL_WEIGHT, TemporalBlender
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 VIDEO_CODEC = "libx264"
 VIDEO_CRF = "18"
+ENCODE_QUEUE = 4  # stylized frames waiting for the encoder thread at most
 
 FrameFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -57,9 +63,14 @@ def plan_video_output(src: Path, output: Path) -> Path:
     return output / src.name
 
 
+STAGES = ("decode", "network", "flow", "blend", "encode")
+
+
 @dataclass
 class VideoReport:
-    """What :func:`stylize_video` did: frames written, their rate, whether audio was copied, and the time."""
+    """What :func:`stylize_video` did: frames written, their rate, whether audio was copied, and the time
+    (``stages``: seconds spent in each of :data:`STAGES`, the encoder's in its own thread, overlapping the
+    others; ``runtime``: what ran the network)."""
 
     frames: int
     rate: Fraction
@@ -67,14 +78,26 @@ class VideoReport:
     seconds: float
     width: int = 0
     height: int = 0
+    stages: dict[str, float] = field(default_factory=dict)
+    runtime: str = "eager"
 
     @property
     def seconds_per_frame(self) -> float:
         return self.seconds / max(self.frames, 1)
 
+    @property
+    def fps(self) -> float:
+        return self.frames / max(self.seconds, 1e-9)
+
+    def stage_summary(self) -> str:
+        """``decode 3 ms, network 250 ms, ...`` per frame."""
+        n = max(self.frames, 1)
+        return ", ".join(f"{k} {1000 * v / n:.0f} ms" for k, v in self.stages.items())
+
 
 def to_tensor(frame: np.ndarray) -> torch.Tensor:
     """H×W×3 uint8 → float 1×3×H×W in [0, 1]."""
+    frame = frame if frame.flags.writeable else frame.copy()  # a decoder's buffer may be read-only
     return torch.from_numpy(frame).permute(2, 0, 1).unsqueeze(0).float().div_(255)
 
 
@@ -84,16 +107,32 @@ def to_array(image: torch.Tensor) -> np.ndarray:
 
 
 def stylize_frames(
-    frames: Iterator[np.ndarray], stylize_frame: FrameFn, consistency: str = "flow", weight: float | None = None
+    frames: Iterator[np.ndarray],
+    stylize_frame: FrameFn,
+    consistency: str = "flow",
+    weight: float | None = None,
+    flow_size: int | None = None,
+    seconds: dict[str, float] | None = None,
 ) -> Iterator[np.ndarray]:
     """Stylize a stream of H×W×3 uint8 frames (lazily, one at a time) with ``stylize_frame`` and ``consistency``
-    (``flow``: blended by :class:`~.temporal.TemporalBlender` with ``weight``, default ``TEMPORAL_WEIGHT``)."""
+    (``flow``: blended by :class:`~.temporal.TemporalBlender` with ``weight``, default ``TEMPORAL_WEIGHT``, its
+    flow computed at ``flow_size``). ``seconds``, if given, accumulates ``network``, ``flow`` and ``blend``."""
     if consistency not in CONSISTENCY:
         raise BadValue(f"unknown consistency {consistency!r}; use one of {', '.join(CONSISTENCY)}")
-    blender = TemporalBlender(TEMPORAL_WEIGHT if weight is None else weight) if consistency == "flow" else None
+    blender = None
+    if consistency == "flow":
+        blender = TemporalBlender(TEMPORAL_WEIGHT if weight is None else weight, flow_size=flow_size)
+    seconds = seconds if seconds is not None else {}
     for frame in frames:
+        start = time.perf_counter()
         styled = to_array(stylize_frame(to_tensor(frame)))
-        yield blender(frame, styled) if blender is not None else styled
+        seconds["network"] = seconds.get("network", 0.0) + time.perf_counter() - start
+        if blender is None:
+            yield styled
+            continue
+        out = blender(frame, styled)
+        seconds.update(blender.seconds)
+        yield out
 
 
 def _open(path: Path):
@@ -156,6 +195,7 @@ def stylize_video(
     runner = stylize_runner(model, options, device)
     # frames are shrunk once, when decoded; the runner has the style bound
     per_frame = options.replace(max_size=None, style=None, style_mix=None)
+    stages = dict.fromkeys(STAGES, 0.0)
     start = time.perf_counter()
     dst.parent.mkdir(parents=True, exist_ok=True)
     inp = _open(src)
@@ -169,43 +209,107 @@ def stylize_video(
             v_out.width, v_out.height, v_out.pix_fmt = width, height, "yuv420p"
             a_out = out.add_stream_from_template(a_in) if a_in is not None else None
             streams = [v_in] + ([a_in] if a_in is not None else [])
-            frames = _decoded_frames(inp, streams, a_in, a_out, out, options.max_size, (width, height))
+            lock = threading.Lock()  # the encoder thread and the audio copy share the output container
+            frames = _timed(_decoded_frames(inp, streams, a_in, a_out, out, options.max_size, (width, height), lock),
+                            stages, "decode")  # fmt: skip
             styled_frames = stylize_frames(frames, lambda x: stylize(x, runner, per_frame), options.consistency,
-                                           options.temporal_weight)  # fmt: skip
+                                           options.temporal_weight, options.flow_size, stages)  # fmt: skip
             with tqdm(total=v_in.frames or None, unit="frame", disable=not progress, desc=src.name) as bar:
-                count = _encode(styled_frames, out, v_out, rate, bar.update)
+                count = _encode(styled_frames, out, v_out, rate, bar.update, stages, lock)
     finally:
         inp.close()
     seconds = time.perf_counter() - start
-    return VideoReport(count, Fraction(rate), a_in is not None, seconds, width, height)
+    return VideoReport(count, Fraction(rate), a_in is not None, seconds, width, height, stages, runner.runtime)
 
 
-def _encode(frames: Iterator[np.ndarray], out, v_out, rate: Fraction, tick) -> int:
-    """Encode H×W×3 uint8 ``frames`` into the stream ``v_out`` of ``out`` (then flush it); returns the count."""
-    import av
+def _timed(items: Iterator[np.ndarray], seconds: dict[str, float], stage: str) -> Iterator[np.ndarray]:
+    """``items`` as they come, the time spent producing them added to ``seconds[stage]``."""
+    while True:
+        start = time.perf_counter()
+        try:
+            item = next(items)
+        except StopIteration:
+            return
+        finally:
+            seconds[stage] += time.perf_counter() - start
+        yield item
 
+
+def _encode(
+    frames: Iterator[np.ndarray], out, v_out, rate: Fraction, tick, seconds: dict[str, float], lock: threading.Lock
+) -> int:  # fmt: skip
+    """Encode H×W×3 uint8 ``frames`` into the stream ``v_out`` of ``out`` (then flush it); returns the count and
+    adds the encoder's time to ``seconds["encode"]``.
+
+    The encoder runs in a thread of its own, fed through a short queue, so that it works while the network
+    stylizes the next frame (PyAV releases the GIL while it encodes); ``lock`` guards ``out``, into which the
+    decoding side copies audio packets."""
+    pending: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=ENCODE_QUEUE)
+    failures: list[BaseException] = []
+    worker = threading.Thread(target=_encoder, args=(pending, out, v_out, rate, seconds, lock, failures),
+                              name="video-encoder", daemon=True)  # fmt: skip
+    worker.start()
     count = 0
-    for index, styled in enumerate(frames):
-        frame = av.VideoFrame.from_ndarray(styled, format="rgb24")
-        frame.pts, frame.time_base = index, Fraction(1) / rate
-        out.mux(v_out.encode(frame))
-        count += 1
-        tick(1)
-    out.mux(v_out.encode(None))
+    try:
+        for styled in frames:
+            if failures:
+                break
+            pending.put(styled)
+            count += 1
+            tick(1)
+    finally:
+        pending.put(None)
+        worker.join()
+    if failures:
+        raise failures[0]
     return count
 
 
+def _encoder(pending: queue.Queue, out, v_out, rate: Fraction, seconds: dict[str, float], lock: threading.Lock,
+             failures: list[BaseException]) -> None:  # fmt: skip
+    """The encoding thread of :func:`_encode`: frames from ``pending`` until ``None``, then the flush. After a
+    failure (kept in ``failures``) it only drains the queue, so that the producer never blocks."""
+    import av
+
+    index = 0
+    while (styled := pending.get()) is not None:
+        if failures:
+            continue
+        try:
+            start = time.perf_counter()
+            frame = av.VideoFrame.from_ndarray(styled, format="rgb24")
+            frame.pts, frame.time_base = index, Fraction(1) / rate
+            packets = v_out.encode(frame)
+            with lock:
+                out.mux(packets)
+            seconds["encode"] += time.perf_counter() - start
+            index += 1
+        except Exception as exc:
+            failures.append(exc)
+    if failures:
+        return
+    try:
+        start = time.perf_counter()
+        packets = v_out.encode(None)
+        with lock:
+            out.mux(packets)
+        seconds["encode"] += time.perf_counter() - start
+    except Exception as exc:
+        failures.append(exc)
+
+
 def _decoded_frames(
-    inp, streams, a_in, a_out, out, max_size: int | None, size: tuple[int, int]
+    inp, streams, a_in, a_out, out, max_size: int | None, size: tuple[int, int], lock: threading.Lock
 ) -> Iterator[np.ndarray]:
-    """Demux ``inp``: audio packets are copied to ``out`` as they come; video frames are yielded as H×W×3 uint8,
-    shrunk by ``max_size`` (Lanczos, as a photo) and cropped to ``size`` (w, h)."""
+    """Demux ``inp``: audio packets are copied to ``out`` (under ``lock``) as they come; video frames are yielded
+    as H×W×3 uint8, shrunk by ``max_size`` (Lanczos, as a photo) and cropped to ``size`` (w, h)."""
     width, height = size
     for packet in inp.demux(*streams):
         if a_in is not None and packet.stream is a_in:
             if packet.dts is not None:
                 packet.stream = a_out
-                out.mux(packet)
+                with lock:
+                    out.mux(packet)
             continue
         for frame in packet.decode():
             pixels = frame.to_ndarray(format="rgb24")

@@ -26,7 +26,7 @@ import functools
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +58,7 @@ DEFAULT_METHOD = "wct"
 STYLE_SIZE = 512  # larger style images are shrunk to this longest side before their statistics are computed
 MIN_PAINTING_SIDE = 32  # pixels: smaller paintings are enlarged (nearest neighbour) before encoding
 STATS_CACHE_ENTRIES = 32  # paintings whose statistics the process keeps (by the sha256 of their pixels)
+PartFn = Callable[[torch.Tensor], torch.Tensor]  # an encoder or a decoder of one level
 
 
 def decoder_path(level: str) -> Path:
@@ -187,6 +188,10 @@ class ZeroShotModel(TransformNet):
         self.size_multiple = max(d.scale for d in ordered)
         self._content: dict[str, list[FeatureStats]] | None = None  # fixed content statistics (tiling)
         self._recording = False
+        # Per level, the encoder (image → features) and decoder (features → image) as run; None: the eager modules.
+        # A runtime replaces them (:func:`nst_lightning.export.zeroshot_runtime.zeroshot_runtime`).
+        self.parts: dict[str, tuple[PartFn, PartFn]] | None = None
+        self.runtime = "eager"
 
     @torch.no_grad()
     def style_stats(self, style_image, size: int | None = STYLE_SIZE) -> PaintingStats:
@@ -261,10 +266,18 @@ class ZeroShotModel(TransformNet):
 
     def _one(self, x: torch.Tensor, index: int) -> torch.Tensor:
         for level in self.levels:
-            f = self.vgg(x, [level])[level]
+            encode, decode = self.part(level)
+            f = encode(x)
             content = self._content_stats(level, index, f)
-            x = self.decoders[level](transform(f[0], self.method, self.style.levels[level], content).unsqueeze(0))
+            x = decode(transform(f[0], self.method, self.style.levels[level], content).unsqueeze(0))
         return x
+
+    def part(self, level: str) -> tuple[PartFn, PartFn]:
+        """The encoder (1×3×H×W image → 1×C×h×w features at ``level``) and the decoder (features → 1×3×H×W)
+        of ``level``, as this model runs them (eager, or in its runtime)."""
+        if self.parts is not None:
+            return self.parts[level]
+        return functools.partial(_encode, self.vgg, level), self.decoders[level]
 
     def _content_stats(self, level: str, index: int, f: torch.Tensor) -> FeatureStats | None:
         if self._recording:
@@ -283,6 +296,10 @@ class ZeroShotModel(TransformNet):
     def tile_statistics(self) -> ContentStatistics:
         """Record content statistics from a downscaled whole image, then impose them on every tile."""
         return ContentStatistics(self)
+
+
+def _encode(vgg: VGG19Features, level: str, images: torch.Tensor) -> torch.Tensor:
+    return vgg(images, [level])[level]
 
 
 class ContentStatistics:

@@ -20,11 +20,13 @@ import torch
 from PIL import Image
 
 from nst_lightning.errors import BadValue, NotFound
-from nst_lightning.export.runtime import EagerRuntime, load_runtime, normalize_runtime
+from nst_lightning.export.auto import choose_runtime
+from nst_lightning.export.runtime import EagerRuntime, detect_format, load_runtime, normalize_runtime
 from nst_lightning.image import is_image_file
 from nst_lightning.inference import (
     PRETRAINED_DIR,
     StylizeOptions,
+    load_model,
     pretrained_models,
     pretrained_students,
     resolve_device,
@@ -76,8 +78,13 @@ def stylize_image(runner: Runner, image: Image.Image, options: StylizeOptions | 
 
 def load_runner(ckpt: Path, runtime: str, device: torch.device) -> Runner:
     """A callable B×3×H×W → B×3×H×W for the checkpoint in the asked runtime (non-eager runtimes convert the
-    checkpoint in memory; see :func:`nst_lightning.export.runtime.load_runtime`)."""
-    return load_runtime(ckpt, normalize_runtime(runtime), device)
+    checkpoint in memory; see :func:`nst_lightning.export.runtime.load_runtime`). ``auto`` for a checkpoint is
+    the fastest runtime that passes the quality gate on this machine (:func:`nst_lightning.export.auto.choose_runtime`,
+    measured once and cached, logged); for an exported file, its own format."""
+    name = normalize_runtime(runtime)
+    if name == "auto" and detect_format(ckpt) == "checkpoint":
+        return choose_runtime(load_model(ckpt, device), device)
+    return load_runtime(ckpt, name, device)
 
 
 def find_checkpoints(styles: list[str] | None, models_dir: str | None) -> dict[str, Path]:

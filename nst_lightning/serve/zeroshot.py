@@ -19,6 +19,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from PIL import Image
 
+from nst_lightning.export.runtime import normalize_runtime
+from nst_lightning.export.zeroshot_runtime import zeroshot_runtime
 from nst_lightning.inference.zeroshot import DEFAULT_METHOD, STYLE_SIZE, PaintingStats, ZeroShotModel, load_zeroshot
 from nst_lightning.serve.fields import Output, form_openapi, output, stylize_options
 from nst_lightning.serve.models import Runner
@@ -42,8 +44,8 @@ MISSING = "send the photo as file field 'image' and the painting as file field '
 class ZeroShotStyles:
     """The zero-shot model (loaded on first use) and the statistics of recent paintings, by sha256."""
 
-    def __init__(self, device: str = "cpu", entries: int = STYLE_STATS_ENTRIES) -> None:
-        self.device, self.entries = device, entries
+    def __init__(self, device: str = "cpu", entries: int = STYLE_STATS_ENTRIES, runtime: str = "eager") -> None:
+        self.device, self.entries, self.runtime = device, entries, runtime
         self._model: ZeroShotModel | None = None
         self._stats: OrderedDict[str, PaintingStats] = OrderedDict()
         self._lock = threading.Lock()
@@ -51,8 +53,8 @@ class ZeroShotStyles:
 
     def _loaded(self) -> ZeroShotModel:
         with self._lock:
-            if self._model is None:
-                self._model = load_zeroshot(device=self.device)
+            if self._model is None:  # the encoder and decoders in the service's runtime (auto: the gated choice)
+                self._model = zeroshot_runtime(load_zeroshot(device=self.device), self.runtime, fallback=True)
             return self._model
 
     def cached(self, digest: str) -> PaintingStats | None:
@@ -91,7 +93,8 @@ class ZeroShotStyles:
 def add_zeroshot_route(app: FastAPI, pipeline: Pipeline) -> ZeroShotStyles:
     """Register ``POST /stylize/zeroshot`` on ``app``, through ``pipeline`` like ``POST /stylize``."""
     settings = pipeline.settings
-    styles = ZeroShotStyles(str(settings.device) if settings.device not in (None, "auto") else "cpu")
+    device = str(settings.device) if settings.device not in (None, "auto") else "cpu"
+    styles = ZeroShotStyles(device, runtime=normalize_runtime(settings.runtime) or "eager")
 
     @app.post("/stylize/zeroshot", openapi_extra=form_openapi(["image", "style_image"], ZEROSHOT_FIELDS, settings))
     async def stylize_zeroshot(request: Request) -> Response:
