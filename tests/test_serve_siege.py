@@ -78,6 +78,13 @@ def test_a_style_mix_weight_too_large_for_a_float_is_a_422(mix: str) -> None:
     assert status_of(refused.value) == 422 and "weights" in str(refused.value)
 
 
+@pytest.mark.parametrize("depth", [1000, 4000])
+def test_a_style_mix_nested_deeper_than_the_json_decoder_goes_is_a_422(depth: int) -> None:
+    with pytest.raises(BadValue) as refused:  # a RecursionError (500) before
+        parse_style_mix("[" * depth, ["a", "b"])
+    assert status_of(refused.value) == 422 and "JSON object" in str(refused.value)
+
+
 def _time_wait_port() -> int:
     """A port whose server closed its accepted connections first, so they sit in TIME_WAIT; nobody listens."""
     listener = socket.socket()
