@@ -341,13 +341,22 @@ def test_a_webp_beyond_what_its_full_size_decode_may_cost_is_a_413(styles: dict[
 
 @pytest.mark.slow
 def test_peak_rss_of_the_worst_cases_is_within_the_documented_budget() -> None:
-    """benchmarks/serve_memory.py against serve.py (eager): the budget of docs/serve.md, and memory given back."""
+    """benchmarks/serve_memory.py against serve.py (eager, default limits): each worst case of docs/serve.md (40
+    concurrent largest uploads, 1024- and 4096-px photos, a 38 MP WebP of about 100 KB) peaks within the budget formula
+    and RSS is back within 300 MB of idle 3 s after each."""
     script = REPO / "benchmarks" / "serve_memory.py"
-    args = ["--cases", "1024", "4096", "webp", "--settle", "3", "--", "runtime=eager"]
-    out = subprocess.run([sys.executable, str(script), *args], cwd=REPO, capture_output=True, text=True, timeout=600)
+    args = ["--cases", "uploads", "1024", "4096", "webp", "--settle", "3", "--", "runtime=eager"]
+    out = subprocess.run([sys.executable, str(script), *args], cwd=REPO, capture_output=True, text=True, timeout=900)
     summary = json.loads(out.stdout.strip().splitlines()[-1])
-    model_run, decode = 850 * 1.15, 160  # MB: one 1024-px model run (measured, +15 %), one 40 MP decode
+    defaults = ServeSettings()
+    bodies = 2 * defaults.max_uploads_held * (defaults.max_upload_mb + 64 / 1024)  # MB: held bodies, image split off
+    decode = 4 * defaults.max_pixels / 2**20  # MB: one full-size decode
+    model_run = 850 * 1.15  # MB: one 1024-px model run (measured, +15 %)
     for case in summary["cases"]:
-        assert case["peak_mb"] - summary["idle_mb"] <= model_run + decode, case
+        budget = decode + model_run + (bodies if case["case"] == "uploads" else 0)
+        assert case["peak_mb"] - summary["idle_mb"] <= budget, (case, budget)
         assert case["after_mb"] - summary["idle_mb"] <= 300, case
-    assert [c["statuses"] for c in summary["cases"]] == [{"200": 1}, {"200": 1}, {"413": 1}]
+    statuses = {c["case"]: c["statuses"] for c in summary["cases"]}
+    assert set(statuses["uploads"]) <= {"200", "503"} and statuses["uploads"].get("200", 0) >= 1, statuses
+    assert sum(statuses["uploads"].values()) == 40
+    assert [statuses[c] for c in ("1024", "4096", "webp")] == [{"200": 1}, {"200": 1}, {"413": 1}]
