@@ -85,6 +85,18 @@ def test_a_style_mix_nested_deeper_than_the_json_decoder_goes_is_a_422(depth: in
     assert status_of(refused.value) == 422 and "JSON object" in str(refused.value)
 
 
+def test_the_service_leaves_no_temp_folders_when_it_shuts_down(styles: dict[str, StyleModel]) -> None:
+    from fastapi.testclient import TestClient
+
+    settings = ServeSettings(runtime="eager", max_size=64, allowed_hosts=["*"], cache=CacheSettings("none"))
+    app = create_app(settings, styles)
+    folders = [app.state.adapt._folder, app.state.device.folder]  # adaptation jobs, in-browser bundles
+    assert all(f.is_dir() for f in folders)
+    with TestClient(app) as c:  # runs the app's lifespan, as uvicorn does for serve.py (SIGTERM included)
+        assert c.get("/health").status_code == 200
+    assert not any(f.exists() for f in folders)
+
+
 def _time_wait_port() -> int:
     """A port whose server closed its accepted connections first, so they sit in TIME_WAIT; nobody listens."""
     listener = socket.socket()
