@@ -389,8 +389,7 @@ def main() -> None:
     by_kind: dict[str, dict[str, int]] = {}
     for (kind, outcome), count in sorted(results.items()):
         by_kind.setdefault(kind, {})[outcome] = count
-    good = {o: c for k, outcomes in by_kind.items() if k in GOOD_KINDS for o, c in outcomes.items()}
-    lost = sum(c for o, c in good.items() if o not in ("200", "503"))
+    lost = sum(c for k in GOOD_KINDS for o, c in by_kind.get(k, {}).items() if o not in ("200", "503"))
     server_500 = sum(float(line.split()[-1]) for line in metrics.splitlines()
                      if line.startswith("nst_requests_total") and 'status="500"' in line)  # fmt: skip
     counters = {name: sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(name))

@@ -4,6 +4,7 @@ header blocks over the limit, the breaker's half-open state."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import shutil
@@ -95,6 +96,29 @@ def test_the_service_leaves_no_temp_folders_when_it_shuts_down(styles: dict[str,
     with TestClient(app) as c:  # runs the app's lifespan, as uvicorn does for serve.py (SIGTERM included)
         assert c.get("/health").status_code == 200
     assert not any(f.exists() for f in folders)
+
+
+def test_a_request_that_gets_no_model_slot_within_max_queue_wait_s_is_a_503() -> None:
+    from nst_lightning.serve.errors import Busy
+    from nst_lightning.serve.metrics import Metrics
+    from nst_lightning.serve.pipeline import ModelGate
+
+    async def scenario() -> tuple[str, float, int, str]:
+        gate = ModelGate(max_concurrency=1, max_queue=4, metrics=Metrics(), max_wait_s=0.3)
+        slow = asyncio.ensure_future(gate.run(time.sleep, 1.0))  # takes the one model thread for 1 s
+        await asyncio.sleep(0.05)
+        start = time.perf_counter()
+        with pytest.raises(Busy) as refused:
+            await gate.run(lambda: "never runs")
+        waited = time.perf_counter() - start
+        await asyncio.sleep(0.05)
+        queued = gate.count  # the refused request gave its place back: only the slow one holds one
+        await slow
+        return str(refused.value), waited, queued, await gate.run(lambda: "runs")
+
+    message, waited, queued, after = asyncio.run(scenario())
+    assert "no model slot within 0.3 s" in message and 0.25 < waited < 0.9
+    assert queued == 1 and after == "runs"
 
 
 def _time_wait_port() -> int:
