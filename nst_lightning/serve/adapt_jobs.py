@@ -12,9 +12,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import queue
+import shutil
 import tempfile
 import threading
 import uuid
+import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +63,7 @@ class AdaptJobs:
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
         self._folder = Path(tempfile.mkdtemp(prefix="nst-adapt-"))
+        self.close = weakref.finalize(self, shutil.rmtree, self._folder, ignore_errors=True)  # at shutdown or exit
 
     def active(self) -> int:
         return sum(j.status in ("queued", "running") for j in self.jobs.values())

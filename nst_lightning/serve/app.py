@@ -14,6 +14,8 @@ A stylize request goes through these bounded stages, each with its own limit (se
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
@@ -43,7 +45,14 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
                              settings.thumbnail_size, settings.fast_runtime, settings.fast_models_dir)  # fmt: skip
     pipeline = Pipeline(settings, metrics, cache)
 
-    app = FastAPI(title="nst_lightning", summary="Neural style transfer as a service", docs_url="/docs")
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        app.state.adapt.close()  # the temp folders of adaptation jobs and in-browser bundles: nothing left behind
+        app.state.device.close()
+
+    app = FastAPI(title="nst_lightning", summary="Neural style transfer as a service", docs_url="/docs",
+                  lifespan=lifespan)  # fmt: skip
     app.state.settings, app.state.styles, app.state.metrics, app.state.cache = settings, styles, metrics, cache
     app.add_middleware(Guard, settings=settings, metrics=metrics)  # type: ignore[arg-type]
     add_error_handlers(app)

@@ -10,7 +10,9 @@ let ONNX Runtime Web use WebAssembly threads.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import tempfile
+import weakref
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -34,6 +36,7 @@ class DeviceBundles:
     def __init__(self, styles: dict[str, StyleModel]) -> None:
         self.styles = styles
         self.folder = Path(tempfile.mkdtemp(prefix="nst-device-"))
+        self.close = weakref.finalize(self, shutil.rmtree, self.folder, ignore_errors=True)  # at shutdown or exit
         self._exports: dict[str, asyncio.Future[Path]] = {}
 
     def source(self, network: str) -> str:

@@ -188,7 +188,7 @@ def parse_style_mix(raw: str | None, network_styles: list[str]) -> dict[str, flo
         raise BadValue("style_mix needs a multi-style network (GET /styles lists each network's styles)")
     try:
         mix = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the decoder goes (a 4 KB "[[[[...")
         mix = None
     if not isinstance(mix, dict) or not mix:
         raise BadValue(f'style_mix must be a JSON object such as {{"{network_styles[0]}": 0.7, ...}}')

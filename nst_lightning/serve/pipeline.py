@@ -10,7 +10,8 @@ both:
 3. otherwise (``miss``) the photo is decoded and checked in a pool of ``decode_workers`` threads, at reduced size,
    before it may take a model slot (junk never waits for, or holds, a model), and the job's model gets ready (the
    zero-shot route decodes its painting in the same pool);
-4. :class:`ModelGate`: ``max_concurrency`` model calls run, ``max_queue`` more wait; beyond that 503;
+4. :class:`ModelGate`: ``max_concurrency`` model calls run, ``max_queue`` more wait, each at most
+   ``max_queue_wait_s``; beyond that 503;
 5. the result is encoded, stored in the cache, and counted (hit, shared, miss, model seconds by model).
 
 The request body itself was bounded before the route ran (:class:`~nst_lightning.serve.guard.Guard`).
@@ -90,10 +91,13 @@ class Job:
 
 
 class ModelGate:
-    """Runs model work in ``max_concurrency`` threads with at most ``max_queue`` requests waiting."""
+    """Runs model work in ``max_concurrency`` threads with at most ``max_queue`` requests waiting, each for at most
+    ``max_wait_s`` (0: no limit) before it gets 503: a queue of slow requests cannot keep one waiting longer than
+    its client would."""
 
-    def __init__(self, max_concurrency: int, max_queue: int, metrics: Metrics) -> None:
+    def __init__(self, max_concurrency: int, max_queue: int, metrics: Metrics, max_wait_s: float = 0.0) -> None:
         self.limit = max_concurrency + max_queue
+        self.max_wait_s = max_wait_s
         self.count = 0
         self.metrics = metrics
         self.executor = ThreadPoolExecutor(max_concurrency, thread_name_prefix="nst-model")
@@ -112,7 +116,17 @@ class ModelGate:
         future = self.executor.submit(fn, *args)
         # Released when the work really ends (not when a client disconnects), so the bound holds.
         future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._release))
-        return await asyncio.wrap_future(future)
+        result = asyncio.wrap_future(future)
+        if self.max_wait_s:
+            try:
+                return await asyncio.wait_for(asyncio.shield(result), self.max_wait_s)
+            except asyncio.TimeoutError:  # TimeoutError on 3.11+
+                if future.cancel():  # it never got a model thread: its place is given back (the callback runs)
+                    self.metrics.rejected.inc()
+                    raise Busy(
+                        f"the service is busy (no model slot within {self.max_wait_s:g} s); retry shortly"
+                    ) from None
+        return await result
 
 
 def encode(image: Image.Image, fmt: str) -> bytes:
@@ -131,7 +145,7 @@ class Pipeline:
     def __init__(self, settings: ServeSettings, metrics: Metrics, cache: CircuitBreaker) -> None:
         self.settings, self.metrics, self.cache = settings, metrics, cache
         self.decoder = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="nst-decode")
-        self.gate = ModelGate(settings.max_concurrency, settings.max_queue, metrics)
+        self.gate = ModelGate(settings.max_concurrency, settings.max_queue, metrics, settings.max_queue_wait_s)
         self.pending: dict[str, asyncio.Future[bytes]] = {}  # results being computed, by cache key
 
     async def run(self, job: Job) -> Response:

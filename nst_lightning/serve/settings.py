@@ -54,6 +54,7 @@ class ServeSettings:
     tile_size: int | None = DEFAULT_TILE_SIZE
     max_concurrency: int = 1
     max_queue: int = 8
+    max_queue_wait_s: float = 60.0
     max_uploads_held: int = 16
     max_uploads_per_client: int = 4
     min_upload_kbps: float = 16.0
@@ -100,7 +101,9 @@ class ServeSettings:
         StylizeOptions(tile_size=self.tile_size)  # a bad tile_size fails with the library's message
         if self.quality not in QUALITIES:
             raise BadValue(f"quality must be one of {', '.join(QUALITIES)}, got {self.quality!r}")
-        for name in ("max_queue", "shutdown_timeout_s", "min_upload_kbps", "max_adapt_jobs", "max_adapted_styles"):
+        non_negative = ("max_queue", "max_queue_wait_s", "shutdown_timeout_s", "min_upload_kbps", "max_adapt_jobs",
+                        "max_adapted_styles")  # fmt: skip
+        for name in non_negative:
             if getattr(self, name) < 0:
                 raise BadValue(f"{name} must be 0 or more, got {getattr(self, name)}")
 
