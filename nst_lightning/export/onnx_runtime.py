@@ -36,6 +36,9 @@ class OnnxRuntime(Runtime):
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only
+        # No CPU memory arena: it keeps the largest image's buffers for the life of the session (a 1024-px image
+        # left RSS 1.4 GB higher, where without it 50 MB; 512 px no slower, measured on a 2-core AMD EPYC).
+        options.enable_cpu_mem_arena = False
         # One thread knob for every runtime: ONNX Runtime uses as many CPU threads as torch does.
         options.intra_op_num_threads = torch.get_num_threads()
         options.inter_op_num_threads = 1
