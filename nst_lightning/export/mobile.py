@@ -272,6 +272,18 @@ def _pt2e_int8(
     return torch.export.export(converted, example(net, size))
 
 
+def _without_aliases(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """Drop ``aten.alias`` nodes (a no-op crop at a size that needs no padding leaves one; coremltools has no
+    converter for it): their users read the aliased tensor itself."""
+    module = program.graph_module
+    for node in list(module.graph.nodes):
+        if node.op == "call_function" and node.target is torch.ops.aten.alias.default:
+            node.replace_all_uses_with(node.args[0])
+            module.graph.erase_node(node)
+    module.recompile()
+    return program
+
+
 def _write_coreml(net: nn.Module, info: ExportInfo, size: tuple[int, int], precision: str, out: Path, _: Any) -> None:
     """An ML program (iOS 16 / macOS 13 and later) with float tensors in and out (no ImageType: no colour-order
     or scaling conversions inside Core ML)."""
@@ -284,7 +296,7 @@ def _write_coreml(net: nn.Module, info: ExportInfo, size: tuple[int, int], preci
         compute = ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32
         try:
             model = ct.convert(
-                static_program(net, size).run_decompositions({}),
+                _without_aliases(static_program(net, size).run_decompositions()),
                 inputs=inputs,
                 outputs=[ct.TensorType(name=graph.OUTPUT_NAME)],
                 convert_to="mlprogram",
