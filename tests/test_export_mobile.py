@@ -145,9 +145,12 @@ def test_coreml_package_has_the_contract_inside(two: LoadedModel, tmp_path: Path
     assert found["info"].fixed_size == [45, 37] and found["info"].meta["styles"][1]["name"] == "candy"
     with pytest.raises(NSTError, match="Core ML runs on macOS and iOS only"):
         load_runtime(path)
-    # A size that needs no padding (a multiple of the stride) leaves a no-op crop, which must convert too.
-    even = check_coreml(export_mobile(two, "coreml", tmp_path / "even.mlpackage", size=(48, 36)), expect_styles=2)
-    assert even["outputs"] == {"stylized": [1, 3, 48, 36]}
+    # A size that needs no padding (a multiple of the stride) leaves a no-op crop, which must convert too; fp16
+    # computes in half precision but keeps the float32 tensors of the contract.
+    even = export_mobile(two, "coreml", tmp_path / "even.mlpackage", size=(48, 36), precision="fp16")
+    found = check_coreml(even, expect_styles=2)
+    assert found["outputs"] == {"stylized": [1, 3, 48, 36]} and set(found["dtypes"].values()) == {"FLOAT32"}
+    assert found["info"].precision == "fp16"
 
 
 @pytest.mark.skipif(not has["executorch"], reason="executorch is not installed (the dev install has it)")

@@ -289,16 +289,18 @@ def _write_coreml(net: nn.Module, info: ExportInfo, size: tuple[int, int], preci
     or scaling conversions inside Core ML)."""
     with _quiet():
         import coremltools as ct
+        import numpy as np
 
-        inputs = [ct.TensorType(name=graph.INPUT_NAME, shape=(1, 3, *size))]
+        # float32 in and out at either compute precision (the contract in the metadata); fp16 casts inside.
+        inputs = [ct.TensorType(name=graph.INPUT_NAME, shape=(1, 3, *size), dtype=np.float32)]
         if num_styles(net) > 1:
-            inputs.append(ct.TensorType(name=graph.STYLE_INPUT_NAME, shape=(1, num_styles(net))))
+            inputs.append(ct.TensorType(name=graph.STYLE_INPUT_NAME, shape=(1, num_styles(net)), dtype=np.float32))
         compute = ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32
         try:
             model = ct.convert(
                 _without_aliases(static_program(net, size).run_decompositions()),
                 inputs=inputs,
-                outputs=[ct.TensorType(name=graph.OUTPUT_NAME)],
+                outputs=[ct.TensorType(name=graph.OUTPUT_NAME, dtype=np.float32)],
                 convert_to="mlprogram",
                 compute_precision=compute,
                 minimum_deployment_target=ct.target.iOS16,
