@@ -163,6 +163,21 @@ def test_cli_exports_checks_and_reports_a_pte(two_ckpt: Path, tmp_path: Path) ->
     assert out.is_file()
 
 
+@pytest.mark.skipif(not has["executorch"], reason="executorch is not installed (the dev install has it)")
+def test_cli_int8_runs_the_photo_gate_and_its_verdict_sets_the_exit_status(two_ckpt: Path, tmp_path: Path) -> None:
+    out = tmp_path / "two_int8.pte"
+    args = ["format=executorch", "precision=int8", "size=64x48", f"output={out}"]
+    done = run_cli("export.py", f"ckpt={two_ckpt}", *args)
+    verdict = [line for line in done.stdout.splitlines() if "int8 quality gate on photos:" in line]
+    assert len(verdict) == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    if "passed" in verdict[0]:
+        assert done.returncode == 0
+    else:
+        assert done.returncode == 2
+        assert done.stderr.strip().splitlines()[-1].startswith("error: the int8 executorch model is not good enough")
+    assert out.is_file()
+
+
 def test_fixed_size_runtime_refuses_another_size() -> None:
     if not has["ai_edge_litert"]:
         pytest.skip("ai-edge-litert is not installed (the dev install has it)")
