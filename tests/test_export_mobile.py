@@ -1,6 +1,6 @@
-"""Phone formats (fixed size): ExecuTorch ``.pte`` and LiteRT ``.tflite`` run by their own runtimes against the
-eager network on odd sizes with a multi-style network's style input; Core ML checked for its structure (its
-numbers need macOS); the messages for what a format cannot take.
+"""Phone formats (fixed size; the tests that export are in the slow tier): ExecuTorch ``.pte`` and LiteRT
+``.tflite`` run by their own runtimes against the eager network on odd sizes with a multi-style network's style
+input; Core ML checked for its structure (its numbers need macOS); the messages for what a format cannot take.
 
 The LiteRT converter (litert-torch) is not in the dev install (see pyproject.toml's `tflite` extra), so the
 LiteRT runtime is also checked on a committed two-style ``.tflite`` (tests/data/mobile/) exported from the
@@ -78,6 +78,7 @@ def assert_matches_eager(loaded: LoadedModel, path: Path, size: tuple[int, int],
     assert (runtime(x, per_image) - eager(x, per_image)).abs().max() < tolerance
 
 
+@pytest.mark.slow  # an export: one to three minutes on a loaded 2-core CPU
 @pytest.mark.skipif(not has["executorch"], reason="executorch is not installed (the dev install has it)")
 def test_executorch_fp32_matches_eager_at_an_odd_size_with_the_style_input(two: LoadedModel, tmp_path: Path) -> None:
     path = export_mobile(two, "executorch", tmp_path / "two.pte", size=ODD)
@@ -89,6 +90,7 @@ def test_executorch_fp32_matches_eager_at_an_odd_size_with_the_style_input(two: 
     assert info.io["input"]["range"] == [0.0, 1.0] and info.io["style_input"]["name"] == "style"
 
 
+@pytest.mark.slow  # an export: one to three minutes on a loaded 2-core CPU
 @pytest.mark.skipif(not has["executorch"], reason="executorch is not installed (the dev install has it)")
 def test_executorch_int8_is_calibrated_smaller_and_close(two: LoadedModel, tmp_path: Path) -> None:
     """PT2E int8 on the sample photos: a quarter of the fp32 weights, a few levels off (a random tiny network
@@ -113,6 +115,7 @@ def test_litert_runs_the_committed_tflite_like_its_checkpoint() -> None:
     assert runtime.name == "litert" and runtime.info.io["input"]["sizes"].startswith("exactly 1x3x45x37")
 
 
+@pytest.mark.slow  # an export: one to three minutes on a loaded 2-core CPU
 @pytest.mark.skipif(not has["litert_torch"], reason=NO_LITERT_TORCH)
 @pytest.mark.parametrize("precision, tolerance", [("fp32", FP32_TOLERANCE), ("fp16", 2e-2)])
 def test_tflite_export_matches_eager(precision: str, tolerance: float, two: LoadedModel, tmp_path: Path) -> None:
@@ -121,6 +124,7 @@ def test_tflite_export_matches_eager(precision: str, tolerance: float, two: Load
     assert_matches_eager(two, path, ODD, tolerance)
 
 
+@pytest.mark.slow  # an export: one to three minutes on a loaded 2-core CPU
 @pytest.mark.skipif(not has["litert_torch"], reason=NO_LITERT_TORCH)
 def test_committed_tflite_fixture_is_what_export_writes(tmp_path: Path) -> None:
     """Regenerate: python export.py ckpt=tests/data/mobile/two_styles.pt format=tflite size=45x37
@@ -132,6 +136,7 @@ def test_committed_tflite_fixture_is_what_export_writes(tmp_path: Path) -> None:
     assert (fresh(x) - committed(x)).abs().max() < FP32_TOLERANCE
 
 
+@pytest.mark.slow  # an export: one to three minutes on a loaded 2-core CPU
 @pytest.mark.skipif(not has["coremltools"], reason="coremltools is not installed (the dev install has it)")
 def test_coreml_package_has_the_contract_inside(two: LoadedModel, tmp_path: Path) -> None:
     from nst_lightning.export.mobile_runtimes import check_coreml
@@ -153,6 +158,7 @@ def test_coreml_package_has_the_contract_inside(two: LoadedModel, tmp_path: Path
     assert found["info"].precision == "fp16"
 
 
+@pytest.mark.slow  # an export: one to three minutes on a loaded 2-core CPU
 @pytest.mark.skipif(not has["executorch"], reason="executorch is not installed (the dev install has it)")
 def test_cli_exports_checks_and_reports_a_pte(two_ckpt: Path, tmp_path: Path) -> None:
     out = tmp_path / "two.pte"
@@ -163,6 +169,7 @@ def test_cli_exports_checks_and_reports_a_pte(two_ckpt: Path, tmp_path: Path) ->
     assert out.is_file()
 
 
+@pytest.mark.slow  # an export: one to three minutes on a loaded 2-core CPU
 @pytest.mark.skipif(not has["executorch"], reason="executorch is not installed (the dev install has it)")
 def test_cli_int8_runs_the_photo_gate_and_its_verdict_sets_the_exit_status(two_ckpt: Path, tmp_path: Path) -> None:
     out = tmp_path / "two_int8.pte"
