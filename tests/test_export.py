@@ -147,7 +147,7 @@ def test_run_writes_checks_and_reports(tmp_path: Path, tiny_ckpt: Path) -> None:
     with pytest.raises(NSTError, match="tolerance must be"):
         run(compose_export([f"ckpt={tiny_ckpt}", "format=torchscript", f"output={out}", "tolerance=-1"]))
     with pytest.raises(NSTError, match="unknown format"):
-        run(compose_export([f"ckpt={tiny_ckpt}", "format=tflite"]))
+        run(compose_export([f"ckpt={tiny_ckpt}", "format=caffe"]))
 
 
 def run_export(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -32,7 +32,7 @@ evaluate = hydra_app(
 export = hydra_app(
     "export",
     "nst_lightning.cli.export:run",
-    summary="export a model to TorchScript, torch.export, ONNX or a slim .pt (ckpt=NAME_OR_PATH format=...)",
+    summary="export a model: ONNX, OpenVINO, torch.export, TorchScript, .pt, web, phone formats (ckpt=... format=...)",
 )
 serve = hydra_app(
     "serve",

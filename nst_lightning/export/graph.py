@@ -127,6 +127,8 @@ class ExportInfo:
     format: str = META_FORMAT
     pads_inside: bool = False  # the graph pads to its multiple and crops itself (torch.export, ONNX)
     io: dict[str, Any] = field(default_factory=dict)  # see :func:`io_description`
+    fixed_size: list[int] | None = None  # [H, W] the only size a fixed-size file takes (tflite, executorch, coreml)
+    precision: str = "fp32"  # the weights' precision (fp16, int8 for the phone formats that offer them)
 
     @property
     def contract(self) -> SizeContract:

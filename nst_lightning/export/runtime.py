@@ -39,6 +39,8 @@ __all__ = ["RUNTIMES", "EagerRuntime", "OnnxRuntime", "OpenVinoRuntime", "Runtim
 # Which runtime runs which file format ("checkpoint": a Lightning checkpoint or an nst_lightning .pt model).
 RUNTIME_OF_FORMAT = {"checkpoint": "eager", "torchscript": "torchscript", "torch_export": "torch_export",
                      "onnx": "onnxruntime", "openvino": "openvino"}  # fmt: skip
+# The phone formats (fixed size, see export/mobile.py) and the runtime that runs each on this machine.
+MOBILE_RUNTIME = {"tflite": "litert", "executorch": "executorch", "coreml": "coreml"}
 # The other runtimes that can run a file of that format.
 ALSO_RUNS = {"onnx": tuple(OPENVINO_RUNTIMES), "openvino": ("openvino_bf16",)}
 
@@ -58,9 +60,11 @@ def default_runtime(device: str | torch.device = "cpu") -> str:
 
 
 def detect_format(path: str | Path) -> str:
-    """``checkpoint`` (Lightning or nst_lightning .pt), ``torchscript``, ``torch_export``, ``onnx`` or
-    ``openvino`` (an IR ``.xml``)."""
+    """``checkpoint`` (Lightning or nst_lightning .pt), ``torchscript``, ``torch_export``, ``onnx``,
+    ``openvino`` (an IR ``.xml``), ``tflite``, ``executorch`` (``.pte``) or ``coreml`` (an ``.mlpackage`` folder)."""
     path = Path(path)
+    if path.is_dir() and path.suffix == ".mlpackage":
+        return "coreml"
     if not path.is_file():
         raise NSTError(f"model file not found: {path}")
     if zipfile.is_zipfile(path):
@@ -75,13 +79,17 @@ def detect_format(path: str | Path) -> str:
     else:
         with path.open("rb") as fh:
             head = fh.read(256)
+        if head[4:8] == b"TFL3":  # flatbuffer file identifiers
+            return "tflite"
+        if head[4:6] == b"ET" and head[6:8].isdigit():
+            return "executorch"
         if path.suffix.lower() == ".onnx" or head[:1] == b"\x08":  # protobuf field 1 (ir_version), a varint
             return "onnx"
         if head.lstrip().startswith(b"<?xml") and b"<net" in head:
             return "openvino"
     raise NSTError(
         f"{path}: unknown model format (expected a checkpoint, a TorchScript .ts, a torch.export .pt2, an .onnx "
-        "or an OpenVINO .xml)"
+        "an OpenVINO .xml, a .tflite or an ExecuTorch .pte)"
     )
 
 
@@ -141,10 +149,12 @@ def load_runtime(
 
 
 def _open_runtime(source: str | Path, runtime: str | None, device: str | torch.device) -> Runtime:
-    name = normalize_runtime(runtime)
     dev = device if isinstance(device, torch.device) else resolve_device(str(device))
     path = resolve_checkpoint(source)
     fmt = detect_format(path)
+    if fmt in MOBILE_RUNTIME:
+        return _mobile_from_file(path, fmt, runtime, dev)
+    name = normalize_runtime(runtime)
     if fmt == "checkpoint":
         return runtime_from_model(load_model(path), name or "eager", dev)
     if name not in (None, "auto", RUNTIME_OF_FORMAT[fmt], *ALSO_RUNS.get(fmt, ())):
@@ -172,6 +182,22 @@ def _open_runtime(source: str | Path, runtime: str | None, device: str | torch.d
     if fmt == "torchscript":
         return TorchScriptRuntime(module, dev, info, str(path))
     return TorchExportRuntime(program, dev, info, str(path))
+
+
+def _mobile_from_file(path: Path, fmt: str, runtime: str | None, device: torch.device) -> Runtime:
+    """A phone file: LiteRT or ExecuTorch on the CPU; a Core ML package cannot run here."""
+    from nst_lightning.export.mobile_runtimes import ExecuTorchRuntime, LiteRtRuntime
+
+    if fmt == "coreml":
+        raise NSTError(
+            f"{path} is a Core ML package: Core ML runs on macOS and iOS only (here coreml_structure() reads its "
+            "inputs, outputs and metadata); run an .onnx or .tflite export of the same checkpoint instead"
+        )
+    if runtime not in (None, "auto", MOBILE_RUNTIME[fmt]):
+        raise NSTError(f"{path} is a {fmt} file, which runs with runtime={MOBILE_RUNTIME[fmt]} (not {runtime})")
+    if device.type != "cpu":
+        raise NSTError(f"the {MOBILE_RUNTIME[fmt]} runtime here runs on the CPU only; use device=cpu")
+    return LiteRtRuntime(path) if fmt == "tflite" else ExecuTorchRuntime(path)
 
 
 def _openvino_from_file(path: Path, name: str, device: torch.device) -> OpenVinoRuntime:
