@@ -42,8 +42,8 @@ REPO = Path(__file__).resolve().parent.parent
 KINDS = ("good", "repeat", "large", "bad", "huge", "aborted", "stalled", "former_500")
 WEIGHTS = (36, 20, 3, 14, 8, 8, 7, 4)
 GOOD_KINDS = ("good", "repeat", "large")  # must get 200 (or 503 when busy)
-# runtime=eager: ONNX Runtime's arena (runtime=auto) keeps the peak of a 1024-px request (docs/serve.md)
-SERVER_ARGS = ["runtime=eager", "max_upload_mb=2", "max_size=1024", "body_timeout_s=5", "header_timeout_s=5",
+# The service's own runtime (auto) unless a setting after -- names another (-- runtime=eager).
+SERVER_ARGS = ["max_upload_mb=2", "max_size=1024", "body_timeout_s=5", "header_timeout_s=5",
                "max_queue=8", "max_uploads_held=16", "shutdown_timeout_s=5", "log_level=warning"]  # fmt: skip
 ATTACKER = "127.0.0.200"  # the address of the slow-client attack; client i sends from 127.0.0.(10 + i)
 ATTACK = r"""
