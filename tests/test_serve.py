@@ -383,13 +383,16 @@ def test_serve_py_runs_and_reports_config_errors() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("runtime", ["auto", "torchscript", "torch_export"])
 def test_exported_runtimes_serve_the_eager_networks_image(styles: dict[str, StyleModel], runtime: str) -> None:
-    """Every runtime (auto = ONNX Runtime on CPU, the fastest measured) gives the eager network's image, also at
-    an odd size that the exported graphs only accept after the runtime's own padding."""
-    if runtime == "auto":
-        pytest.importorskip("onnxruntime")
+    """Every runtime gives the eager network's image, also at an odd size that the exported graphs only accept
+    after the runtime's own padding; ``auto`` is the measured, gated choice of this machine (its gate, a mean of
+    one 8-bit level, is on photos: on this synthetic one bf16 gives 1.1), the others at most one level anywhere."""
+    from nst_lightning.export.auto import candidate_names
+
     other = load_styles([STYLE], None, runtime, "cpu", thumbnail_size=64)
-    assert other[STYLE].runner.name == ("onnxruntime" if runtime == "auto" else runtime)
+    name = other[STYLE].runner.name
+    assert name in [*candidate_names(), "eager"] if runtime == "auto" else name == runtime
     photo = synthetic_photo(75, 61, seed=3)
     eager_out = np.asarray(stylize_image(styles[STYLE].runner, photo), dtype=np.float32)
     other_out = np.asarray(stylize_image(other[STYLE].runner, photo), dtype=np.float32)
-    assert np.abs(eager_out - other_out).max() <= 1.0  # at most one 8-bit level apart
+    diff = np.abs(eager_out - other_out)
+    assert (diff.mean() <= 2.0) if runtime == "auto" else (diff.max() <= 1.0), (name, diff.mean(), diff.max())

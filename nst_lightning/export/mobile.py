@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -192,7 +193,6 @@ def _write_tflite(net: nn.Module, info: ExportInfo, size: tuple[int, int], preci
             raise graph._fail("tflite (litert-torch)", net, exc) from exc
         if precision == "fp16":
             data = _tflite_fp16_weights(data)
-    from nst_lightning.export.mobile_runtimes import tflite_with_metadata
 
     out.write_bytes(tflite_with_metadata(data, info, graph.OUTPUT_NAME))
 
@@ -310,3 +310,25 @@ def _write_coreml(net: nn.Module, info: ExportInfo, size: tuple[int, int], preci
         model.user_defined_metadata[graph.META_KEY] = info.to_json()
         model.short_description = f"nst_lightning {info.model_name}: {info.io['input']['sizes']}, RGB float in [0, 1]"
         model.save(str(out))
+
+
+def tflite_with_metadata(data: bytes, info: ExportInfo, output_name: str) -> bytes:
+    """The flatbuffer with ``nst_lightning.json`` as a metadata entry and the signature's tensors named
+    ``image`` (``style``) → ``stylized`` (the converter calls them ``args_0``, ``output_0``)."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
+    names = [graph.INPUT_NAME, graph.STYLE_INPUT_NAME]
+    for signature in model.signatureDefs or []:
+        for i, tensor in enumerate(signature.inputs or []):
+            tensor.name = names[i] if i < len(names) else tensor.name
+        for tensor in signature.outputs or []:
+            tensor.name = output_name
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(info.to_json().encode(), dtype=np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = graph.META_KEY, len(model.buffers) - 1
+    model.metadata = [*(model.metadata or []), entry]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))

@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from nst_lightning.errors import NSTError
@@ -57,28 +56,6 @@ class FixedSizeRuntime(Runtime):
 
 
 # --- LiteRT -------------------------------------------------------------------------------------------------
-
-
-def tflite_with_metadata(data: bytes, info: ExportInfo, output_name: str) -> bytes:
-    """The flatbuffer with ``nst_lightning.json`` as a metadata entry and the signature's tensors named
-    ``image`` (``style``) → ``stylized`` (the converter calls them ``args_0``, ``output_0``)."""
-    from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(data))
-    names = [graph.INPUT_NAME, graph.STYLE_INPUT_NAME]
-    for signature in model.signatureDefs or []:
-        for i, tensor in enumerate(signature.inputs or []):
-            tensor.name = names[i] if i < len(names) else tensor.name
-        for tensor in signature.outputs or []:
-            tensor.name = output_name
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(info.to_json().encode(), dtype=np.uint8)
-    model.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name, entry.buffer = graph.META_KEY, len(model.buffers) - 1
-    model.metadata = [*(model.metadata or []), entry]
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def tflite_metadata(path: str | Path) -> ExportInfo:
