@@ -20,6 +20,7 @@ import json
 import logging
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,8 +73,8 @@ def machine_key(loaded: LoadedModel, openvino_version: str) -> str:
     return digest.hexdigest()[:24]
 
 
-def _ms(runtime: Runtime, image: torch.Tensor, repeats: int = 2) -> float:
-    """Median ms of ``repeats`` calls after one warm-up call."""
+def median_ms(runtime: Callable[[torch.Tensor], Any], image: torch.Tensor, repeats: int = 2) -> float:
+    """Median ms of ``repeats`` calls of ``runtime(image)`` after one warm-up call."""
     runtime(image)
     times = []
     for _ in range(repeats):
@@ -90,7 +91,7 @@ def measure(
     eager = EagerRuntime(loaded.net, torch.device("cpu"), loaded.model_name, loaded.meta)
     photos = training_photos(GATE_PHOTOS, offset=CALIBRATION_COUNT)
     image = torch.rand(1, 3, TIMING_SIZE, TIMING_SIZE, generator=torch.Generator().manual_seed(0))
-    choice = Choice("eager", "", ms={"eager": _ms(eager, image)})
+    choice = Choice("eager", "", ms={"eager": median_ms(eager, image)})
     built: dict[str, Runtime] = {"eager": eager}
     fp32 = runtime_from_model(loaded, "openvino", "cpu")
     for name in names:
@@ -98,7 +99,7 @@ def measure(
         gate: GateResult = check_gate(eager, runtime, photos, objective)
         choice.gates[name] = gate.as_dict()
         if gate.passed:
-            choice.ms[name] = _ms(runtime, image)
+            choice.ms[name] = median_ms(runtime, image)
             built[name] = runtime
         log.info("runtime=auto: %s %s", name, gate.reason + (f", {choice.ms[name]:.0f} ms" if gate.passed else ""))
     best = min(choice.ms, key=choice.ms.__getitem__)

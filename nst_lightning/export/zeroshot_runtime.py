@@ -21,8 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import statistics
-import time
 import warnings
 import weakref
 from pathlib import Path
@@ -33,6 +31,7 @@ from torch import nn
 
 from nst_lightning.cpu_features import has_fast_bf16, this_cpu_flags
 from nst_lightning.errors import NSTError
+from nst_lightning.export.auto import median_ms
 from nst_lightning.export.gate import check_gate
 from nst_lightning.export.openvino_runtime import compile_config, core, import_openvino
 from nst_lightning.export.quantize import CALIBRATION_COUNT, training_photos
@@ -202,14 +201,14 @@ def _auto(model: ZeroShotModel, version: str, cache_dir: str | Path | None) -> Z
     photos = training_photos(GATE_PHOTOS, offset=CALIBRATION_COUNT)
     probe = model if model.style is not None else model.with_style(training_photos(1)[0])
     reference = _Named(probe, "eager")
-    ms = {"eager": _ms(reference, photos[0])}
+    ms = {"eager": median_ms(reference, photos[0], TIMING_REPEATS)}
     gates: dict[str, dict[str, Any]] = {}
     for name in names:
         candidate = _Named(with_runtime(probe, name, cache_dir), name)
         gate = check_gate(reference, candidate, photos)  # type: ignore[arg-type]
         gates[name] = gate.as_dict()
         if gate.passed:
-            ms[name] = _ms(candidate, photos[0])
+            ms[name] = median_ms(candidate, photos[0], TIMING_REPEATS)
         log.info("runtime=auto: zero-shot %s %s", name, gate.reason + (f", {ms[name]:.0f} ms" if gate.passed else ""))
     best = min(ms, key=ms.__getitem__)
     gate_text = gates[best]["reason"] if best != "eager" else "the reference"
@@ -231,16 +230,6 @@ class _Named:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
             return self.model(images).clamp(0, 1)
-
-
-def _ms(run: _Named, image: torch.Tensor) -> float:
-    run(image)
-    times = []
-    for _ in range(TIMING_REPEATS):
-        start = time.perf_counter()
-        run(image)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
 
 
 def _machine_key(model: ZeroShotModel, version: str) -> str:
