@@ -226,6 +226,36 @@ def test_add_style_trains_only_the_new_scales_and_keeps_old_styles_bit_identical
     assert one_style / total < 0.05
 
 
+def test_refine_styles_trains_only_the_named_styles_and_starts_from_the_network_as_it_is(
+    multi_ckpt, tmp_path, image_dir, style_path, paintings
+):
+    styles = f"styles=[{paintings[0]},{paintings[1]}]"
+    overrides = [styles, "style.style_weight=30", f"init_from={multi_ckpt}", "refine_styles=[candy]"]
+    cfg = tiny_train_cfg(tmp_path, image_dir, style_path, overrides)
+    result = train(cfg)
+    old, new = load_model(multi_ckpt), load_model(result["last_ckpt"])
+    x = torch.rand(2, 3, 40, 44)
+    with torch.no_grad():
+        wave = torch.tensor([0, 0])
+        assert torch.equal(new.net(x, wave), old.net(x, wave))  # not trained: bit-identical
+        candy = torch.tensor([1, 1])
+        assert not torch.equal(new.net(x, candy), old.net(x, candy))
+    raw = torch.load(result["last_ckpt"], map_location="cpu", weights_only=True)
+    assert raw["hyper_parameters"]["transfer"]["init_provenance"]["matched"] == ["the_wave", "candy"]  # not the mean
+    state = raw["optimizer_states"][0]["state"]
+    assert sum(v["exp_avg"].numel() for v in state.values()) == sum(p.numel() for p in style_parameters(new.net, 1))
+
+
+def test_refine_styles_names_styles_of_the_run_and_needs_a_start(
+    tmp_path, image_dir, style_path, paintings, multi_ckpt
+):
+    styles = f"styles=[{paintings[0]},{paintings[1]}]"
+    for extra, message in (([f"init_from={multi_ckpt}", "refine_styles=[udnie]"], "udnie not among styles"),
+                           (["refine_styles=[candy]"], "set init_from=")):  # fmt: skip
+        with pytest.raises(NSTError, match=message):
+            train(tiny_train_cfg(tmp_path, image_dir, style_path, [styles, *extra]))
+
+
 def test_a_single_style_network_becomes_style_0(tiny_ckpt, tmp_path, image_dir, style_path, paintings):
     result = _add_style(tmp_path, image_dir, tiny_ckpt, paintings[2], steps=1)
     single, multi = load_model(tiny_ckpt), load_model(result["last_ckpt"])

@@ -11,7 +11,7 @@ from nst_lightning.errors import NSTError
 from nst_lightning.evaluation.metrics import oriented_texture, smooth_test_images
 from nst_lightning.training.hparams import SmoothGroup
 from nst_lightning.training.module import StyleTransferModule
-from nst_lightning.training.smooth import oriented_excess, random_smooth_images
+from nst_lightning.training.smooth import oriented_excess, random_smooth_images, smoothest_windows, window_excess
 
 SIZE = 128
 
@@ -72,6 +72,7 @@ def test_group_refuses_bad_values():
     for values, message in (({"weight": -1.0}, "smooth.weight must be >= 0"),
                             ({"weight": float("nan")}, "smooth.weight must be >= 0"),
                             ({"batch_size": 0}, "smooth.batch_size"), ({"size": 8}, "smooth.size"),
+                            ({"sky_weight": -1.0}, "smooth.sky_weight"), ({"sky_window": 8}, "smooth.sky_window"),
                             ({"wieght": 1.0}, "unknown smooth key")):  # fmt: skip
         with pytest.raises(NSTError, match=message):
             SmoothGroup.from_dict(values, "smooth")
@@ -128,3 +129,48 @@ def test_photo_noise_gives_the_network_the_inference_noise_and_the_loss_the_clea
             assert 0.03 < float(noise.std()) < 0.05  # the default strength, 0.04
         else:
             assert torch.equal(noise, torch.zeros_like(noise))
+
+
+def _photo_with_sky(seed: int) -> torch.Tensor:
+    """1×3×96×96: textured noise everywhere but a flat blue square at rows 8–56, columns 40–88."""
+    photo = torch.rand(1, 3, 96, 96, generator=torch.Generator().manual_seed(seed))
+    photo[0, :, 8:56, 40:88] = torch.tensor([0.4, 0.6, 0.9])[:, None, None]
+    return photo
+
+
+def test_smoothest_windows_find_the_sky_and_weigh_textured_crops_zero():
+    photos = torch.cat([_photo_with_sky(0), torch.rand(1, 3, 96, 96)])
+    corners, weights = smoothest_windows(photos, 32)
+    y, x = corners[0]
+    assert 8 <= y <= 56 - 32 and 40 <= x <= 88 - 32  # inside the smooth square
+    assert float(weights[0]) > 0.5 and float(weights[1]) == 0
+
+
+def test_window_excess_penalises_stripes_in_the_sky_window_only():
+    photos = _photo_with_sky(1).expand(2, 3, 96, 96).clone()
+    corners, weights = smoothest_windows(photos, 32)
+    yy, xx = _grid()
+    stripes = 0.5 + 0.1 * torch.sin(2 * math.pi * (xx + yy) * SIZE / 8)  # period 8 px along the diagonal
+    out = photos.clone()
+    out[0] = stripes[:96, :96]
+    clean = window_excess(photos, corners, weights, 32)
+    striped = window_excess(out, corners, weights, 32)
+    assert float(striped) > 10 * float(clean)
+    assert float(window_excess(out, corners, torch.zeros(2), 32)) == 0
+
+
+def test_sky_weight_adds_the_sky_term_to_the_training_loss(tiny_ckpt):
+    hparams = torch.load(tiny_ckpt, map_location="cpu", weights_only=True)["hyper_parameters"]
+    common = {k: hparams[k] for k in ("model", "style", "loss", "runtime")}
+    batch = torch.nn.functional.interpolate(_photo_with_sky(2), size=64).expand(2, 3, 64, 64).clone()
+    losses = {}
+    for weight in (0.0, 1000.0):
+        module = StyleTransferModule(**common, smooth={"sky_weight": weight, "sky_window": 32})
+        module.setup("fit")
+        module.trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False)
+        logged = {}
+        module.log = partial(_record, logged)
+        torch.manual_seed(0)
+        losses[weight] = float(module.training_step(batch, 0).detach())
+        assert ("train/sky_stripes" in logged) == bool(weight)
+    assert losses[1000.0] - losses[0.0] > 1000.0 * 0.001 * 0.5  # the term's floor, weighted by the sky's weight

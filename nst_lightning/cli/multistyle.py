@@ -45,6 +45,20 @@ def _listed_style(entry: str, cfg: DictConfig) -> dict[str, Any]:
     raise NSTError(f"styles: {entry!r} is neither a style preset ({', '.join(preset_names())}) nor an image file")
 
 
+def _refined(cfg: DictConfig, styles: list[dict[str, Any]]) -> dict[str, Any]:
+    """``refine_styles=[NAME, ...]``: the module arguments that train only those styles of ``init_from``'s
+    network; none without it."""
+    if not cfg.refine_styles:
+        return {}
+    names = [s["name"] for s in styles]
+    unknown = [str(n) for n in cfg.refine_styles if str(n) not in names]
+    if unknown:
+        raise NSTError(f"refine_styles: {', '.join(unknown)} not among styles={names}")
+    if not cfg.init_from:
+        raise NSTError("refine_styles retouches a trained network: set init_from=MULTISTYLE_CKPT (it holds the styles)")
+    return {"train_styles": [names.index(str(n)) for n in cfg.refine_styles], "refine": True}
+
+
 def build_multistyle_module(cfg: DictConfig, build_module: Any) -> MultiStyleModule:
     """The :class:`MultiStyleModule` for ``cfg`` (``build_module``: the single-style builder, which supplies the
     model, loss layers, optimiser and transfer settings). Adding a style: the network of ``init_from`` is read
@@ -61,5 +75,6 @@ def build_multistyle_module(cfg: DictConfig, build_module: Any) -> MultiStyleMod
             raise NSTError(f"{source} already has a style named {new['name']!r}; pick another style or name")
         cls = partial(MultiStyleModule, styles=[*old, new], train_styles=[len(old)])
     else:
-        cls = partial(MultiStyleModule, styles=[_listed_style(e, cfg) for e in cfg.styles], balance=cfg.style_balance)
+        styles = [_listed_style(e, cfg) for e in cfg.styles]
+        cls = partial(MultiStyleModule, styles=styles, balance=cfg.style_balance, **_refined(cfg, styles))
     return build_module(cfg, None, module_class=cls)

@@ -40,6 +40,8 @@ class SmoothKeys:
     batch_size: int
     size: int
     photo_noise: bool
+    sky_weight: float
+    sky_window: int
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class TrainKeys:
     ema: EMAKeys
     styles: list[str] | None
     add_style: bool
+    refine_styles: list[str] | None
     style_balance: bool
     init_from: str | None
     export_at_end: bool

@@ -162,12 +162,18 @@ class SmoothGroup(_Group):
         size: their side in pixels.
         photo_noise: also add the inference's default input noise (a fresh seed each step) to the training photos,
             so the network trains on what it sees at inference; the content loss still compares with the clean photo.
+        sky_weight: weight of the same penalty on the network's answer to the training photos themselves, in the
+            smoothest ``sky_window``-px square of each crop, weighted by how smooth that square is (real skies,
+            which the synthetic images do not cover); 0 = off. Costs no extra network pass.
+        sky_window: that square's side in pixels (at most the crop's).
     """
 
     weight: float = 0.0
     batch_size: int = 2
     size: int = 128
     photo_noise: bool = False
+    sky_weight: float = 0.0
+    sky_window: int = 64
 
     def __post_init__(self) -> None:
         if not (self.weight >= 0):  # also refuses NaN
@@ -176,3 +182,7 @@ class SmoothGroup(_Group):
             raise BadValue(f"smooth.batch_size must be >= 1, got {self.batch_size}")
         if self.size < 32:
             raise BadValue(f"smooth.size must be at least 32 pixels, got {self.size}")
+        if not (self.sky_weight >= 0):
+            raise BadValue(f"smooth.sky_weight must be >= 0 (0 = off), got {self.sky_weight}")
+        if self.sky_window < 32:
+            raise BadValue(f"smooth.sky_window must be at least 32 pixels, got {self.sky_window}")

@@ -26,7 +26,13 @@ from nst_lightning.training.hparams import (
 )
 from nst_lightning.training.precision import resolve_precision
 from nst_lightning.training.schedule import LRSchedule, budget_progress
-from nst_lightning.training.smooth import inference_noise, oriented_excess, random_smooth_images
+from nst_lightning.training.smooth import (
+    inference_noise,
+    oriented_excess,
+    random_smooth_images,
+    smoothest_windows,
+    window_excess,
+)
 from nst_lightning.transfer import (
     Teacher,
     describe_arch,
@@ -157,7 +163,8 @@ class StyleTransferModule(L.LightningModule):
         """B×3×H×W content images in [0, 1] → stylized B×3×H×W in [0, 1]."""
         return self.net(images)
 
-    def _shared_step(self, batch: torch.Tensor, prefix: str) -> dict[str, torch.Tensor]:
+    def _shared_step(self, batch: torch.Tensor, prefix: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The logged loss terms of one batch, and the network's B×3×H×W output."""
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         on_step = prefix == "train"
@@ -183,7 +190,7 @@ class StyleTransferModule(L.LightningModule):
                 if weight > 0:
                     self.log(f"{prefix}/{name}_raw", terms[name].detach() / weight, on_epoch=True,
                              batch_size=batch.shape[0], sync_dist=True)  # fmt: skip
-        return terms
+        return terms, out
 
     def _distill_terms(self, out: torch.Tensor, batch: torch.Tensor, with_teacher_objective: bool) -> dict:
         """Distillation terms, their sum with the objective (``loss``) and, in validation, the teacher's
@@ -200,7 +207,7 @@ class StyleTransferModule(L.LightningModule):
         return terms
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor | None:
-        terms = self._shared_step(batch, "train")
+        terms, out = self._shared_step(batch, "train")
         loss = terms.get("distill_pixel", 0.0) + terms.get("distill_feature", 0.0)
         if self.teacher is None:
             loss = self._training_objective(terms)
@@ -208,6 +215,8 @@ class StyleTransferModule(L.LightningModule):
             loss = loss + self.transfer_group.objective_weight * self._training_objective(terms)
         if self.smooth_group.weight > 0:
             loss = loss + self.smooth_group.weight * self._smooth_term(batch)
+        if self.smooth_group.sky_weight > 0:
+            loss = loss + self.smooth_group.sky_weight * self._sky_term(batch, out)
         # Divergence guard: a NaN/inf loss skips this update (None); training.divergence.DivergenceGuard counts it.
         return loss if loss_is_finite(self, loss) else None
 
@@ -230,6 +239,15 @@ class StyleTransferModule(L.LightningModule):
             images = images.contiguous(memory_format=torch.channels_last)
         term = oriented_excess(self._stylize_smooth(images)).mean()
         self.log("train/smooth_stripes", term.detach(), on_step=True, batch_size=images.shape[0])
+        return term
+
+    def _sky_term(self, batch: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Oriented texture (RMS luma) of the network's answer ``out`` in the smoothest window of each training
+        photo of ``batch`` (both B×3×H×W), weighted by how smooth that window is (0 where none is)."""
+        window = min(self.smooth_group.sky_window, *batch.shape[-2:])
+        corners, weights = smoothest_windows(batch.float(), window)
+        term = window_excess(out, corners, weights, window)
+        self.log("train/sky_stripes", term.detach(), on_step=True, batch_size=batch.shape[0])
         return term
 
     def _stylize_smooth(self, images: torch.Tensor) -> torch.Tensor:

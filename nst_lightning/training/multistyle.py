@@ -30,6 +30,9 @@ class MultiStyleModule(StyleTransferModule):
             network then starts from ``transfer.init_from``, whose styles are the first ones of ``styles``
             (see :func:`nst_lightning.transfer.load_with_new_styles`). Training every style, ``transfer.init_from``
             starts the whole network (:func:`nst_lightning.transfer.load_for_styles`).
+        refine: with ``train_styles``, ``transfer.init_from`` already holds every style (by name): the whole
+            network is loaded as it is (:func:`nst_lightning.transfer.load_for_styles`) and only those styles'
+            scales and shifts go on training (retouching some styles of a trained network).
         balance: train on each style's objective divided by its own running mean (times their mean), so that
             every style pulls the shared weights alike whatever the scale of its loss; logged and validated
             objectives are the plain ones.
@@ -39,7 +42,7 @@ class MultiStyleModule(StyleTransferModule):
 
     def __init__(
         self, styles: list[dict[str, Any]], train_styles: list[int] | None = None, balance: bool = True,
-        **groups: Any,
+        refine: bool = False, **groups: Any,
     ) -> None:  # fmt: skip
         if not styles:
             raise NSTError("a multi-style network needs at least one style: styles=[NAME, ...]")
@@ -61,16 +64,18 @@ class MultiStyleModule(StyleTransferModule):
         bad = [i for i in self.trained if not 0 <= i < len(styles)]
         if bad or not self.trained:
             raise NSTError(f"train_styles must be indices of the {len(styles)} styles, got {train_styles}")
-        self.adding = len(self.trained) < len(styles)
+        self.adding = len(self.trained) < len(styles) and not refine
+        self.refine = bool(refine)
         self.balance = bool(balance)
         # Running mean of each trained style's objective (0: not seen yet); re-estimated after a resume.
         self.register_buffer("style_scale", torch.zeros(len(self.trained)), persistent=False)
-        if self.adding and not transfer_group.get("init_from"):
+        if len(self.trained) < len(styles) and not transfer_group.get("init_from"):
             raise NSTError("training only some styles needs the trained network to start from: init_from=...")
         self.save_hyperparameters(
-            {**self.hparams, "styles": self.styles, "train_styles": train_styles, "balance": self.balance}
-        )
-        if self.adding:
+            {**self.hparams, "styles": self.styles, "train_styles": train_styles, "balance": self.balance,
+             "refine": self.refine}
+        )  # fmt: skip
+        if len(self.trained) < len(styles):
             transfer.train_only_styles(self.net, self.trained)
 
     @property
@@ -104,7 +109,7 @@ class MultiStyleModule(StyleTransferModule):
         start = self.global_step * batch_size
         return (torch.arange(batch_size) + start) % len(self.trained)
 
-    def _shared_step(self, batch: torch.Tensor, prefix: str) -> dict[str, torch.Tensor]:
+    def _shared_step(self, batch: torch.Tensor, prefix: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         if self.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
         b = batch.shape[0]
@@ -132,7 +137,7 @@ class MultiStyleModule(StyleTransferModule):
                 self.log(f"{prefix}/{name}", value.detach(), prog_bar=name == "objective", **log)
         for k, t in per_style.items():
             self.log(f"{prefix}/style/{self.style_names[self.trained[k]]}", t["objective"].detach(), **log)
-        return terms
+        return terms, out
 
     def _stylize_smooth(self, images: torch.Tensor) -> torch.Tensor:
         """The smooth images each in a trained style, round robin continuing across steps."""

@@ -8,6 +8,10 @@ low-frequency fields and heavily blurred training photos), with the input noise 
 their texture (:func:`oriented_excess`), the quantity :func:`~nst_lightning.evaluation.metrics.oriented_texture`
 reports as ``stripe_rms``.
 
+Synthetic smooth images do not cover every sky a photo holds, so each step may also look at the training photos
+themselves (:func:`smoothest_windows`): in each crop the smoothest square window, weighted by how smooth it is,
+and the same penalty on the network's answer there (:func:`window_excess`).
+
 Images are float B×3×H×W in [0, 1].
 """
 
@@ -18,7 +22,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from nst_lightning.inference.noise import DEFAULT_SIGMA, DEFAULT_SMOOTH_ONLY, InputNoise
+from nst_lightning.inference.noise import DEFAULT_SIGMA, DEFAULT_SMOOTH_ONLY, InputNoise, smooth_mask
 from nst_lightning.losses.functional import sector_power
 
 KINDS = ("ramp", "field", "blurred")
@@ -87,3 +91,32 @@ def oriented_excess(images: torch.Tensor, max_period: float = 32.0, sectors: int
     power = sector_power(images.float(), max_period, sectors)
     excess = power.max(1).values - power.median(1).values.detach()
     return (F.relu(excess) + 1e-6).sqrt()
+
+
+SKY_SMOOTHNESS = 0.5
+"""Mean :func:`~nst_lightning.inference.noise.smooth_mask` above which a window counts as sky (weight 0 below,
+rising linearly to 1 at a perfectly smooth window)."""
+
+
+def smoothest_windows(photos: torch.Tensor, window: int) -> tuple[list[tuple[int, int]], torch.Tensor]:
+    """The smoothest ``window``-px square of each of the B×3×H×W ``photos`` (by the mean of
+    :func:`~nst_lightning.inference.noise.smooth_mask`, windows a quarter-window apart) → its top-left (y, x) per
+    photo, and a weight per photo (B values in [0, 1]): 0 unless the window is smoother than
+    :data:`SKY_SMOOTHNESS`, 1 for a perfectly smooth one.
+    """
+    stride = max(1, window // 4)
+    with torch.no_grad():
+        score = F.avg_pool2d(smooth_mask(photos), window, stride=stride)[:, 0]
+        best, index = score.flatten(1).max(1)
+    columns = score.shape[-1]
+    corners = [(int(i) // columns * stride, int(i) % columns * stride) for i in index]
+    return corners, ((best - SKY_SMOOTHNESS) / (1 - SKY_SMOOTHNESS)).clamp_min(0)
+
+
+def window_excess(
+    images: torch.Tensor, corners: list[tuple[int, int]], weights: torch.Tensor, window: int
+) -> torch.Tensor:
+    """Mean over the B×3×H×W ``images`` of ``weights`` (B values) × :func:`oriented_excess` of one ``window``-px
+    square per image (top-left at ``corners``) → a scalar; 0 when no window is sky."""
+    squares = torch.cat([images[i : i + 1, :, y : y + window, x : x + window] for i, (y, x) in enumerate(corners)])
+    return (oriented_excess(squares) * weights.to(images.device, torch.float32)).mean()
