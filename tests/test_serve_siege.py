@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import shutil
 import signal
 import socket
@@ -150,9 +151,9 @@ def test_port_check_passes_with_time_wait_and_fails_with_a_listener() -> None:
             check_port("127.0.0.1", port)
 
 
-def _start(port: int, *args: str) -> subprocess.Popen:
+def _start(port: int, *args: str, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "serve.py", f"port={port}", "runtime=eager", "cache=none",
-                             f"styles=[{STYLE}]", *args], cwd=REPO, stderr=subprocess.PIPE)  # fmt: skip
+                             f"styles=[{STYLE}]", *args], cwd=REPO, stderr=subprocess.PIPE, env=env)  # fmt: skip
 
 
 def _wait_up(proc: subprocess.Popen, port: int, seconds: float = 180) -> None:
@@ -190,6 +191,30 @@ def test_sigterm_with_clients_connected_then_restart_at_once() -> None:
         for proc in (first, second):
             if proc is not None and proc.poll() is None:
                 proc.kill()
+
+
+@pytest.mark.slow
+def test_the_runtimes_temporary_files_go_with_the_server(tmp_path) -> None:
+    # ONNX Runtime writes a telemetry session file into TMPDIR when it is imported; torch may add a cache folder.
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    port = free_port()
+    proc = _start(port, "runtime=onnxruntime", env={**os.environ, "TMPDIR": str(tmp)})
+    try:
+        _wait_up(proc, port)
+        photo = io.BytesIO()
+        synthetic_photo(48, 40, 0).save(photo, format="PNG")
+        files = {"image": ("photo.png", photo.getvalue(), "image/png")}
+        reply = httpx.post(f"http://127.0.0.1:{port}/stylize", files=files, data={"style": STYLE}, timeout=120)
+        assert reply.status_code == 200
+        (own,) = tmp.iterdir()  # the server's private folder, holding what the libraries wrote
+        assert own.name.startswith("nst-serve-") and any(own.iterdir())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+        assert list(tmp.iterdir()) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 ATTACK = r"""

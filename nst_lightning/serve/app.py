@@ -48,8 +48,8 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
-        app.state.adapt.close()  # the temp folders of adaptation jobs and in-browser bundles: nothing left behind
-        app.state.device.close()
+        for close in app.state.at_shutdown:  # e.g. the temp folders of adaptation jobs and in-browser bundles
+            close()
 
     app = FastAPI(title="nst_lightning", summary="Neural style transfer as a service", docs_url="/docs",
                   lifespan=lifespan)  # fmt: skip
@@ -60,5 +60,6 @@ def create_app(settings: ServeSettings, styles: dict[str, StyleModel] | None = N
     app.state.zeroshot = add_zeroshot_route(app, pipeline)
     app.state.adapt = add_adapt_routes(app, settings, styles)
     app.state.device = add_device_routes(app, styles)
+    app.state.at_shutdown = [app.state.adapt.close, app.state.device.close]  # callers may add theirs
     add_info_routes(app, pipeline, styles)
     return app

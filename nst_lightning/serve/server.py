@@ -8,10 +8,14 @@ at most ``max_header_kb``; on shutdown, requests still running after ``shutdown_
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from contextlib import contextmanager
 from typing import Any
 
@@ -95,6 +99,30 @@ def check_port(host: str, port: int) -> None:
             s.listen()
     except OSError as exc:
         raise NSTError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another port=N") from exc
+
+
+@contextmanager
+def private_tempdir(prefix: str = "nst-serve-") -> Iterator[Path]:
+    """A temporary folder of this process's own, made the temporary folder of everything in it (``TMPDIR`` for
+    native libraries, :data:`tempfile.tempdir` for Python), and removed with whatever it holds on exit.
+
+    Libraries on the runtime path write there on their own, e.g. ONNX Runtime's telemetry session file
+    (``.ses``) when it is imported and torch's ``torchinductor_<user>`` cache folder: a service must leave no
+    files behind. Enter it before those libraries are imported.
+    """
+    parent = tempfile.gettempdir()
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    saved_env, saved_tempdir = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"], tempfile.tempdir = str(folder), str(folder)
+    try:
+        yield folder
+    finally:
+        tempfile.tempdir = saved_tempdir
+        if saved_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved_env
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def serve_forever(app: FastAPI, settings: ServeSettings, log_level: str = "info") -> None:
