@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -315,3 +317,27 @@ def test_stylize_cli_takes_runtime_and_logs_the_choice(tiny: LoadedModel, tmp_pa
     assert "runtime=openvino: as asked (fp32)" in caplog.text and "runtime=auto: " in caplog.text
     with pytest.raises(NSTError, match="unknown runtime 'gpu'"):
         stylize_run(compose_stylize([f"ckpt={ckpt}", f"input={tmp_path / 'in.png'}", "runtime=gpu"]))
+
+
+def _rss_mb() -> float:
+    return int(Path("/proc/self/status").read_text().split("VmRSS:")[1].split()[0]) / 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RSS from /proc")
+def test_the_service_gives_back_openvino_buffers_after_a_call_and_skips_a_busy_model() -> None:
+    from nst_lightning.serve.memory import release_memory
+
+    runtime = load_runtime("starry_night", runtime="openvino")
+    x = torch.rand(1, 3, 768, 768)
+    runtime(x)  # the CPU plugin now keeps this size's activations (about 100 MB)
+    before = _rss_mb()
+    release_memory()
+    assert before - _rss_mb() > 40
+    again = threading.Thread(target=runtime, args=(torch.rand(1, 3, 1024, 1024),))
+    again.start()  # and runs again as before; while it runs, OpenVINO refuses the release: no error, skipped
+    time.sleep(0.2)
+    during = openvino_runtime.release_memory()
+    running = again.is_alive()
+    again.join()
+    if running:
+        assert during == openvino_runtime.release_memory() - 1

@@ -33,7 +33,7 @@ from nst_lightning.cpu_features import has_fast_bf16, this_cpu_flags
 from nst_lightning.errors import NSTError
 from nst_lightning.export.auto import median_ms
 from nst_lightning.export.gate import check_gate
-from nst_lightning.export.openvino_runtime import compile_config, core, import_openvino
+from nst_lightning.export.openvino_runtime import compile_config, compile_cpu, core, import_openvino
 from nst_lightning.export.quantize import CALIBRATION_COUNT, training_photos
 from nst_lightning.inference.zeroshot import ZeroShotModel
 from nst_lightning.models.decoder import level_channels
@@ -135,8 +135,7 @@ def _compile(model: ZeroShotModel, level: str, config: dict[str, Any], folder: P
     encoder = _ov_model(_Encoder(model, level), 3, level + "-encoder", folder)
     decoder = _ov_model(model.decoders[level], level_channels(level), level + "-decoder", folder)
     try:
-        return (CompiledPart(core().compile_model(encoder, "CPU", config)),
-                CompiledPart(core().compile_model(decoder, "CPU", config)))  # fmt: skip
+        return CompiledPart(compile_cpu(encoder, config)), CompiledPart(compile_cpu(decoder, config))
     except Exception as exc:
         raise NSTError(f"OpenVINO cannot compile the zero-shot {level} networks ({type(exc).__name__})") from exc
 
