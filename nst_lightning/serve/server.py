@@ -15,8 +15,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import h11
