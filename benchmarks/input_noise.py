@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -43,8 +42,9 @@ from nst_lightning.evaluation.metrics import oriented_texture, smooth_test_image
 from nst_lightning.evaluation.styles import style_view  # noqa: E402
 from nst_lightning.image import list_images, load_image, save_image  # noqa: E402
 from nst_lightning.inference import LoadedModel, load_model  # noqa: E402
-from nst_lightning.inference.noise import InputNoise, smooth_mask  # noqa: E402
+from nst_lightning.inference.noise import InputNoise  # noqa: E402
 from nst_lightning.losses.styles import resolve_style_image, style_grams  # noqa: E402
+from nst_lightning.training.smooth import smoothest_windows  # noqa: E402
 
 SETTINGS = [("none", InputNoise(0.0))] + [
     (f"{'smooth' if smooth else 'uniform'}_{s}", InputNoise(s, smooth_only=smooth))
@@ -57,10 +57,7 @@ def find_sky(photo: torch.Tensor, window: int) -> tuple[float, int, int]:
     """(fine-texture RMS, y, x) of the smoothest ``window``-px square in the upper third of a 1×3×H×W photo
     (smoothest by mean |∇luma|, all windows at once; then scored by ``oriented_texture``)."""
     h = photo.shape[-2]
-    grad = 1 - smooth_mask(photo[..., : max(window, h // 3 + window // 2), :])  # ≈ how textured each pixel is
-    score = F.avg_pool2d(grad, window, stride=window // 4)[0, 0]
-    iy, ix = divmod(int(score.argmin()), score.shape[1])
-    y, x = iy * (window // 4), ix * (window // 4)
+    [(y, x)], _ = smoothest_windows(photo[..., : max(window, h // 3 + window // 2), :], window)
     return float(oriented_texture(photo[..., y : y + window, x : x + window])["texture_rms"][0]), y, x
 
 
